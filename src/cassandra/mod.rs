@@ -1,0 +1,1 @@
+//! cassandra (being written)

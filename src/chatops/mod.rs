@@ -1,0 +1,1 @@
+//! chatops (being written)

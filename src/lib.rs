@@ -1,0 +1,40 @@
+//! trimtab: an agent that runs and tunes a Service Bus → LINSTOR / Cassandra pipeline behind policy as code.
+//!
+//! # Layout
+//!
+//! * [`message`]: the message schema (events and volume requests), versioned, in one place.
+//! * [`servicebus`]: the Service Bus trait, the `azservicebus` client, the depth collector and lag accounting.
+//! * [`cassandra`]: the batching, idempotent `scylla` writer, the schema and trimtab's own tables.
+//! * [`linstor`]: the typed LINSTOR REST client, volume operations from messages, placement metrics.
+//! * [`pipeline`]: receive, route, batch, write, settle; live knobs; graceful shutdown.
+//! * [`metrics`]: collectors and the time-series store the forecaster and planner read.
+//! * [`forecast`]: features, baselines, linfa models, the backtest and live accuracy. No IO.
+//! * [`planner`]: pure functions from observed state and forecasts to a plan. No IO.
+//! * [`policy`]: the Rego policy gate (regorus) and its decisions.
+//! * [`executor`]: least-privilege apply, verify and rollback of gated changes.
+//! * [`audit`]: the append-only, hash-chained audit log.
+//! * [`chatops`]: read-only tools over trimtab's state, the LLM client and the templated answers.
+//! * [`api`]: the HTTP API.
+//! * [`sim`]: the stand-ins (Service Bus over AMQP, a CQL v4 server, a fake LINSTOR controller) and fixtures.
+//! * [`replay`]: trace loading and replay into the pipeline.
+//! * [`config`]: the TOML configuration: typed, validated without IO, then built.
+//! * [`shutdown`]: the cancellation tree and grace period shared by every long-running task.
+
+pub mod api;
+pub mod audit;
+pub mod cassandra;
+pub mod chatops;
+pub mod config;
+pub mod executor;
+pub mod forecast;
+pub mod linstor;
+pub mod message;
+pub mod metrics;
+pub mod pipeline;
+pub mod planner;
+pub mod policy;
+pub mod replay;
+pub mod servicebus;
+pub mod shutdown;
+#[cfg(feature = "sim")]
+pub mod sim;

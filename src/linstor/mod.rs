@@ -1,0 +1,1 @@
+//! linstor (being written)

@@ -1,0 +1,1 @@
+//! The cancellation tree and grace period shared by every long-running task.
