@@ -236,23 +236,41 @@ mod tests {
     fn check_err(body: &str, expected: &str) {
         let err = parse(body.as_bytes(), 1024).expect_err("body should be refused");
         let text = err.to_string();
-        assert!(text.contains(expected), "error {text:?} should mention {expected:?}");
+        assert!(
+            text.contains(expected),
+            "error {text:?} should mention {expected:?}"
+        );
     }
 
     #[test]
     fn refuses_bad_bodies_with_a_reason_naming_the_problem() {
         check_err("{not json", "malformed json");
         check_err(r#"{"kind":"event"}"#, "unsupported schema version None");
-        check_err(r#"{"version":2,"kind":"event"}"#, "unsupported schema version");
-        check_err(r#"{"version":1,"kind":"banana"}"#, "unknown kind Some(String(\"banana\"))");
+        check_err(
+            r#"{"version":2,"kind":"event"}"#,
+            "unsupported schema version",
+        );
+        check_err(
+            r#"{"version":1,"kind":"banana"}"#,
+            "unknown kind Some(String(\"banana\"))",
+        );
         check_err(r#"[1,2]"#, "unknown kind");
-        check_err(r#"{"version":1,"kind":"event","payload":{}}"#, "missing field `stream`");
+        check_err(
+            r#"{"version":1,"kind":"event","payload":{}}"#,
+            "missing field `stream`",
+        );
         check_err(
             r#"{"version":1,"kind":"volume","op":"create","resource":"r","size_kib":"big"}"#,
             "size_kib",
         );
-        check_err(r#"{"version":1,"kind":"volume","op":"explode","resource":"r"}"#, "explode");
-        let big = format!(r#"{{"version":1,"kind":"event","stream":"s","payload":"{}"}}"#, "x".repeat(2000));
+        check_err(
+            r#"{"version":1,"kind":"volume","op":"explode","resource":"r"}"#,
+            "explode",
+        );
+        let big = format!(
+            r#"{{"version":1,"kind":"event","stream":"s","payload":"{}"}}"#,
+            "x".repeat(2000)
+        );
         check_err(&big, "exceeds the limit of 1024 bytes");
     }
 
@@ -263,7 +281,10 @@ mod tests {
             ts: Some(time::macros::datetime!(2023-11-16 18:17:03.979 UTC)),
             payload: serde_json::json!({"tokens": 12}),
         };
-        assert_eq!(parse(&event_body(&event), 1 << 20).unwrap(), Envelope::Event(event));
+        assert_eq!(
+            parse(&event_body(&event), 1 << 20).unwrap(),
+            Envelope::Event(event)
+        );
         let request = VolumeRequest::Create {
             resource: "pvc-1".into(),
             size_kib: 1024,
@@ -273,14 +294,19 @@ mod tests {
             replicas_on_same: vec![],
             resource_group: None,
         };
-        assert_eq!(parse(&volume_body(&request), 1 << 20).unwrap(), Envelope::Volume(request));
+        assert_eq!(
+            parse(&volume_body(&request), 1 << 20).unwrap(),
+            Envelope::Volume(request)
+        );
     }
 
     #[test]
     fn create_defaults_to_two_replicas() {
         let body = br#"{"version":1,"kind":"volume","op":"create","resource":"r","size_kib":10}"#;
         match parse(body, 1024).unwrap() {
-            Envelope::Volume(VolumeRequest::Create { place_count, .. }) => assert_eq!(place_count, 2),
+            Envelope::Volume(VolumeRequest::Create { place_count, .. }) => {
+                assert_eq!(place_count, 2)
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -29,7 +29,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A queue, or a subscription of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(untagged)]
 pub enum Entity {
     /// A queue, by name.
@@ -237,5 +239,8 @@ pub trait MessageReceiver: Send + Sync {
     ) -> Result<(), ServiceBusError>;
 
     /// Extends the lock; returns the new locked-until time.
-    async fn renew_lock(&self, message: &ReceivedMessage) -> Result<OffsetDateTime, ServiceBusError>;
+    async fn renew_lock(
+        &self,
+        message: &ReceivedMessage,
+    ) -> Result<OffsetDateTime, ServiceBusError>;
 }
