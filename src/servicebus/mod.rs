@@ -19,6 +19,14 @@
 //! The real client (`azure.rs`) is the only file that names the `azservicebus` crate, so the official Azure SDK
 //! can replace it in one file when it ships.
 
+pub mod azure;
+pub mod depth;
+pub mod lag;
+#[cfg(any(test, feature = "sim"))]
+pub mod memory;
+pub mod renewal;
+pub mod sas;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -29,9 +37,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A queue, or a subscription of a topic.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum Entity {
     /// A queue, by name.
@@ -239,8 +245,13 @@ pub trait MessageReceiver: Send + Sync {
     ) -> Result<(), ServiceBusError>;
 
     /// Extends the lock; returns the new locked-until time.
-    async fn renew_lock(
-        &self,
-        message: &ReceivedMessage,
-    ) -> Result<OffsetDateTime, ServiceBusError>;
+    async fn renew_lock(&self, message: &ReceivedMessage) -> Result<OffsetDateTime, ServiceBusError>;
+
+    /// Sets how many messages the receiver may fetch ahead of `receive` calls (a live knob). Prefetched
+    /// messages are locked while they wait, so keep it at or below what is handled in one lock duration.
+    /// Takes effect at the next `receive`.
+    fn set_prefetch(&self, prefetch: u32);
+
+    /// The prefetch count last set.
+    fn prefetch(&self) -> u32;
 }
