@@ -11,9 +11,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Forecasting: backtest the models on a series, or plot actual against forecast.
+    Forecast(trimtab::forecast::cli::ForecastArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Forecast(args) => trimtab::forecast::cli::run(args)?,
+    }
+    Ok(())
 }

@@ -1,1 +1,7 @@
-//! metrics (being written)
+//! Metrics: collectors and the time-series store the forecaster and planner read.
+//!
+//! * [`series`]: series types and the loader that regularises messy CSV exports and event logs.
+//! * [`store`]: bounded in-memory windows of recent samples over a durable [`store::SampleHistory`].
+
+pub mod series;
+pub mod store;

@@ -1,0 +1,243 @@
+//! The linfa model families and direct multi-step models built from them (one fitted model per horizon step).
+
+use linfa::prelude::*;
+use linfa_elasticnet::ElasticNet;
+use linfa_svm::Svm;
+use linfa_trees::DecisionTree;
+use ndarray::{Array1, Array2, ArrayView1};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::features::FeatureSpec;
+use super::ForecastError;
+
+/// A family of linfa regressors that a series can be forecast with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Ridge regression (`linfa-elasticnet` with an L2 penalty only).
+    Ridge,
+    /// Elastic net with a stronger, half-L1 penalty that drops weak features.
+    ElasticNet,
+    /// Bagged decision trees (`linfa-trees`) over quantile bins of the target.
+    Trees,
+    /// Epsilon-SVR with a Gaussian kernel (`linfa-svm`) on the most recent rows.
+    Svr,
+}
+
+impl Family {
+    /// Every family, in report order.
+    pub const ALL: [Family; 4] = [Family::Ridge, Family::ElasticNet, Family::Trees, Family::Svr];
+
+    /// The model name used in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Ridge => "ridge",
+            Family::ElasticNet => "elastic_net",
+            Family::Trees => "bagged_trees",
+            Family::Svr => "svr",
+        }
+    }
+
+    /// The most recent rows a step model is trained on; the kernel and tree fits grow faster than linearly.
+    fn max_rows(&self) -> usize {
+        match self {
+            Family::Ridge | Family::ElasticNet => 20_000,
+            Family::Trees => 3_000,
+            Family::Svr => 800,
+        }
+    }
+}
+
+/// Per-feature centring and scaling learnt on the training rows.
+#[derive(Debug, Clone)]
+struct Scaler {
+    mean: Array1<f64>,
+    scale: Array1<f64>,
+}
+
+impl Scaler {
+    fn fit(x: &Array2<f64>) -> Self {
+        let n = x.nrows().max(1) as f64;
+        let mean = x.sum_axis(ndarray::Axis(0)) / n;
+        let mut scale = Array1::zeros(x.ncols());
+        for (j, column) in x.columns().into_iter().enumerate() {
+            let var = column.iter().map(|v| (v - mean[j]).powi(2)).sum::<f64>() / n;
+            scale[j] = if var > 1e-12 { var.sqrt() } else { 1.0 };
+        }
+        Self { mean, scale }
+    }
+
+    fn apply(&self, x: &mut Array2<f64>) {
+        for mut row in x.rows_mut() {
+            row -= &self.mean;
+            row /= &self.scale;
+        }
+    }
+
+    fn apply_row(&self, row: &[f64]) -> Array1<f64> {
+        (ArrayView1::from(row).to_owned() - &self.mean) / &self.scale
+    }
+}
+
+/// A fitted regressor on scaled features predicting the scaled target.
+enum Regressor {
+    Linear { weights: Array1<f64>, intercept: f64 },
+    Trees { trees: Vec<DecisionTree<f64, usize>>, centres: Vec<f64> },
+    Svr(Box<Svm<f64, f64>>),
+}
+
+impl std::fmt::Debug for Regressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Regressor::Linear { weights, .. } => write!(f, "Linear({} weights)", weights.len()),
+            Regressor::Trees { trees, .. } => write!(f, "Trees({})", trees.len()),
+            Regressor::Svr(_) => f.write_str("Svr"),
+        }
+    }
+}
+
+/// The model for one horizon step.
+#[derive(Debug)]
+struct StepModel {
+    scaler: Scaler,
+    target_mean: f64,
+    target_scale: f64,
+    regressor: Regressor,
+}
+
+impl StepModel {
+    fn predict(&self, row: &[f64]) -> f64 {
+        let x = self.scaler.apply_row(row);
+        let scaled = match &self.regressor {
+            Regressor::Linear { weights, intercept } => weights.dot(&x) + intercept,
+            Regressor::Trees { trees, centres } => {
+                let x = x.insert_axis(ndarray::Axis(0));
+                let sum: f64 = trees.iter().map(|t| centres[t.predict(&x)[0]]).sum();
+                sum / trees.len() as f64
+            }
+            Regressor::Svr(svm) => svm.predict(x.view()),
+        };
+        self.target_mean + self.target_scale * scaled
+    }
+}
+
+/// A direct multi-step model: one step model per horizon step, all of one family.
+#[derive(Debug)]
+pub struct DirectModel {
+    family: Family,
+    steps: Vec<StepModel>,
+}
+
+impl DirectModel {
+    /// Fits one model per step `1..=horizon` on every origin of `y` that has a full row and a known target.
+    pub fn fit(family: Family, spec: &FeatureSpec, y: &[f64], horizon: usize) -> Result<Self, ForecastError> {
+        let mut steps = Vec::with_capacity(horizon);
+        let mut row = Vec::with_capacity(spec.width());
+        for h in 1..=horizon {
+            let first = spec.min_origin(h);
+            let last = y.len().checked_sub(h + 1).filter(|&l| l >= first + 10).ok_or(ForecastError::TooShort {
+                needed: first + h + 11,
+                found: y.len(),
+            })?;
+            let first = first.max((last + 1).saturating_sub(family.max_rows()));
+            let rows = last - first + 1;
+            let mut x = Array2::zeros((rows, spec.width()));
+            let mut target = Array1::zeros(rows);
+            for (i, t) in (first..=last).enumerate() {
+                spec.row(y, t, h, &mut row);
+                x.row_mut(i).assign(&ArrayView1::from(&row[..]));
+                target[i] = FeatureSpec::target(y, t, h);
+            }
+            steps.push(fit_step(family, x, target, h as u64)?);
+        }
+        Ok(Self { family, steps })
+    }
+
+    /// The family of this model.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Forecasts steps `1..=horizon` after origin `t` (the last observed index of `y`).
+    pub fn predict(&self, spec: &FeatureSpec, y: &[f64], t: usize) -> Vec<f64> {
+        let mut row = Vec::with_capacity(spec.width());
+        let anchor = FeatureSpec::anchor(y, t);
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                spec.row(y, t, i + 1, &mut row);
+                anchor + step.predict(&row)
+            })
+            .collect()
+    }
+}
+
+fn fit_step(family: Family, mut x: Array2<f64>, target: Array1<f64>, seed: u64) -> Result<StepModel, ForecastError> {
+    let scaler = Scaler::fit(&x);
+    scaler.apply(&mut x);
+    let n = target.len() as f64;
+    let target_mean = target.sum() / n;
+    let var = target.iter().map(|v| (v - target_mean).powi(2)).sum::<f64>() / n;
+    let target_scale = if var > 1e-12 { var.sqrt() } else { 1.0 };
+    let y = target.mapv(|v| (v - target_mean) / target_scale);
+    let fit_error = |source: Box<dyn std::error::Error + Send + Sync>| ForecastError::Fit { family: family.name(), source };
+    let regressor = match family {
+        Family::Ridge | Family::ElasticNet => {
+            let (penalty, l1_ratio) = if family == Family::Ridge { (1e-3, 0.0) } else { (2e-2, 0.5) };
+            let model = ElasticNet::params()
+                .penalty(penalty)
+                .l1_ratio(l1_ratio)
+                .with_intercept(true)
+                .max_iterations(2_000)
+                .tolerance(1e-5)
+                .fit(&Dataset::new(x, y))
+                .map_err(|e| fit_error(Box::new(e)))?;
+            Regressor::Linear { weights: model.hyperplane().clone(), intercept: model.intercept() }
+        }
+        Family::Trees => fit_trees(x, &y, seed).map_err(fit_error)?,
+        Family::Svr => {
+            let bandwidth = 2.0 * x.ncols() as f64;
+            let model = Svm::<f64, f64>::params()
+                .c_svr(1.0, Some(0.1))
+                .gaussian_kernel(bandwidth)
+                .fit(&Dataset::new(x, y))
+                .map_err(|e| fit_error(Box::new(e)))?;
+            Regressor::Svr(Box::new(model))
+        }
+    };
+    Ok(StepModel { scaler, target_mean, target_scale, regressor })
+}
+
+/// Regression by classification: the target is cut into quantile bins, each tree learns the bin on a bootstrap
+/// sample, and a prediction is the mean over trees of the chosen bin's mean target.
+fn fit_trees(x: Array2<f64>, y: &Array1<f64>, seed: u64) -> Result<Regressor, Box<dyn std::error::Error + Send + Sync>> {
+    const BINS: usize = 24;
+    const TREES: usize = 8;
+    let n = y.len();
+    let mut sorted: Vec<f64> = y.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let edges: Vec<f64> = (1..BINS).map(|b| sorted[b * n / BINS]).collect();
+    let labels: Array1<usize> = y.mapv(|v| edges.partition_point(|&e| e <= v));
+    let mut sums = vec![0.0; BINS];
+    let mut counts = vec![0usize; BINS];
+    for (&label, &v) in labels.iter().zip(y) {
+        sums[label] += v;
+        counts[label] += 1;
+    }
+    let centres: Vec<f64> = sums.iter().zip(&counts).map(|(s, &c)| if c == 0 { 0.0 } else { s / c as f64 }).collect();
+    let mut rng = StdRng::seed_from_u64(0x7e1a_b5ed ^ seed);
+    let mut trees = Vec::with_capacity(TREES);
+    for _ in 0..TREES {
+        let pick: Vec<usize> = (0..n).map(|_| rng.gen_range(0..n)).collect();
+        let xs = x.select(ndarray::Axis(0), &pick);
+        let ys = labels.select(ndarray::Axis(0), &pick);
+        let tree = DecisionTree::params()
+            .max_depth(Some(9))
+            .min_weight_leaf(4.0)
+            .fit(&Dataset::new(xs, ys))?;
+        trees.push(tree);
+    }
+    Ok(Regressor::Trees { trees, centres })
+}

@@ -1,0 +1,205 @@
+//! The metric store: bounded windows of recent samples in memory, written through to a durable history.
+//!
+//! [`SampleHistory`] is the durable side (a Cassandra table in production, [`MemoryHistory`] in tests and the
+//! embedded default). [`MetricStore::restore`] rebuilds the windows from it after a restart, so none are lost.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use super::series::{Sample, SeriesKey};
+
+/// Why the store or its history failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The durable history could not be read or written.
+    #[error("sample history unavailable")]
+    History {
+        /// Whether the history says a retry can succeed (a timeout, an unavailable replica).
+        retriable: bool,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A sample is not a finite number.
+    #[error("sample for {key} at {at} is not a finite number")]
+    NotFinite {
+        /// The series.
+        key: String,
+        /// The sample's timestamp.
+        at: i64,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again could succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::History { retriable: true, .. })
+    }
+}
+
+/// Durable sample history. Appending the same `(key, at)` twice keeps the later value (idempotent upsert), so a
+/// retried write never duplicates a sample.
+#[async_trait::async_trait]
+pub trait SampleHistory: Send + Sync {
+    /// Stores `samples` of `key`.
+    async fn append(&self, key: &SeriesKey, samples: &[Sample]) -> Result<(), StoreError>;
+    /// The samples of `key` with `from <= at < to`, oldest first.
+    async fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<Sample>, StoreError>;
+    /// Every series that has samples.
+    async fn keys(&self) -> Result<Vec<SeriesKey>, StoreError>;
+}
+
+/// History held in memory: durable only for the life of the process, which is what tests and `demo` need.
+#[derive(Debug, Default)]
+pub struct MemoryHistory {
+    samples: Mutex<BTreeMap<SeriesKey, BTreeMap<i64, f64>>>,
+}
+
+impl MemoryHistory {
+    /// An empty history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl SampleHistory for MemoryHistory {
+    async fn append(&self, key: &SeriesKey, samples: &[Sample]) -> Result<(), StoreError> {
+        let mut all = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let series = all.entry(key.clone()).or_default();
+        for s in samples {
+            series.insert(s.at, s.value);
+        }
+        Ok(())
+    }
+
+    async fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
+        let all = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(all
+            .get(key)
+            .map(|s| s.range(from..to).map(|(&at, &value)| Sample { at, value }).collect())
+            .unwrap_or_default())
+    }
+
+    async fn keys(&self) -> Result<Vec<SeriesKey>, StoreError> {
+        let all = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(all.keys().cloned().collect())
+    }
+}
+
+/// Recent samples per series (at most `capacity` each, oldest dropped first) over a durable history.
+pub struct MetricStore {
+    history: Arc<dyn SampleHistory>,
+    capacity: usize,
+    windows: Mutex<HashMap<SeriesKey, VecDeque<Sample>>>,
+}
+
+impl std::fmt::Debug for MetricStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricStore").field("capacity", &self.capacity).finish_non_exhaustive()
+    }
+}
+
+impl MetricStore {
+    /// An empty store keeping `capacity` recent samples per series.
+    pub fn new(history: Arc<dyn SampleHistory>, capacity: usize) -> Self {
+        Self { history, capacity: capacity.max(1), windows: Mutex::new(HashMap::new()) }
+    }
+
+    /// A store whose windows are reloaded from `history`: the latest `capacity` samples of every series up to
+    /// `now` (exclusive).
+    pub async fn restore(history: Arc<dyn SampleHistory>, capacity: usize, now: i64) -> Result<Self, StoreError> {
+        let store = Self::new(history, capacity);
+        let mut windows = HashMap::new();
+        for key in store.history.keys().await? {
+            let samples = store.history.range(&key, i64::MIN, now).await?;
+            let skip = samples.len().saturating_sub(store.capacity);
+            windows.insert(key, samples.into_iter().skip(skip).collect::<VecDeque<_>>());
+        }
+        *store.lock() = windows;
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, VecDeque<Sample>>> {
+        // A panic while holding the lock cannot leave a window half-updated in a way that matters: each update
+        // is a single push or pop, so the data is still usable.
+        self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a sample: durable history first, then the window. Out-of-order samples are placed in time order.
+    pub async fn record(&self, key: &SeriesKey, sample: Sample) -> Result<(), StoreError> {
+        if !sample.value.is_finite() {
+            return Err(StoreError::NotFinite { key: key.to_string(), at: sample.at });
+        }
+        self.history.append(key, std::slice::from_ref(&sample)).await?;
+        let mut windows = self.lock();
+        let window = windows.entry(key.clone()).or_default();
+        let position = window.partition_point(|s| s.at < sample.at);
+        if window.get(position).is_some_and(|s| s.at == sample.at) {
+            window[position] = sample;
+        } else {
+            window.insert(position, sample);
+        }
+        while window.len() > self.capacity {
+            window.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The recent samples of a series, oldest first.
+    pub fn window(&self, key: &SeriesKey) -> Vec<Sample> {
+        self.lock().get(key).map(|w| w.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The series that have samples in memory.
+    pub fn keys(&self) -> Vec<SeriesKey> {
+        let mut keys: Vec<SeriesKey> = self.lock().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// The durable history, for reading further back than the windows.
+    pub fn history(&self) -> &Arc<dyn SampleHistory> {
+        &self.history
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn windows_are_bounded_and_survive_a_restart_through_the_history() {
+        let history: Arc<dyn SampleHistory> = Arc::new(MemoryHistory::new());
+        let depth = SeriesKey::new("queue_depth").with_label("queue", "orders");
+        let lag = SeriesKey::new("partition_lag").with_label("partition", "3");
+        {
+            let store = MetricStore::new(history.clone(), 5);
+            for i in 0..8 {
+                store.record(&depth, Sample { at: i * 10, value: i as f64 }).await.expect("record");
+            }
+            // Out of order and a rewrite of an existing timestamp.
+            store.record(&lag, Sample { at: 20, value: 2.0 }).await.expect("record");
+            store.record(&lag, Sample { at: 10, value: 1.0 }).await.expect("record");
+            store.record(&lag, Sample { at: 20, value: 2.5 }).await.expect("record");
+            let window: Vec<f64> = store.window(&depth).iter().map(|s| s.value).collect();
+            assert_eq!(window, vec![3.0, 4.0, 5.0, 6.0, 7.0]);
+            assert_eq!(store.window(&lag), vec![Sample { at: 10, value: 1.0 }, Sample { at: 20, value: 2.5 }]);
+        }
+        // The process restarts: a new store over the same durable history.
+        let restored = MetricStore::restore(history.clone(), 5, 1_000).await.expect("restore");
+        assert_eq!(restored.keys(), vec![lag.clone(), depth.clone()]);
+        let window: Vec<f64> = restored.window(&depth).iter().map(|s| s.value).collect();
+        assert_eq!(window, vec![3.0, 4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(restored.window(&lag), vec![Sample { at: 10, value: 1.0 }, Sample { at: 20, value: 2.5 }]);
+        assert_eq!(history.range(&depth, 0, 30).await.expect("range").len(), 3, "history keeps everything");
+    }
+
+    #[tokio::test]
+    async fn a_non_finite_sample_is_refused() {
+        let store = MetricStore::new(Arc::new(MemoryHistory::new()), 4);
+        let err = store.record(&SeriesKey::new("x"), Sample { at: 0, value: f64::NAN }).await.expect_err("nan");
+        assert!(!err.is_retriable());
+        assert!(store.window(&SeriesKey::new("x")).is_empty());
+    }
+}
