@@ -1,5 +1,7 @@
 //! The `trimtab` command line: parses arguments and calls into the library.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// trimtab runs and tunes a Service Bus → LINSTOR / Cassandra pipeline, behind policy as code.
@@ -11,9 +13,24 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// List, show, approve or reject proposed changes.
+    Proposals(trimtab::executor::cli::ProposalsArgs),
+    /// Stop all applying at once (the kill switch); proposals are still planned and recorded.
+    Pause(trimtab::executor::cli::KillSwitchArgs),
+    /// Allow applying again after `pause`.
+    Resume(trimtab::executor::cli::KillSwitchArgs),
+    /// Verify the audit log's hash chain or show its last records.
+    Audit(trimtab::audit::cli::AuditArgs),
+}
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command {}
+    let code = match cli.command {
+        Command::Proposals(args) => trimtab::executor::cli::run_proposals(args)?,
+        Command::Pause(args) => trimtab::executor::cli::run_pause(args)?,
+        Command::Resume(args) => trimtab::executor::cli::run_resume(args)?,
+        Command::Audit(args) => trimtab::audit::cli::run(args)?,
+    };
+    Ok(code)
 }
