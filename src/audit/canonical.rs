@@ -62,7 +62,10 @@ mod tests {
         let a = json!({"b": 1, "a": {"y": [1, 2], "x": "s"}});
         let b: serde_json::Value =
             serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
-        assert_eq!(to_canonical_json(&a).unwrap(), r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
+        assert_eq!(
+            to_canonical_json(&a).unwrap(),
+            r#"{"a":{"x":"s","y":[1,2]},"b":1}"#
+        );
         assert_eq!(canonical_sha256(&a).unwrap(), canonical_sha256(&b).unwrap());
     }
 

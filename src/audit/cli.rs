@@ -42,17 +42,26 @@ pub fn run(args: AuditArgs) -> Result<ExitCode, AuditError> {
     match args.command {
         AuditCommand::Verify => match verify(&path)? {
             Ok(report) => {
-                println!("audit chain ok: {} records, head {}", report.records, report.head_hash);
+                println!(
+                    "audit chain ok: {} records, head {}",
+                    report.records, report.head_hash
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(failure) => {
-                println!("audit chain broken: first bad seq {} (line {}): {}", failure.seq, failure.line, failure.reason);
+                println!(
+                    "audit chain broken: first bad seq {} (line {}): {}",
+                    failure.seq, failure.line, failure.reason
+                );
                 Ok(ExitCode::FAILURE)
             }
         },
         AuditCommand::Tail { n } => {
             for record in tail(&path, n)? {
-                println!("{}", serde_json::to_string(&record).map_err(AuditError::Encode)?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&record).map_err(AuditError::Encode)?
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -67,7 +67,11 @@ impl std::fmt::Debug for AuditLog {
 }
 
 fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> AuditError + 'a {
-    move |source| AuditError::Io { path: path.to_path_buf(), op, source }
+    move |source| AuditError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
 }
 
 fn now_unix_ms() -> i64 {
@@ -82,17 +86,28 @@ fn check_line(text: &str, expected_seq: u64, prev_hash: &str) -> Result<AuditRec
     let record: AuditRecord =
         serde_json::from_str(text).map_err(|e| format!("not a valid audit record: {e}"))?;
     if record.version != AUDIT_VERSION {
-        return Err(format!("unsupported record version {}, expected {AUDIT_VERSION}", record.version));
+        return Err(format!(
+            "unsupported record version {}, expected {AUDIT_VERSION}",
+            record.version
+        ));
     }
     if record.seq != expected_seq {
         return Err(format!("seq is {}, expected {expected_seq}", record.seq));
     }
     if record.prev_hash != prev_hash {
-        return Err(format!("prev_hash {} does not match the previous record's hash {prev_hash}", record.prev_hash));
+        return Err(format!(
+            "prev_hash {} does not match the previous record's hash {prev_hash}",
+            record.prev_hash
+        ));
     }
-    let computed = record.compute_hash().map_err(|e| format!("cannot hash record: {e}"))?;
+    let computed = record
+        .compute_hash()
+        .map_err(|e| format!("cannot hash record: {e}"))?;
     if computed != record.hash {
-        return Err(format!("hash {} does not match its content (computed {computed})", record.hash));
+        return Err(format!(
+            "hash {} does not match its content (computed {computed})",
+            record.hash
+        ));
     }
     Ok(record)
 }
@@ -127,7 +142,11 @@ fn walk(bytes: &[u8], first_line: usize, seq: u64, prev_hash: &str) -> Walk {
                 w.records.push(record);
             }
             Err(reason) => {
-                w.failure = Some(VerifyFailure { seq: w.next_seq, line, reason });
+                w.failure = Some(VerifyFailure {
+                    seq: w.next_seq,
+                    line,
+                    reason,
+                });
                 return w;
             }
         }
@@ -169,7 +188,12 @@ impl AuditLog {
         file.read_to_end(&mut bytes).map_err(io(path, "read"))?;
         let w = walk(&bytes, 1, 0, GENESIS_HASH);
         if let Some(f) = w.failure {
-            return Err(AuditError::Corrupt { path: path.to_path_buf(), line: f.line, seq: f.seq, reason: f.reason });
+            return Err(AuditError::Corrupt {
+                path: path.to_path_buf(),
+                line: f.line,
+                seq: f.seq,
+                reason: f.reason,
+            });
         }
         let mut log = AuditLog {
             path: path.to_path_buf(),
@@ -264,7 +288,9 @@ impl AuditLog {
         record.hash = record.compute_hash().map_err(AuditError::Encode)?;
         let mut line = serde_json::to_vec(&record).map_err(AuditError::Encode)?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(io(&self.path, "write"))?;
+        self.file
+            .write_all(&line)
+            .map_err(io(&self.path, "write"))?;
         self.file.sync_data().map_err(io(&self.path, "sync"))?;
         self.next_seq += 1;
         self.last_hash = record.hash.clone();
@@ -279,11 +305,20 @@ impl AuditLog {
             return Ok(());
         }
         let mut bytes = Vec::new();
-        self.file.seek(SeekFrom::Start(self.known_len)).map_err(io(&self.path, "seek"))?;
-        self.file.read_to_end(&mut bytes).map_err(io(&self.path, "read"))?;
+        self.file
+            .seek(SeekFrom::Start(self.known_len))
+            .map_err(io(&self.path, "seek"))?;
+        self.file
+            .read_to_end(&mut bytes)
+            .map_err(io(&self.path, "read"))?;
         let w = walk(&bytes, 0, self.next_seq, &self.last_hash);
         if let Some(f) = w.failure {
-            return Err(AuditError::Corrupt { path: self.path.clone(), line: f.line, seq: f.seq, reason: f.reason });
+            return Err(AuditError::Corrupt {
+                path: self.path.clone(),
+                line: f.line,
+                seq: f.seq,
+                reason: f.reason,
+            });
         }
         if w.complete_len < bytes.len() {
             return Err(AuditError::Corrupt {
@@ -337,7 +372,10 @@ pub fn verify(path: &Path) -> Result<Result<VerifyReport, VerifyFailure>, AuditE
             ),
         }));
     }
-    Ok(Ok(VerifyReport { records: w.next_seq, head_hash: w.last_hash }))
+    Ok(Ok(VerifyReport {
+        records: w.next_seq,
+        head_hash: w.last_hash,
+    }))
 }
 
 /// The last `n` records of the log at `path`, oldest first; an error if the chain is broken.
@@ -345,7 +383,12 @@ pub fn tail(path: &Path, n: usize) -> Result<Vec<AuditRecord>, AuditError> {
     let bytes = std::fs::read(path).map_err(io(path, "read"))?;
     let w = walk(&bytes, 1, 0, GENESIS_HASH);
     if let Some(f) = w.failure {
-        return Err(AuditError::Corrupt { path: path.to_path_buf(), line: f.line, seq: f.seq, reason: f.reason });
+        return Err(AuditError::Corrupt {
+            path: path.to_path_buf(),
+            line: f.line,
+            seq: f.seq,
+            reason: f.reason,
+        });
     }
     let skip = w.records.len().saturating_sub(n);
     Ok(w.records.into_iter().skip(skip).collect())

@@ -50,12 +50,13 @@ impl MemoryMirror {
 impl AuditMirror for MemoryMirror {
     fn publish(&self, record: &AuditRecord) -> Result<(), MirrorError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(MirrorError { reason: "memory mirror set to fail".into() });
+            return Err(MirrorError {
+                reason: "memory mirror set to fail".into(),
+            });
         }
-        let mut records = self
-            .records
-            .lock()
-            .map_err(|_| MirrorError { reason: "memory mirror lock poisoned".into() })?;
+        let mut records = self.records.lock().map_err(|_| MirrorError {
+            reason: "memory mirror lock poisoned".into(),
+        })?;
         if !records.iter().any(|r| r.seq == record.seq) {
             records.push(record.clone());
         }

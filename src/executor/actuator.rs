@@ -43,7 +43,12 @@ pub struct ReplicaView {
 #[async_trait]
 pub trait PlacementActuator: Send + Sync {
     /// Creates a diskful replica of `resource` on `node` in `pool`; it starts syncing and is not UpToDate yet.
-    async fn add_replica(&self, resource: &str, node: &str, pool: &str) -> Result<(), ActuatorError>;
+    async fn add_replica(
+        &self,
+        resource: &str,
+        node: &str,
+        pool: &str,
+    ) -> Result<(), ActuatorError>;
     /// Deletes the replica of `resource` on `node`.
     async fn remove_replica(&self, resource: &str, node: &str) -> Result<(), ActuatorError>;
     /// Sets the place count of `resource` (its resource group's select filter).

@@ -146,7 +146,10 @@ pub struct StepReport {
 impl StepReport {
     /// The outcome for a change id.
     pub fn outcome(&self, change_id: &str) -> Option<&ChangeOutcome> {
-        self.outcomes.iter().find(|(id, _)| id == change_id).map(|(_, o)| o)
+        self.outcomes
+            .iter()
+            .find(|(id, _)| id == change_id)
+            .map(|(_, o)| o)
     }
 }
 
@@ -171,7 +174,9 @@ impl Drop for MoveGuard<'_> {
 }
 
 fn failed(e: impl std::fmt::Display) -> ChangeOutcome {
-    ChangeOutcome::Failed { error: e.to_string() }
+    ChangeOutcome::Failed {
+        error: e.to_string(),
+    }
 }
 
 impl Executor {
@@ -208,8 +213,9 @@ impl Executor {
         subject: &str,
         detail: serde_json::Value,
     ) -> Result<AuditRecord, ExecutorError> {
-        let mut log = self.audit.lock().map_err(|_| {
-            ExecutorError::BadStateFile { path: self.state.audit_log(), message: "audit lock poisoned".into() }
+        let mut log = self.audit.lock().map_err(|_| ExecutorError::BadStateFile {
+            path: self.state.audit_log(),
+            message: "audit lock poisoned".into(),
         })?;
         Ok(log.append(kind, actor, subject, detail)?)
     }
@@ -224,17 +230,25 @@ impl Executor {
 
     fn note_mode(&self, mode: &ModeDecision) -> Result<(), ExecutorError> {
         let changed = {
-            let mut last = self.last_mode.lock().map_err(|_| ExecutorError::BadStateFile {
-                path: self.state.root().to_path_buf(),
-                message: "mode lock poisoned".into(),
-            })?;
+            let mut last = self
+                .last_mode
+                .lock()
+                .map_err(|_| ExecutorError::BadStateFile {
+                    path: self.state.root().to_path_buf(),
+                    message: "mode lock poisoned".into(),
+                })?;
             let changed = last.as_ref() != Some(mode);
             *last = Some(mode.clone());
             changed
         };
         if changed {
             tracing::info!(mode = ?mode.mode, configured = ?mode.configured, why = ?mode.why, "operating mode");
-            self.audit(AuditKind::Mode, "executor", "", serde_json::to_value(mode).map_err(ExecutorError::Encode)?)?;
+            self.audit(
+                AuditKind::Mode,
+                "executor",
+                "",
+                serde_json::to_value(mode).map_err(ExecutorError::Encode)?,
+            )?;
         }
         Ok(())
     }
@@ -252,11 +266,20 @@ impl Executor {
     ) -> Result<StepReport, ExecutorError> {
         self.note_mode(mode)?;
         if let Some(err) = gate.load_error() {
-            self.audit(AuditKind::Policy, "gate", "", serde_json::json!({ "error": err, "effect": "denying every change" }))?;
+            self.audit(
+                AuditKind::Policy,
+                "gate",
+                "",
+                serde_json::json!({ "error": err, "effect": "denying every change" }),
+            )?;
         }
         let mut outcomes = Vec::new();
         for change in &plan.changes {
-            let open = self.proposals.list()?.into_iter().find(|p| p.change.id == change.id && p.status.is_open());
+            let open = self
+                .proposals
+                .list()?
+                .into_iter()
+                .find(|p| p.change.id == change.id && p.status.is_open());
             if let Some(p) = open {
                 let outcome = match p.status {
                     ProposalStatus::Recommended => ChangeOutcome::Recommended { proposal: p.id },
@@ -265,25 +288,55 @@ impl Executor {
                 outcomes.push((change.id.clone(), outcome));
                 continue;
             }
-            self.audit(AuditKind::Proposal, "planner", &change.id, serde_json::to_value(change).map_err(ExecutorError::Encode)?)?;
+            self.audit(
+                AuditKind::Proposal,
+                "planner",
+                &change.id,
+                serde_json::to_value(change).map_err(ExecutorError::Encode)?,
+            )?;
             let decision = gate.evaluate(change, &self.context(mode.mode, now)?);
-            self.audit(AuditKind::Decision, "gate", &change.id, serde_json::to_value(&decision).map_err(ExecutorError::Encode)?)?;
+            self.audit(
+                AuditKind::Decision,
+                "gate",
+                &change.id,
+                serde_json::to_value(&decision).map_err(ExecutorError::Encode)?,
+            )?;
             let print = fingerprint(observed, settings, change);
             let outcome = match (decision.verdict, mode.mode) {
-                (Verdict::Deny, _) => ChangeOutcome::Denied { reasons: decision.reasons },
+                (Verdict::Deny, _) => ChangeOutcome::Denied {
+                    reasons: decision.reasons,
+                },
                 (_, Mode::Recommend) => {
-                    let (p, _) = self.proposals.create(change, ProposalStatus::Recommended, print, decision, now)?;
+                    let (p, _) = self.proposals.create(
+                        change,
+                        ProposalStatus::Recommended,
+                        print,
+                        decision,
+                        now,
+                    )?;
                     ChangeOutcome::Recommended { proposal: p.id }
                 }
                 (Verdict::NeedsApproval, Mode::Autonomous) => {
-                    let (p, _) = self.proposals.create(change, ProposalStatus::Pending, print, decision, now)?;
+                    let (p, _) = self.proposals.create(
+                        change,
+                        ProposalStatus::Pending,
+                        print,
+                        decision,
+                        now,
+                    )?;
                     ChangeOutcome::Queued { proposal: p.id }
                 }
-                (Verdict::Allow, Mode::Autonomous) => self.apply(change, gate, ApplyOrigin::Automatic, now).await?,
+                (Verdict::Allow, Mode::Autonomous) => {
+                    self.apply(change, gate, ApplyOrigin::Automatic, now)
+                        .await?
+                }
             };
             outcomes.push((change.id.clone(), outcome));
         }
-        Ok(StepReport { mode: mode.clone(), outcomes })
+        Ok(StepReport {
+            mode: mode.clone(),
+            outcomes,
+        })
     }
 
     /// Runs approved proposals (autonomous mode only): exactly the approved change, if its plan hash still
@@ -298,14 +351,35 @@ impl Executor {
     ) -> Result<StepReport, ExecutorError> {
         let mut outcomes = Vec::new();
         if mode.mode != Mode::Autonomous {
-            return Ok(StepReport { mode: mode.clone(), outcomes });
+            return Ok(StepReport {
+                mode: mode.clone(),
+                outcomes,
+            });
         }
         for p in self.proposals.list()? {
-            let ProposalStatus::Approved { by, .. } = &p.status else { continue };
+            let ProposalStatus::Approved { by, .. } = &p.status else {
+                continue;
+            };
             if let Err(e) = self.proposals.check_hash(&p) {
-                self.audit(AuditKind::Refused, "executor", &p.id, serde_json::json!({ "reason": e.to_string() }))?;
-                self.proposals.set_status(&p.id, ProposalStatus::Failed { at: now, error: e.to_string() })?;
-                outcomes.push((p.change.id.clone(), ChangeOutcome::Refused { reason: e.to_string() }));
+                self.audit(
+                    AuditKind::Refused,
+                    "executor",
+                    &p.id,
+                    serde_json::json!({ "reason": e.to_string() }),
+                )?;
+                self.proposals.set_status(
+                    &p.id,
+                    ProposalStatus::Failed {
+                        at: now,
+                        error: e.to_string(),
+                    },
+                )?;
+                outcomes.push((
+                    p.change.id.clone(),
+                    ChangeOutcome::Refused {
+                        reason: e.to_string(),
+                    },
+                ));
                 continue;
             }
             let print = fingerprint(observed, settings, &p.change);
@@ -315,25 +389,61 @@ impl Executor {
                     &p.fingerprint[..p.fingerprint.len().min(12)],
                     &print[..print.len().min(12)]
                 );
-                self.audit(AuditKind::Expired, "executor", &p.id, serde_json::json!({ "reason": reason }))?;
-                self.proposals.set_status(&p.id, ProposalStatus::Expired { reason: reason.clone(), at: now })?;
-                outcomes.push((p.change.id.clone(), ChangeOutcome::Expired { proposal: p.id.clone(), reason }));
+                self.audit(
+                    AuditKind::Expired,
+                    "executor",
+                    &p.id,
+                    serde_json::json!({ "reason": reason }),
+                )?;
+                self.proposals.set_status(
+                    &p.id,
+                    ProposalStatus::Expired {
+                        reason: reason.clone(),
+                        at: now,
+                    },
+                )?;
+                outcomes.push((
+                    p.change.id.clone(),
+                    ChangeOutcome::Expired {
+                        proposal: p.id.clone(),
+                        reason,
+                    },
+                ));
                 continue;
             }
             let decision = gate.evaluate(&p.change, &self.context(mode.mode, now)?);
-            self.audit(AuditKind::Decision, "gate", &p.id, serde_json::to_value(&decision).map_err(ExecutorError::Encode)?)?;
+            self.audit(
+                AuditKind::Decision,
+                "gate",
+                &p.id,
+                serde_json::to_value(&decision).map_err(ExecutorError::Encode)?,
+            )?;
             if decision.verdict == Verdict::Deny {
                 // Stays approved: a cap or the kill switch may clear by the next step.
-                outcomes.push((p.change.id.clone(), ChangeOutcome::Denied { reasons: decision.reasons }));
+                outcomes.push((
+                    p.change.id.clone(),
+                    ChangeOutcome::Denied {
+                        reasons: decision.reasons,
+                    },
+                ));
                 continue;
             }
-            let origin = ApplyOrigin::Approved { proposal: p.id.clone(), by: by.clone() };
+            let origin = ApplyOrigin::Approved {
+                proposal: p.id.clone(),
+                by: by.clone(),
+            };
             let outcome = self.apply(&p.change, gate, origin, now).await?;
             let status = match &outcome {
                 ChangeOutcome::Applied { detail } | ChangeOutcome::RolledBack { detail } => {
-                    Some(ProposalStatus::Applied { at: now, outcome: detail.clone() })
+                    Some(ProposalStatus::Applied {
+                        at: now,
+                        outcome: detail.clone(),
+                    })
                 }
-                ChangeOutcome::Failed { error } => Some(ProposalStatus::Failed { at: now, error: error.clone() }),
+                ChangeOutcome::Failed { error } => Some(ProposalStatus::Failed {
+                    at: now,
+                    error: error.clone(),
+                }),
                 _ => None,
             };
             if let Some(status) = status {
@@ -341,7 +451,10 @@ impl Executor {
             }
             outcomes.push((p.change.id.clone(), outcome));
         }
-        Ok(StepReport { mode: mode.clone(), outcomes })
+        Ok(StepReport {
+            mode: mode.clone(),
+            outcomes,
+        })
     }
 
     fn refuse(&self, change: &Change, reason: String) -> Result<ChangeOutcome, ExecutorError> {
@@ -368,10 +481,19 @@ impl Executor {
         let verb = change.action.verb();
         let granted: BTreeSet<String> = gate.grants().callable();
         if !granted.contains(verb) {
-            return self.refuse(change, format!("verb {verb} is not granted by policy (granted: {granted:?})"));
+            return self.refuse(
+                change,
+                format!("verb {verb} is not granted by policy (granted: {granted:?})"),
+            );
         }
         if let Some(flag) = self.state.paused()? {
-            return self.refuse(change, format!("applying is paused by {} at {}: {}", flag.by, flag.at, flag.reason));
+            return self.refuse(
+                change,
+                format!(
+                    "applying is paused by {} at {}: {}",
+                    flag.by, flag.at, flag.reason
+                ),
+            );
         }
         if gate.kill_switch() {
             return self.refuse(change, "the policy kill switch is on".to_string());
@@ -379,15 +501,25 @@ impl Executor {
         let is_move = matches!(change.action, Action::MoveReplica { .. });
         let moves = self.moves_in_progress.load(Ordering::SeqCst);
         if is_move && moves >= self.config.max_concurrent_moves {
-            return self.refuse(change, format!(
-                "concurrent moves {} exceed limit {}", moves + 1, self.config.max_concurrent_moves
-            ));
+            return self.refuse(
+                change,
+                format!(
+                    "concurrent moves {} exceed limit {}",
+                    moves + 1,
+                    self.config.max_concurrent_moves
+                ),
+            );
         }
         let last_hour = self.state.changes_last_hour(now)?;
         if last_hour >= self.config.max_changes_per_hour {
-            return self.refuse(change, format!(
-                "changes in the last hour {} exceed limit {}", last_hour + 1, self.config.max_changes_per_hour
-            ));
+            return self.refuse(
+                change,
+                format!(
+                    "changes in the last hour {} exceed limit {}",
+                    last_hour + 1,
+                    self.config.max_changes_per_hour
+                ),
+            );
         }
         let _guard = is_move.then(|| {
             self.moves_in_progress.fetch_add(1, Ordering::SeqCst);
@@ -403,24 +535,45 @@ impl Executor {
         self.state.record_applied(now)?;
         let outcome = match &change.action {
             Action::SetKnobs { to, .. } => self.apply_knobs(change, to).await?,
-            Action::AddReplica { resource, node, pool } => match self.placement.add_replica(resource, node, pool).await {
-                Ok(()) => ChangeOutcome::Applied { detail: format!("added {resource} on {node}/{pool}") },
-                Err(e) => failed(e),
-            },
-            Action::MoveReplica { resource, from_node, to_node, to_pool, .. } => {
-                self.apply_move(change, resource, from_node, to_node, to_pool).await?
-            }
-            Action::RemoveReplica { resource, node } => match self.removal_blocker(resource, node, None).await {
-                Some(why) => ChangeOutcome::Failed { error: why },
-                None => match self.placement.remove_replica(resource, node).await {
-                    Ok(()) => ChangeOutcome::Applied { detail: format!("removed {resource} from {node}") },
-                    Err(e) => failed(e),
+            Action::AddReplica {
+                resource,
+                node,
+                pool,
+            } => match self.placement.add_replica(resource, node, pool).await {
+                Ok(()) => ChangeOutcome::Applied {
+                    detail: format!("added {resource} on {node}/{pool}"),
                 },
-            },
-            Action::SetPlaceCount { resource, to, .. } => match self.placement.set_place_count(resource, *to).await {
-                Ok(()) => ChangeOutcome::Applied { detail: format!("place count of {resource} set to {to}") },
                 Err(e) => failed(e),
             },
+            Action::MoveReplica {
+                resource,
+                from_node,
+                to_node,
+                to_pool,
+                ..
+            } => {
+                self.apply_move(change, resource, from_node, to_node, to_pool)
+                    .await?
+            }
+            Action::RemoveReplica { resource, node } => {
+                match self.removal_blocker(resource, node, None).await {
+                    Some(why) => ChangeOutcome::Failed { error: why },
+                    None => match self.placement.remove_replica(resource, node).await {
+                        Ok(()) => ChangeOutcome::Applied {
+                            detail: format!("removed {resource} from {node}"),
+                        },
+                        Err(e) => failed(e),
+                    },
+                }
+            }
+            Action::SetPlaceCount { resource, to, .. } => {
+                match self.placement.set_place_count(resource, *to).await {
+                    Ok(()) => ChangeOutcome::Applied {
+                        detail: format!("place count of {resource} set to {to}"),
+                    },
+                    Err(e) => failed(e),
+                }
+            }
             Action::DeleteResource { resource } => ChangeOutcome::Failed {
                 error: format!("no actuator can delete a resource; {resource} left alone"),
             },
@@ -434,7 +587,11 @@ impl Executor {
         Ok(outcome)
     }
 
-    async fn apply_knobs(&self, change: &Change, to: &Settings) -> Result<ChangeOutcome, ExecutorError> {
+    async fn apply_knobs(
+        &self,
+        change: &Change,
+        to: &Settings,
+    ) -> Result<ChangeOutcome, ExecutorError> {
         let window = Duration::from_secs(self.config.verify_window_s);
         let before = match self.knobs.current().await {
             Ok(s) => s,
@@ -450,8 +607,17 @@ impl Executor {
                 continue;
             }
             if let Err(e) = self.knobs.set(knob, value).await {
-                let restore = self.restore_knobs(change, &before, &format!("setting {knob:?} failed: {e}"), None).await?;
-                return Ok(ChangeOutcome::Failed { error: format!("setting {knob:?} to {value} failed: {e}; {restore}") });
+                let restore = self
+                    .restore_knobs(
+                        change,
+                        &before,
+                        &format!("setting {knob:?} failed: {e}"),
+                        None,
+                    )
+                    .await?;
+                return Ok(ChangeOutcome::Failed {
+                    error: format!("setting {knob:?} to {value} failed: {e}; {restore}"),
+                });
             }
         }
         let after = match self.knobs.observe(window).await {
@@ -461,7 +627,10 @@ impl Executor {
         let tol = self.config.rollback_tolerance;
         let mut worse = Vec::new();
         if after.p99_ms > baseline.p99_ms * (1.0 + tol) {
-            worse.push(format!("p99 {:.1} ms worse than {:.1} ms before", after.p99_ms, baseline.p99_ms));
+            worse.push(format!(
+                "p99 {:.1} ms worse than {:.1} ms before",
+                after.p99_ms, baseline.p99_ms
+            ));
         }
         if after.throughput_rows_per_s < baseline.throughput_rows_per_s * (1.0 - tol) {
             worse.push(format!(
@@ -473,14 +642,21 @@ impl Executor {
             return Ok(ChangeOutcome::Applied {
                 detail: format!(
                     "knobs set; over {} s p99 {:.1} → {:.1} ms, throughput {:.0} → {:.0} rows/s",
-                    self.config.verify_window_s, baseline.p99_ms, after.p99_ms,
-                    baseline.throughput_rows_per_s, after.throughput_rows_per_s
+                    self.config.verify_window_s,
+                    baseline.p99_ms,
+                    after.p99_ms,
+                    baseline.throughput_rows_per_s,
+                    after.throughput_rows_per_s
                 ),
             });
         }
         let why = format!("{} (tolerance {:.0} %)", worse.join("; "), tol * 100.0);
-        let restore = self.restore_knobs(change, &before, &why, Some((baseline, after))).await?;
-        Ok(ChangeOutcome::RolledBack { detail: format!("{why}; {restore}") })
+        let restore = self
+            .restore_knobs(change, &before, &why, Some((baseline, after)))
+            .await?;
+        Ok(ChangeOutcome::RolledBack {
+            detail: format!("{why}; {restore}"),
+        })
     }
 
     /// Puts the knobs back to `before`, audited before it does.
@@ -507,20 +683,37 @@ impl Executor {
 
     /// Why removing `node`'s replica of `resource` would be unsafe, if it would: it is in use, or fewer than
     /// the place count of diskful UpToDate replicas would remain (`required_up_to_date` must be one of them).
-    async fn removal_blocker(&self, resource: &str, node: &str, required_up_to_date: Option<&str>) -> Option<String> {
+    async fn removal_blocker(
+        &self,
+        resource: &str,
+        node: &str,
+        required_up_to_date: Option<&str>,
+    ) -> Option<String> {
         let view = match self.placement.replicas(resource).await {
             Ok(v) => v,
             Err(e) => return Some(format!("cannot read replicas of {resource}: {e}")),
         };
         if view.replicas.iter().any(|r| r.node == node && r.in_use) {
-            return Some(format!("replica of {resource} on {node} is in use; not removing it"));
+            return Some(format!(
+                "replica of {resource} on {node} is in use; not removing it"
+            ));
         }
         if let Some(target) = required_up_to_date {
-            if !view.replicas.iter().any(|r| r.node == target && r.diskful && r.up_to_date) {
-                return Some(format!("replica of {resource} on {target} is not UpToDate; source on {node} kept"));
+            if !view
+                .replicas
+                .iter()
+                .any(|r| r.node == target && r.diskful && r.up_to_date)
+            {
+                return Some(format!(
+                    "replica of {resource} on {target} is not UpToDate; source on {node} kept"
+                ));
             }
         }
-        let remaining = view.replicas.iter().filter(|r| r.node != node && r.diskful && r.up_to_date).count();
+        let remaining = view
+            .replicas
+            .iter()
+            .filter(|r| r.node != node && r.diskful && r.up_to_date)
+            .count();
         if remaining < view.place_count as usize {
             return Some(format!(
                 "removing {resource} from {node} would leave {remaining} UpToDate diskful replicas, below place count {}",
@@ -539,15 +732,27 @@ impl Executor {
         to_pool: &str,
     ) -> Result<ChangeOutcome, ExecutorError> {
         if let Err(e) = self.placement.add_replica(resource, to_node, to_pool).await {
-            return Ok(failed(format!("adding {resource} on {to_node}/{to_pool} failed: {e}")));
+            return Ok(failed(format!(
+                "adding {resource} on {to_node}/{to_pool} failed: {e}"
+            )));
         }
         let poll = Duration::from_secs(self.config.poll_interval_s.max(1));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.up_to_date_timeout_s);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.up_to_date_timeout_s);
         loop {
             match self.placement.replicas(resource).await {
-                Ok(view) if view.replicas.iter().any(|r| r.node == to_node && r.diskful && r.up_to_date) => break,
+                Ok(view)
+                    if view
+                        .replicas
+                        .iter()
+                        .any(|r| r.node == to_node && r.diskful && r.up_to_date) =>
+                {
+                    break
+                }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(%resource, error = %e, "reading replica state failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(%resource, error = %e, "reading replica state failed; retrying")
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(ChangeOutcome::Failed {
@@ -559,8 +764,13 @@ impl Executor {
             }
             tokio::time::sleep(poll).await;
         }
-        if let Some(why) = self.removal_blocker(resource, from_node, Some(to_node)).await {
-            return Ok(ChangeOutcome::Failed { error: format!("added on {to_node}, but {why}") });
+        if let Some(why) = self
+            .removal_blocker(resource, from_node, Some(to_node))
+            .await
+        {
+            return Ok(ChangeOutcome::Failed {
+                error: format!("added on {to_node}, but {why}"),
+            });
         }
         self.audit(
             AuditKind::ApplyStart,

@@ -10,7 +10,10 @@ use super::ExecutorError;
 use crate::audit::{AuditKind, AuditLog};
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn open_audit(state: &StateDir) -> Result<AuditLog, ExecutorError> {
@@ -84,7 +87,10 @@ fn line(p: &Proposal) -> String {
     format!(
         "{}  {:<12}  {:<14}  {:<24}  {}",
         p.id,
-        serde_json::to_value(&p.status).ok().and_then(|v| v["state"].as_str().map(str::to_string)).unwrap_or_default(),
+        serde_json::to_value(&p.status)
+            .ok()
+            .and_then(|v| v["state"].as_str().map(str::to_string))
+            .unwrap_or_default(),
         p.change.action.verb(),
         p.change.target,
         p.change.reason.summary
@@ -103,12 +109,20 @@ pub fn run_proposals(args: ProposalsArgs) -> Result<ExitCode, ExecutorError> {
         }
         ProposalsCommand::Show { id } => {
             let p = store.get(&id)?;
-            println!("{}", serde_json::to_string_pretty(&p).map_err(ExecutorError::Encode)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&p).map_err(ExecutorError::Encode)?
+            );
         }
         ProposalsCommand::Approve { id, by } => {
             let mut audit = open_audit(&state)?;
             let p = store.approve(&id, &by, &mut audit, now())?;
-            println!("approved {} by {by}: {} (plan hash {})", p.id, p.change.action.verb(), p.plan_hash);
+            println!(
+                "approved {} by {by}: {} (plan hash {})",
+                p.id,
+                p.change.action.verb(),
+                p.plan_hash
+            );
         }
         ProposalsCommand::Reject { id, by } => {
             let mut audit = open_audit(&state)?;
@@ -123,9 +137,17 @@ pub fn run_proposals(args: ProposalsArgs) -> Result<ExitCode, ExecutorError> {
 pub fn run_pause(args: KillSwitchArgs) -> Result<ExitCode, ExecutorError> {
     let state = StateDir::new(args.state_dir);
     let mut audit = open_audit(&state)?;
-    audit.append(AuditKind::Paused, &args.by, "", serde_json::json!({ "reason": args.reason }))?;
+    audit.append(
+        AuditKind::Paused,
+        &args.by,
+        "",
+        serde_json::json!({ "reason": args.reason }),
+    )?;
     let flag = state.pause(&args.by, &args.reason, now())?;
-    println!("paused by {} at {}: applying stops until `trimtab resume`", flag.by, flag.at);
+    println!(
+        "paused by {} at {}: applying stops until `trimtab resume`",
+        flag.by, flag.at
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -133,8 +155,20 @@ pub fn run_pause(args: KillSwitchArgs) -> Result<ExitCode, ExecutorError> {
 pub fn run_resume(args: KillSwitchArgs) -> Result<ExitCode, ExecutorError> {
     let state = StateDir::new(args.state_dir);
     let mut audit = open_audit(&state)?;
-    audit.append(AuditKind::Resumed, &args.by, "", serde_json::json!({ "reason": args.reason }))?;
+    audit.append(
+        AuditKind::Resumed,
+        &args.by,
+        "",
+        serde_json::json!({ "reason": args.reason }),
+    )?;
     let was = state.resume()?;
-    println!("{}", if was { "resumed: applying allowed again" } else { "was not paused" });
+    println!(
+        "{}",
+        if was {
+            "resumed: applying allowed again"
+        } else {
+            "was not paused"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::actuator::{ActuatorError, Knob, KnobActuator, PlacementActuator, ReplicaView, WindowStats};
+use super::actuator::{
+    ActuatorError, Knob, KnobActuator, PlacementActuator, ReplicaView, WindowStats,
+};
 use crate::planner::{ReplicaState, Settings};
 
 fn poisoned() -> ActuatorError {
-    ActuatorError { reason: "in-memory actuator lock poisoned".into(), retriable: false }
+    ActuatorError {
+        reason: "in-memory actuator lock poisoned".into(),
+        retriable: false,
+    }
 }
 
 struct PlacementState {
@@ -30,14 +35,21 @@ impl MemoryPlacement {
     /// A cluster with the given resources; new replicas sync after `sync_reads` reads.
     pub fn new(resources: BTreeMap<String, ReplicaView>, sync_reads: u32) -> Self {
         MemoryPlacement {
-            state: Mutex::new(PlacementState { resources, syncing: BTreeMap::new(), calls: Vec::new() }),
+            state: Mutex::new(PlacementState {
+                resources,
+                syncing: BTreeMap::new(),
+                calls: Vec::new(),
+            }),
             sync_reads,
         }
     }
 
     /// Every call so far, in order, as `verb resource [node [pool]]`.
     pub fn calls(&self) -> Vec<String> {
-        self.state.lock().map(|s| s.calls.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.calls.clone())
+            .unwrap_or_default()
     }
 
     /// The replicas of `resource` now, without counting as a read.
@@ -48,9 +60,15 @@ impl MemoryPlacement {
 
 #[async_trait]
 impl PlacementActuator for MemoryPlacement {
-    async fn add_replica(&self, resource: &str, node: &str, pool: &str) -> Result<(), ActuatorError> {
+    async fn add_replica(
+        &self,
+        resource: &str,
+        node: &str,
+        pool: &str,
+    ) -> Result<(), ActuatorError> {
         let mut s = self.state.lock().map_err(|_| poisoned())?;
-        s.calls.push(format!("add_replica {resource} {node} {pool}"));
+        s.calls
+            .push(format!("add_replica {resource} {node} {pool}"));
         let view = s.resources.entry(resource.to_string()).or_default();
         if !view.replicas.iter().any(|r| r.node == node) {
             view.replicas.push(ReplicaState {
@@ -60,7 +78,8 @@ impl PlacementActuator for MemoryPlacement {
                 up_to_date: self.sync_reads == 0,
                 in_use: false,
             });
-            s.syncing.insert((resource.into(), node.into()), self.sync_reads);
+            s.syncing
+                .insert((resource.into(), node.into()), self.sync_reads);
         }
         Ok(())
     }
@@ -76,8 +95,12 @@ impl PlacementActuator for MemoryPlacement {
 
     async fn set_place_count(&self, resource: &str, place_count: u32) -> Result<(), ActuatorError> {
         let mut s = self.state.lock().map_err(|_| poisoned())?;
-        s.calls.push(format!("set_place_count {resource} {place_count}"));
-        s.resources.entry(resource.to_string()).or_default().place_count = place_count;
+        s.calls
+            .push(format!("set_place_count {resource} {place_count}"));
+        s.resources
+            .entry(resource.to_string())
+            .or_default()
+            .place_count = place_count;
         Ok(())
     }
 
@@ -95,14 +118,21 @@ impl PlacementActuator for MemoryPlacement {
         }
         for node in done {
             s.syncing.remove(&(resource.to_string(), node.clone()));
-            if let Some(r) = s.resources.get_mut(resource).and_then(|v| v.replicas.iter_mut().find(|r| r.node == node)) {
+            if let Some(r) = s
+                .resources
+                .get_mut(resource)
+                .and_then(|v| v.replicas.iter_mut().find(|r| r.node == node))
+            {
                 r.up_to_date = true;
             }
         }
-        s.resources.get(resource).cloned().ok_or_else(|| ActuatorError {
-            reason: format!("resource {resource} not found"),
-            retriable: false,
-        })
+        s.resources
+            .get(resource)
+            .cloned()
+            .ok_or_else(|| ActuatorError {
+                reason: format!("resource {resource} not found"),
+                retriable: false,
+            })
     }
 }
 
@@ -123,13 +153,21 @@ impl MemoryKnobs {
     pub fn new(settings: Settings, observations: Vec<WindowStats>) -> Self {
         let fallback = observations.last().copied().unwrap_or_default();
         MemoryKnobs {
-            state: Mutex::new(KnobState { settings, observations: observations.into(), fallback, calls: Vec::new() }),
+            state: Mutex::new(KnobState {
+                settings,
+                observations: observations.into(),
+                fallback,
+                calls: Vec::new(),
+            }),
         }
     }
 
     /// Every `set` so far, as `knob=value`, in order.
     pub fn calls(&self) -> Vec<String> {
-        self.state.lock().map(|s| s.calls.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.calls.clone())
+            .unwrap_or_default()
     }
 
     /// The knob values now.
@@ -146,14 +184,22 @@ impl KnobActuator for MemoryKnobs {
 
     async fn set(&self, knob: Knob, value: u64) -> Result<(), ActuatorError> {
         let mut s = self.state.lock().map_err(|_| poisoned())?;
-        let bad = || ActuatorError { reason: format!("{knob:?} value {value} out of range"), retriable: false };
+        let bad = || ActuatorError {
+            reason: format!("{knob:?} value {value} out of range"),
+            retriable: false,
+        };
         match knob {
             Knob::BatchRows => s.settings.batch_rows = u32::try_from(value).map_err(|_| bad())?,
             Knob::BatchBytes => s.settings.batch_bytes = value,
-            Knob::Concurrency => s.settings.concurrency = u32::try_from(value).map_err(|_| bad())?,
+            Knob::Concurrency => {
+                s.settings.concurrency = u32::try_from(value).map_err(|_| bad())?
+            }
             Knob::Prefetch => s.settings.prefetch = u32::try_from(value).map_err(|_| bad())?,
         }
-        let name = serde_json::to_value(knob).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let name = serde_json::to_value(knob)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         s.calls.push(format!("{name}={value}"));
         Ok(())
     }

@@ -14,7 +14,9 @@ mod memory;
 mod proposals;
 mod state;
 
-pub use actuator::{knob_values, ActuatorError, Knob, KnobActuator, PlacementActuator, ReplicaView, WindowStats};
+pub use actuator::{
+    knob_values, ActuatorError, Knob, KnobActuator, PlacementActuator, ReplicaView, WindowStats,
+};
 pub use apply::{ApplyOrigin, ChangeOutcome, Executor, ExecutorConfig, StepReport};
 pub use memory::{MemoryKnobs, MemoryPlacement};
 pub use proposals::{plan_hash, Proposal, ProposalStatus, ProposalStore, PROPOSAL_VERSION};
@@ -27,7 +29,11 @@ use std::path::PathBuf;
 pub enum ExecutorError {
     /// Writing the audit record failed, so nothing was applied.
     #[error("audit failed, nothing applied")]
-    Audit(#[from] #[source] crate::audit::AuditError),
+    Audit(
+        #[from]
+        #[source]
+        crate::audit::AuditError,
+    ),
     /// A state-directory file could not be read or written.
     #[error("state file {path}: {op} failed")]
     State {
@@ -71,7 +77,9 @@ pub enum ExecutorError {
         status: String,
     },
     /// The stored change does not hash to what was approved: it was edited after proposal.
-    #[error("proposal {id} changed after it was proposed: plan hash {actual}, approved {expected}")]
+    #[error(
+        "proposal {id} changed after it was proposed: plan hash {actual}, approved {expected}"
+    )]
     PlanHashMismatch {
         /// The id.
         id: String,

@@ -122,7 +122,11 @@ impl ProposalStore {
         decision: Decision,
         now: i64,
     ) -> Result<(Proposal, bool), ExecutorError> {
-        if let Some(open) = self.list()?.into_iter().find(|p| p.change.id == change.id && p.status.is_open()) {
+        if let Some(open) = self
+            .list()?
+            .into_iter()
+            .find(|p| p.change.id == change.id && p.status.is_open())
+        {
             return Ok((open, false));
         }
         let id = format!("p{now}-{}", &change.id[..change.id.len().min(8)]);
@@ -146,7 +150,13 @@ impl ProposalStore {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(ExecutorError::State { path: dir, op: "read directory", source }),
+            Err(source) => {
+                return Err(ExecutorError::State {
+                    path: dir,
+                    op: "read directory",
+                    source,
+                })
+            }
         };
         let mut out = Vec::new();
         for entry in entries.flatten() {
@@ -163,7 +173,8 @@ impl ProposalStore {
 
     /// One proposal.
     pub fn get(&self, id: &str) -> Result<Proposal, ExecutorError> {
-        read_json(&self.path(id)?)?.ok_or_else(|| ExecutorError::NoSuchProposal { id: id.to_string() })
+        read_json(&self.path(id)?)?
+            .ok_or_else(|| ExecutorError::NoSuchProposal { id: id.to_string() })
     }
 
     /// Overwrites a proposal's status.
@@ -178,16 +189,29 @@ impl ProposalStore {
     pub fn check_hash(&self, p: &Proposal) -> Result<(), ExecutorError> {
         let actual = plan_hash(&p.change)?;
         if actual != p.plan_hash {
-            return Err(ExecutorError::PlanHashMismatch { id: p.id.clone(), expected: p.plan_hash.clone(), actual });
+            return Err(ExecutorError::PlanHashMismatch {
+                id: p.id.clone(),
+                expected: p.plan_hash.clone(),
+                actual,
+            });
         }
         Ok(())
     }
 
     /// Approves an open proposal: audits who approved it (before the status changes), then marks it approved.
-    pub fn approve(&self, id: &str, by: &str, audit: &mut AuditLog, now: i64) -> Result<Proposal, ExecutorError> {
+    pub fn approve(
+        &self,
+        id: &str,
+        by: &str,
+        audit: &mut AuditLog,
+        now: i64,
+    ) -> Result<Proposal, ExecutorError> {
         let p = self.get(id)?;
         if !p.status.is_open() {
-            return Err(ExecutorError::NotOpen { id: id.to_string(), status: format!("{:?}", p.status) });
+            return Err(ExecutorError::NotOpen {
+                id: id.to_string(),
+                status: format!("{:?}", p.status),
+            });
         }
         self.check_hash(&p)?;
         audit.append(
@@ -196,16 +220,42 @@ impl ProposalStore {
             id,
             serde_json::json!({ "change": p.change, "plan_hash": p.plan_hash, "fingerprint": p.fingerprint }),
         )?;
-        self.set_status(id, ProposalStatus::Approved { by: by.to_string(), at: now })
+        self.set_status(
+            id,
+            ProposalStatus::Approved {
+                by: by.to_string(),
+                at: now,
+            },
+        )
     }
 
     /// Rejects an open proposal, audited first.
-    pub fn reject(&self, id: &str, by: &str, audit: &mut AuditLog, now: i64) -> Result<Proposal, ExecutorError> {
+    pub fn reject(
+        &self,
+        id: &str,
+        by: &str,
+        audit: &mut AuditLog,
+        now: i64,
+    ) -> Result<Proposal, ExecutorError> {
         let p = self.get(id)?;
         if !p.status.is_open() {
-            return Err(ExecutorError::NotOpen { id: id.to_string(), status: format!("{:?}", p.status) });
+            return Err(ExecutorError::NotOpen {
+                id: id.to_string(),
+                status: format!("{:?}", p.status),
+            });
         }
-        audit.append(AuditKind::Rejection, by, id, serde_json::json!({ "plan_hash": p.plan_hash }))?;
-        self.set_status(id, ProposalStatus::Rejected { by: by.to_string(), at: now })
+        audit.append(
+            AuditKind::Rejection,
+            by,
+            id,
+            serde_json::json!({ "plan_hash": p.plan_hash }),
+        )?;
+        self.set_status(
+            id,
+            ProposalStatus::Rejected {
+                by: by.to_string(),
+                at: now,
+            },
+        )
     }
 }

@@ -39,8 +39,15 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> ExecutorError + 'a {
-    move |source| ExecutorError::State { path: path.to_path_buf(), op, source }
+fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(std::io::Error) -> ExecutorError + 'a {
+    move |source| ExecutorError::State {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
 }
 
 /// Writes `value` as JSON to `path` atomically: a synced temporary file renamed over it, then the directory synced.
@@ -63,11 +70,20 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
 /// Reads JSON from `path`; `None` if the file does not exist.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ExecutorError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ExecutorError::BadStateFile { path: path.to_path_buf(), message: e.to_string() }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ExecutorError::BadStateFile {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ExecutorError::State { path: path.to_path_buf(), op: "read", source }),
+        Err(source) => Err(ExecutorError::State {
+            path: path.to_path_buf(),
+            op: "read",
+            source,
+        }),
     }
 }
 
@@ -103,7 +119,12 @@ impl StateDir {
 
     /// Pauses applying (the kill switch); every later apply is refused until [`StateDir::resume`].
     pub fn pause(&self, by: &str, reason: &str, now: i64) -> Result<PauseFlag, ExecutorError> {
-        let flag = PauseFlag { version: 1, by: by.into(), at: now, reason: reason.into() };
+        let flag = PauseFlag {
+            version: 1,
+            by: by.into(),
+            at: now,
+            reason: reason.into(),
+        };
         write_json_atomic(&self.pause_path(), &flag)?;
         Ok(flag)
     }
@@ -114,7 +135,11 @@ impl StateDir {
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(ExecutorError::State { path, op: "remove", source }),
+            Err(source) => Err(ExecutorError::State {
+                path,
+                op: "remove",
+                source,
+            }),
         }
     }
 
@@ -125,7 +150,11 @@ impl StateDir {
     /// How many changes were applied in the hour before `now`.
     pub fn changes_last_hour(&self, now: i64) -> Result<u32, ExecutorError> {
         let ledger: Ledger = read_json(&self.ledger_path())?.unwrap_or_default();
-        Ok(ledger.applied_at.iter().filter(|&&t| now - t < 3600).count() as u32)
+        Ok(ledger
+            .applied_at
+            .iter()
+            .filter(|&&t| now - t < 3600)
+            .count() as u32)
     }
 
     /// Records one applied change at `now`.

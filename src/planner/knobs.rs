@@ -31,7 +31,10 @@ pub(crate) fn judge_forecast(forecast: &ForecastView, limits: &Limits) -> Trust 
             Some(_) => None,
         }
     };
-    Trust { trusted: why_not.is_none(), why_not }
+    Trust {
+        trusted: why_not.is_none(),
+        why_not,
+    }
 }
 
 /// A proposed knob change with its reason and expected effect.
@@ -42,19 +45,9 @@ pub(crate) struct KnobProposal {
 }
 
 fn find(samples: &[BatchSample], rows: u32, concurrency: u32) -> Option<&BatchSample> {
-    samples.iter().find(|s| s.rows == rows && s.concurrency == concurrency)
-}
-
-fn relative_diff(a: f64, b: f64) -> f64 {
-    if b == 0.0 {
-        if a == 0.0 {
-            0.0
-        } else {
-            f64::INFINITY
-        }
-    } else {
-        ((a - b) / b).abs()
-    }
+    samples
+        .iter()
+        .find(|s| s.rows == rows && s.concurrency == concurrency)
 }
 
 /// Plans the knobs; `None` when the current setting should stay.
@@ -99,7 +92,10 @@ pub(crate) fn plan_knobs(
     let (required, basis) = match (&forecast.arrival, trust.trusted) {
         (Some(a), true) => (
             a.upper_per_s * limits.capacity_headroom + drain,
-            format!("forecast arrival upper {:.1}/s over {} s", a.upper_per_s, forecast.horizon_s),
+            format!(
+                "forecast arrival upper {:.1}/s over {} s",
+                a.upper_per_s, forecast.horizon_s
+            ),
         ),
         _ => {
             let lagging = p.lag_s > limits.lag_objective_s;
@@ -147,14 +143,18 @@ pub(crate) fn plan_knobs(
                 c.p99_ms, limits.p99_objective_ms, limits.batch_bytes_warn
             )),
             Some(c) => {
-                let gain = b.throughput_rows_per_s / c.throughput_rows_per_s.max(f64::MIN_POSITIVE) - 1.0;
+                let gain =
+                    b.throughput_rows_per_s / c.throughput_rows_per_s.max(f64::MIN_POSITIVE) - 1.0;
                 if c.throughput_rows_per_s < required && gain >= limits.min_gain {
                     Some(format!(
                         "capacity {:.0} rows/s is below required {:.0} rows/s ({basis})",
                         c.throughput_rows_per_s, required
                     ))
                 } else if gain >= limits.switch_gain {
-                    Some(format!("{:.0} % more throughput within the p99 objective", gain * 100.0))
+                    Some(format!(
+                        "{:.0} % more throughput within the p99 objective",
+                        gain * 100.0
+                    ))
                 } else {
                     None
                 }
@@ -178,30 +178,42 @@ pub(crate) fn plan_knobs(
         }
     }
 
-    // Batch bytes: room for the chosen rows at the measured row size, never above the warn threshold.
+    // Batch bytes. Hysteresis: act only when the cap would cut batches short (below rows × row size) or is
+    // above Cassandra's warn threshold, and then leave 25 % room, so a row size that wobbles by a few per cent
+    // does not move the cap every step.
     if p.avg_row_bytes > 0.0 {
-        let wanted = ((f64::from(to.batch_rows) * p.avg_row_bytes * 1.25).ceil() as u64).min(limits.batch_bytes_warn);
+        let need = f64::from(to.batch_rows) * p.avg_row_bytes;
+        let short = (to.batch_bytes as f64) < need;
         let over = to.batch_bytes > limits.batch_bytes_warn;
-        if over || relative_diff(wanted as f64, to.batch_bytes as f64) > limits.knob_tolerance {
+        if short || over {
+            let wanted = ((need * 1.25).ceil() as u64).min(limits.batch_bytes_warn);
             why.push(format!(
-                "batch bytes {} → {wanted} (rows {} × {:.0} B, warn threshold {} B)",
+                "batch bytes {} → {wanted} (rows {} × {:.0} B = {need:.0} B, warn threshold {} B)",
                 to.batch_bytes, to.batch_rows, p.avg_row_bytes, limits.batch_bytes_warn
             ));
             to.batch_bytes = wanted;
         }
     }
 
-    // Prefetch: no more than the chosen setting processes within a fraction of one lock duration.
-    let tp = find(samples, to.batch_rows, to.concurrency).map(|s| s.throughput_rows_per_s).or(current_tp);
+    // Prefetch: enough for one round of batches, never more than the setting processes within a fraction of
+    // one lock duration. Hysteresis: act when below one round or above the ceiling (with 5 % slack, as the
+    // ceiling follows measured throughput), and then aim for two rounds, so noise does not re-trigger it.
+    let tp = find(samples, to.batch_rows, to.concurrency)
+        .map(|s| s.throughput_rows_per_s)
+        .or(current_tp);
     if let Some(tp) = tp {
         let ceiling = (tp * limits.lock_duration_s * limits.prefetch_lock_fraction).floor();
-        let wanted = ceiling.min(f64::from(limits.max_prefetch)).max(1.0) as u32;
+        let round = f64::from(to.batch_rows) * f64::from(to.concurrency);
         figures.insert("prefetch_ceiling".to_string(), ceiling);
-        // The ceiling moves with measured throughput; 5 % slack keeps noise from flagging the current value.
         let over = f64::from(to.prefetch) > ceiling * 1.05;
-        if over || relative_diff(f64::from(wanted), f64::from(to.prefetch)) > limits.knob_tolerance {
+        let short = f64::from(to.prefetch) < round.min(ceiling);
+        if over || short {
+            let wanted = (2.0 * round)
+                .min(ceiling)
+                .min(f64::from(limits.max_prefetch))
+                .max(1.0) as u32;
             why.push(format!(
-                "prefetch {} → {wanted} ({tp:.0} rows/s × {:.0} s lock × {:.2})",
+                "prefetch {} → {wanted} (a round of batches is {round:.0}; ceiling {tp:.0} rows/s × {:.0} s lock × {:.2} = {ceiling:.0})",
                 to.prefetch, limits.lock_duration_s, limits.prefetch_lock_fraction
             ));
             to.prefetch = wanted;
@@ -222,8 +234,14 @@ pub(crate) fn plan_knobs(
         why.push(trust.why_not.clone().unwrap_or_default() + ", so capacity follows measured lag");
     }
     Some(KnobProposal {
-        action: Action::SetKnobs { from: *settings, to },
-        reason: Reason { summary: why.join("; "), figures },
+        action: Action::SetKnobs {
+            from: *settings,
+            to,
+        },
+        reason: Reason {
+            summary: why.join("; "),
+            figures,
+        },
         expected_effect,
     })
 }

@@ -37,9 +37,6 @@ pub struct Limits {
     /// Smallest throughput gain worth a change at all (below it the difference is measurement noise).
     #[serde(default = "default_min_gain")]
     pub min_gain: f64,
-    /// Relative difference below which batch bytes and prefetch are left as they are.
-    #[serde(default = "default_knob_tolerance")]
-    pub knob_tolerance: f64,
     /// Smallest rows per batch.
     #[serde(default = "default_min_batch_rows")]
     pub min_batch_rows: u32,
@@ -105,9 +102,6 @@ const fn default_switch_gain() -> f64 {
 const fn default_min_gain() -> f64 {
     0.05
 }
-const fn default_knob_tolerance() -> f64 {
-    0.20
-}
 const fn default_min_batch_rows() -> u32 {
     1
 }
@@ -157,7 +151,6 @@ impl Default for Limits {
             capacity_headroom: default_capacity_headroom(),
             switch_gain: default_switch_gain(),
             min_gain: default_min_gain(),
-            knob_tolerance: default_knob_tolerance(),
             min_batch_rows: default_min_batch_rows(),
             max_batch_rows: default_max_batch_rows(),
             max_concurrency: default_max_concurrency(),
@@ -196,24 +189,53 @@ impl InvalidLimits {
 impl Limits {
     /// Checks the bands are ordered the way hysteresis needs; pure, no IO.
     pub fn validate(self) -> Result<Self, InvalidLimits> {
-        let bad = |field, value: f64, expected| Err(InvalidLimits { field, value: value.to_string(), expected });
+        let bad = |field, value: f64, expected| {
+            Err(InvalidLimits {
+                field,
+                value: value.to_string(),
+                expected,
+            })
+        };
         if !(self.p99_objective_ms > 0.0) {
-            return bad("p99_objective_ms", self.p99_objective_ms, "a positive number of milliseconds");
+            return bad(
+                "p99_objective_ms",
+                self.p99_objective_ms,
+                "a positive number of milliseconds",
+            );
         }
         if !(self.lag_objective_s > 0.0) {
-            return bad("lag_objective_s", self.lag_objective_s, "a positive number of seconds");
+            return bad(
+                "lag_objective_s",
+                self.lag_objective_s,
+                "a positive number of seconds",
+            );
         }
-        if !(self.pool_drain_to > 0.0 && self.pool_drain_to < self.pool_high_water && self.pool_high_water <= 1.0) {
-            return bad("pool_drain_to", self.pool_drain_to, "between 0 and pool_high_water, which is at most 1");
+        if !(self.pool_drain_to > 0.0
+            && self.pool_drain_to < self.pool_high_water
+            && self.pool_high_water <= 1.0)
+        {
+            return bad(
+                "pool_drain_to",
+                self.pool_drain_to,
+                "between 0 and pool_high_water, which is at most 1",
+            );
         }
         if !(self.skew_target >= 0.0 && self.skew_target < self.skew_trigger) {
-            return bad("skew_target", self.skew_target, "at least 0 and below skew_trigger");
+            return bad(
+                "skew_target",
+                self.skew_target,
+                "at least 0 and below skew_trigger",
+            );
         }
         if !(self.min_gain >= 0.0 && self.min_gain <= self.switch_gain) {
             return bad("min_gain", self.min_gain, "between 0 and switch_gain");
         }
         if self.min_batch_rows == 0 || self.min_batch_rows > self.max_batch_rows {
-            return bad("min_batch_rows", f64::from(self.min_batch_rows), "at least 1 and at most max_batch_rows");
+            return bad(
+                "min_batch_rows",
+                f64::from(self.min_batch_rows),
+                "at least 1 and at most max_batch_rows",
+            );
         }
         Ok(self)
     }

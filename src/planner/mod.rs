@@ -33,15 +33,41 @@ impl Step {
     }
 
     pub(crate) fn cap_reason(&self) -> String {
-        format!("cap of {} changes per step reached; left for the next step", self.cap)
+        format!(
+            "cap of {} changes per step reached; left for the next step",
+            self.cap
+        )
     }
 
     pub(crate) fn skip(&mut self, target: String, reason: String) {
         self.skipped.push(Skipped { target, reason });
     }
 
-    pub(crate) fn push(&mut self, target: String, action: Action, reason: Reason, expected_effect: String) {
-        self.changes.push(Change { id: change_id(&target, &action), target, action, reason, expected_effect });
+    /// Keeps one of each skip, and none for a target that got a change after all (in a later round).
+    pub(crate) fn dedupe_skips(&mut self) {
+        let changed: std::collections::BTreeSet<&str> =
+            self.changes.iter().map(|c| c.target.as_str()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        self.skipped.retain(|s| {
+            !changed.contains(s.target.as_str())
+                && seen.insert((s.target.clone(), s.reason.clone()))
+        });
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        target: String,
+        action: Action,
+        reason: Reason,
+        expected_effect: String,
+    ) {
+        self.changes.push(Change {
+            id: change_id(&target, &action),
+            target,
+            action,
+            reason,
+            expected_effect,
+        });
     }
 }
 
@@ -64,27 +90,52 @@ pub fn plan(
     limits: &Limits,
     now: i64,
 ) -> Plan {
-    let mut step = Step { changes: Vec::new(), skipped: Vec::new(), cap: limits.max_changes_per_step };
+    let mut step = Step {
+        changes: Vec::new(),
+        skipped: Vec::new(),
+        cap: limits.max_changes_per_step,
+    };
     let trust = knobs::judge_forecast(forecast, limits);
     let mut notes = Vec::new();
     if let Some(why) = &trust.why_not {
         notes.push(why.clone());
     }
 
-    placement::plan_placement_priority(observed, forecast, history, limits, now, &mut step, |step| {
-        let key = PIPELINE_TARGET.to_string();
-        let Some(k) = knobs::plan_knobs(observed, forecast, settings, limits, &trust) else { return };
-        if history.in_flight.contains(&key) {
-            step.skip(key, "a knob change is still being verified".to_string());
-        } else if let Some(at) = history.last_changed.get(&key).filter(|&&at| now - at < limits.cooldown_s) {
-            step.skip(key, format!("cooldown: knobs changed {} s ago, cooldown {} s", now - at, limits.cooldown_s));
-        } else if !step.has_room() {
-            let reason = step.cap_reason();
-            step.skip(key, reason);
-        } else {
-            step.push(key, k.action, k.reason, k.expected_effect);
-        }
-    });
+    placement::plan_placement_priority(
+        observed,
+        forecast,
+        history,
+        limits,
+        now,
+        &mut step,
+        |step| {
+            let key = PIPELINE_TARGET.to_string();
+            let Some(k) = knobs::plan_knobs(observed, forecast, settings, limits, &trust) else {
+                return;
+            };
+            if history.in_flight.contains(&key) {
+                step.skip(key, "a knob change is still being verified".to_string());
+            } else if let Some(at) = history
+                .last_changed
+                .get(&key)
+                .filter(|&&at| now - at < limits.cooldown_s)
+            {
+                step.skip(
+                    key,
+                    format!(
+                        "cooldown: knobs changed {} s ago, cooldown {} s",
+                        now - at,
+                        limits.cooldown_s
+                    ),
+                );
+            } else if !step.has_room() {
+                let reason = step.cap_reason();
+                step.skip(key, reason);
+            } else {
+                step.push(key, k.action, k.reason, k.expected_effect);
+            }
+        },
+    );
 
     Plan {
         version: PLAN_VERSION,

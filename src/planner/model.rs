@@ -320,8 +320,14 @@ pub enum Action {
 }
 
 /// The verbs policy grants can name.
-pub const ALL_VERBS: [&str; 6] =
-    ["set_knobs", "add_replica", "move_replica", "remove_replica", "set_place_count", "delete_resource"];
+pub const ALL_VERBS: [&str; 6] = [
+    "set_knobs",
+    "add_replica",
+    "move_replica",
+    "remove_replica",
+    "set_place_count",
+    "delete_resource",
+];
 
 impl Action {
     /// The verb policy grants name.

@@ -20,12 +20,25 @@ pub fn project(observed: &Observed, settings: &Settings, plan: &Plan) -> (Observ
 }
 
 fn apply(obs: &mut Observed, set: &mut Settings, action: &Action) {
-    let size_of = |obs: &Observed, name: &str| obs.resources.iter().find(|r| r.name == name).map_or(0, |r| r.size_kib);
+    let size_of = |obs: &Observed, name: &str| {
+        obs.resources
+            .iter()
+            .find(|r| r.name == name)
+            .map_or(0, |r| r.size_kib)
+    };
     match action {
         Action::SetKnobs { to, .. } => *set = *to,
-        Action::AddReplica { resource, node, pool } => {
+        Action::AddReplica {
+            resource,
+            node,
+            pool,
+        } => {
             let size = size_of(obs, resource);
-            if let Some(p) = obs.pools.iter_mut().find(|p| &p.node == node && &p.name == pool) {
+            if let Some(p) = obs
+                .pools
+                .iter_mut()
+                .find(|p| &p.node == node && &p.name == pool)
+            {
                 p.free_kib = p.free_kib.saturating_sub(size);
             }
             if let Some(r) = obs.resources.iter_mut().find(|r| &r.name == resource) {
@@ -41,14 +54,33 @@ fn apply(obs: &mut Observed, set: &mut Settings, action: &Action) {
                 }
             }
         }
-        Action::MoveReplica { resource, from_node, from_pool, to_node, to_pool } => {
-            apply(obs, set, &Action::AddReplica { resource: resource.clone(), node: to_node.clone(), pool: to_pool.clone() });
+        Action::MoveReplica {
+            resource,
+            from_node,
+            from_pool,
+            to_node,
+            to_pool,
+        } => {
+            apply(
+                obs,
+                set,
+                &Action::AddReplica {
+                    resource: resource.clone(),
+                    node: to_node.clone(),
+                    pool: to_pool.clone(),
+                },
+            );
             let size = size_of(obs, resource);
-            if let Some(p) = obs.pools.iter_mut().find(|p| &p.node == from_node && &p.name == from_pool) {
+            if let Some(p) = obs
+                .pools
+                .iter_mut()
+                .find(|p| &p.node == from_node && &p.name == from_pool)
+            {
                 p.free_kib = (p.free_kib + size).min(p.total_kib);
             }
             if let Some(r) = obs.resources.iter_mut().find(|r| &r.name == resource) {
-                r.replicas.retain(|x| !(&x.node == from_node && &x.pool == from_pool));
+                r.replicas
+                    .retain(|x| !(&x.node == from_node && &x.pool == from_pool));
             }
         }
         Action::RemoveReplica { resource, node } => {
@@ -72,13 +104,19 @@ fn apply(obs: &mut Observed, set: &mut Settings, action: &Action) {
 /// plan touches, and no pool that receives a replica ends above `max_fill` or its capacity.
 pub fn violations(before: &Observed, after: &Observed, plan: &Plan, max_fill: f64) -> Vec<String> {
     let mut out = Vec::new();
-    let touched: BTreeSet<&str> = plan.changes.iter().filter_map(|c| c.action.resource()).collect();
+    let touched: BTreeSet<&str> = plan
+        .changes
+        .iter()
+        .filter_map(|c| c.action.resource())
+        .collect();
     let receiving: BTreeSet<(&str, &str)> = plan
         .changes
         .iter()
         .filter_map(|c| match &c.action {
             Action::AddReplica { node, pool, .. } => Some((node.as_str(), pool.as_str())),
-            Action::MoveReplica { to_node, to_pool, .. } => Some((to_node.as_str(), to_pool.as_str())),
+            Action::MoveReplica {
+                to_node, to_pool, ..
+            } => Some((to_node.as_str(), to_pool.as_str())),
             _ => None,
         })
         .collect();
@@ -90,7 +128,11 @@ pub fn violations(before: &Observed, after: &Observed, plan: &Plan, max_fill: f6
             .find(|r| r.name == res.name)
             .map_or(0, |r| r.replicas.iter().filter(|x| x.diskful).count());
         if diskful.len() < had {
-            out.push(format!("{}: diskful replicas dropped from {had} to {}", res.name, diskful.len()));
+            out.push(format!(
+                "{}: diskful replicas dropped from {had} to {}",
+                res.name,
+                diskful.len()
+            ));
         }
         let nodes: BTreeSet<&str> = res.replicas.iter().map(|r| r.node.as_str()).collect();
         if nodes.len() != res.replicas.len() {
@@ -116,7 +158,12 @@ pub fn violations(before: &Observed, after: &Observed, plan: &Plan, max_fill: f6
         if receiving.contains(&(p.node.as_str(), p.name.as_str())) {
             let used = p.total_kib.saturating_sub(p.free_kib) as f64;
             if p.total_kib == 0 || used / p.total_kib as f64 > max_fill + 1e-9 {
-                out.push(format!("pool {}/{} received a replica and is {:.1} % full", p.node, p.name, 100.0 * used / p.total_kib.max(1) as f64));
+                out.push(format!(
+                    "pool {}/{} received a replica and is {:.1} % full",
+                    p.node,
+                    p.name,
+                    100.0 * used / p.total_kib.max(1) as f64
+                ));
             }
         }
     }
@@ -140,18 +187,29 @@ pub fn fingerprint(observed: &Observed, settings: &Settings, change: &Change) ->
         Some(name) => {
             let res = observed.resources.iter().find(|r| r.name == name);
             let mut replicas: Vec<(&str, &str, bool)> = res
-                .map(|r| r.replicas.iter().map(|x| (x.node.as_str(), x.pool.as_str(), x.diskful)).collect())
+                .map(|r| {
+                    r.replicas
+                        .iter()
+                        .map(|x| (x.node.as_str(), x.pool.as_str(), x.diskful))
+                        .collect()
+                })
                 .unwrap_or_default();
             replicas.sort();
             let mut involved: BTreeSet<&str> = replicas.iter().map(|r| r.0).collect();
-            if let Action::AddReplica { node, .. } | Action::MoveReplica { to_node: node, .. } = &change.action {
+            if let Action::AddReplica { node, .. } | Action::MoveReplica { to_node: node, .. } =
+                &change.action
+            {
                 involved.insert(node);
             }
             let nodes_online = involved
                 .into_iter()
                 .map(|n| {
                     let state = observed.nodes.iter().find(|x| x.name == n);
-                    (n, state.is_some_and(|s| s.online), state.is_some_and(|s| s.evicted))
+                    (
+                        n,
+                        state.is_some_and(|s| s.online),
+                        state.is_some_and(|s| s.evicted),
+                    )
                 })
                 .collect();
             canonical_sha256(&ResourcePrint {

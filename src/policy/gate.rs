@@ -84,24 +84,39 @@ pub struct Gate {
 
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate").field("dir", &self.dir).field("error", &self.error).finish_non_exhaustive()
+        f.debug_struct("Gate")
+            .field("dir", &self.dir)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
     }
 }
 
 fn parse_err(path: &Path, e: impl std::fmt::Display) -> PolicyError {
-    PolicyError::Parse { path: path.to_path_buf(), message: e.to_string() }
+    PolicyError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 fn invalid(dir: &Path, message: String) -> PolicyError {
-    PolicyError::Invalid { dir: dir.to_path_buf(), message }
+    PolicyError::Invalid {
+        dir: dir.to_path_buf(),
+        message,
+    }
 }
 
 fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
     let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })
+        std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|source| PolicyError::Read { path: dir.to_path_buf(), source })?
+        .map_err(|source| PolicyError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
@@ -111,29 +126,43 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
     let mut rego_files = 0;
     for path in &entries {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
         match ext {
             "rego" => {
                 let text = read(path)?;
                 hasher.update(name.as_bytes());
                 hasher.update(text.as_bytes());
-                engine.add_policy(path.display().to_string(), text).map_err(|e| parse_err(path, e))?;
+                engine
+                    .add_policy(path.display().to_string(), text)
+                    .map_err(|e| parse_err(path, e))?;
                 rego_files += 1;
             }
             "json" => {
                 let text = read(path)?;
                 hasher.update(name.as_bytes());
                 hasher.update(text.as_bytes());
-                let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| parse_err(path, e))?;
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| parse_err(path, e))?;
                 match value.get("version").and_then(serde_json::Value::as_u64) {
                     Some(SUPPORTED_POLICY_VERSION) => {}
                     other => {
-                        return Err(invalid(dir, format!(
-                            "{name}: version is {other:?}, expected {SUPPORTED_POLICY_VERSION}"
-                        )))
+                        return Err(invalid(
+                            dir,
+                            format!(
+                                "{name}: version is {other:?}, expected {SUPPORTED_POLICY_VERSION}"
+                            ),
+                        ))
                     }
                 }
-                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("")
+                    .to_string();
                 data.insert(stem, value);
             }
             _ => {}
@@ -142,38 +171,79 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
     if rego_files == 0 {
         return Err(invalid(dir, "no .rego files".to_string()));
     }
-    let grants_value = data.get("grants").cloned().ok_or_else(|| invalid(dir, "grants.json is missing".into()))?;
-    let grants: Grants = serde_json::from_value(grants_value).map_err(|e| invalid(dir, format!("grants.json: {e}")))?;
+    let grants_value = data
+        .get("grants")
+        .cloned()
+        .ok_or_else(|| invalid(dir, "grants.json is missing".into()))?;
+    let grants: Grants = serde_json::from_value(grants_value)
+        .map_err(|e| invalid(dir, format!("grants.json: {e}")))?;
     let known: BTreeSet<&str> = ALL_VERBS.into_iter().collect();
-    let lists = [("auto", &grants.auto), ("approval", &grants.approval), ("never", &grants.never)];
+    let lists = [
+        ("auto", &grants.auto),
+        ("approval", &grants.approval),
+        ("never", &grants.never),
+    ];
     for (list, verbs) in lists {
         if let Some(v) = verbs.iter().find(|v| !known.contains(v.as_str())) {
-            return Err(invalid(dir, format!("grants.json: {list} names unknown verb {v}; known verbs are {ALL_VERBS:?}")));
+            return Err(invalid(
+                dir,
+                format!(
+                    "grants.json: {list} names unknown verb {v}; known verbs are {ALL_VERBS:?}"
+                ),
+            ));
         }
     }
-    if let Some(v) = grants.auto.intersection(&grants.never).chain(grants.approval.intersection(&grants.never)).next() {
-        return Err(invalid(dir, format!("grants.json: verb {v} is both granted and listed under never")));
+    if let Some(v) = grants
+        .auto
+        .intersection(&grants.never)
+        .chain(grants.approval.intersection(&grants.never))
+        .next()
+    {
+        return Err(invalid(
+            dir,
+            format!("grants.json: verb {v} is both granted and listed under never"),
+        ));
     }
-    let limits = data.get("limits").ok_or_else(|| invalid(dir, "limits.json is missing".into()))?;
+    let limits = data
+        .get("limits")
+        .ok_or_else(|| invalid(dir, "limits.json is missing".into()))?;
     let kill_switch = match limits.get("kill_switch") {
         Some(serde_json::Value::Bool(b)) => *b,
-        other => return Err(invalid(dir, format!("limits.json: kill_switch is {other:?}, expected true or false"))),
+        other => {
+            return Err(invalid(
+                dir,
+                format!("limits.json: kill_switch is {other:?}, expected true or false"),
+            ))
+        }
     };
     let document = serde_json::json!({ "trimtab": data });
     engine
         .add_data(regorus::Value::from(document))
         .map_err(|e| invalid(dir, format!("data could not be added: {e}")))?;
-    let loaded = Loaded { engine, grants, kill_switch, digest: hex::encode(hasher.finalize()) };
+    let loaded = Loaded {
+        engine,
+        grants,
+        kill_switch,
+        digest: hex::encode(hasher.finalize()),
+    };
     // Validation by use: a probe change must evaluate to one of the three verdicts.
     let probe = Change {
         id: "probe".into(),
         target: "pipeline".into(),
-        action: Action::SetKnobs { from: Settings::default(), to: Settings::default() },
+        action: Action::SetKnobs {
+            from: Settings::default(),
+            to: Settings::default(),
+        },
         reason: Default::default(),
         expected_effect: String::new(),
     };
-    let ctx = GateContext { mode: Mode::Recommend, concurrent_moves: 0, changes_last_hour: 0 };
-    evaluate_loaded(&loaded, &probe, &ctx).map_err(|e| invalid(dir, format!("probe evaluation failed: {e}")))?;
+    let ctx = GateContext {
+        mode: Mode::Recommend,
+        concurrent_moves: 0,
+        changes_last_hour: 0,
+    };
+    evaluate_loaded(&loaded, &probe, &ctx)
+        .map_err(|e| invalid(dir, format!("probe evaluation failed: {e}")))?;
     Ok(loaded)
 }
 
@@ -181,38 +251,60 @@ fn strings(value: regorus::Value, rule: &str) -> Result<Vec<String>, PolicyError
     if value == regorus::Value::Undefined {
         return Ok(Vec::new());
     }
-    let json = value.to_json_str().map_err(|e| PolicyError::Eval { message: format!("{rule}: {e}") })?;
+    let json = value.to_json_str().map_err(|e| PolicyError::Eval {
+        message: format!("{rule}: {e}"),
+    })?;
     match serde_json::from_str::<serde_json::Value>(&json) {
         Ok(serde_json::Value::Array(items)) => Ok(items
             .into_iter()
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
             .collect()),
-        _ => Err(PolicyError::Eval { message: format!("{rule} is {json}, expected a set of strings") }),
+        _ => Err(PolicyError::Eval {
+            message: format!("{rule} is {json}, expected a set of strings"),
+        }),
     }
 }
 
-fn evaluate_loaded(loaded: &Loaded, change: &Change, ctx: &GateContext) -> Result<Decision, PolicyError> {
+fn evaluate_loaded(
+    loaded: &Loaded,
+    change: &Change,
+    ctx: &GateContext,
+) -> Result<Decision, PolicyError> {
     let eval = |message: String| PolicyError::Eval { message };
     let mut engine = loaded.engine.clone();
     let input = serde_json::json!({ "change": change, "context": ctx });
     engine.set_input(regorus::Value::from(input));
     let mut rule = |name: &str| {
-        engine.eval_rule(format!("data.trimtab.gate.{name}")).map_err(|e| eval(format!("{name}: {e}")))
+        engine
+            .eval_rule(format!("data.trimtab.gate.{name}"))
+            .map_err(|e| eval(format!("{name}: {e}")))
     };
     let decision = rule("decision")?;
     let deny = strings(rule("deny")?, "deny")?;
     let approval = strings(rule("approval")?, "approval")?;
     let allow = strings(rule("allow")?, "allow")?;
     let (verdict, reasons) = match decision.as_string().map(|s| s.to_string()).as_deref() {
-        Ok("deny") if deny.is_empty() => {
-            (Verdict::Deny, vec![format!("no policy rule allows verb {}", change.action.verb())])
-        }
+        Ok("deny") if deny.is_empty() => (
+            Verdict::Deny,
+            vec![format!(
+                "no policy rule allows verb {}",
+                change.action.verb()
+            )],
+        ),
         Ok("deny") => (Verdict::Deny, deny),
         Ok("needs_approval") => (Verdict::NeedsApproval, approval),
         Ok("allow") => (Verdict::Allow, allow),
-        _ => return Err(eval(format!("decision is {decision}, expected \"allow\", \"needs_approval\" or \"deny\""))),
+        _ => {
+            return Err(eval(format!(
+                "decision is {decision}, expected \"allow\", \"needs_approval\" or \"deny\""
+            )))
+        }
     };
-    Ok(Decision { verdict, reasons, policy_digest: loaded.digest.clone() })
+    Ok(Decision {
+        verdict,
+        reasons,
+        policy_digest: loaded.digest.clone(),
+    })
 }
 
 impl Gate {
@@ -222,11 +314,19 @@ impl Gate {
         match load_dir(dir) {
             Ok(loaded) => {
                 tracing::info!(dir = %dir.display(), digest = %loaded.digest, "policy loaded");
-                Gate { dir: dir.to_path_buf(), loaded: Some(loaded), error: None }
+                Gate {
+                    dir: dir.to_path_buf(),
+                    loaded: Some(loaded),
+                    error: None,
+                }
             }
             Err(e) => {
                 tracing::error!(dir = %dir.display(), error = %e, "policy did not load; denying every change");
-                Gate { dir: dir.to_path_buf(), loaded: None, error: Some(e.to_string()) }
+                Gate {
+                    dir: dir.to_path_buf(),
+                    loaded: None,
+                    error: Some(e.to_string()),
+                }
             }
         }
     }
@@ -264,7 +364,10 @@ impl Gate {
 
     /// The grants in use; empty (nothing callable) when no policy is loaded.
     pub fn grants(&self) -> Grants {
-        self.loaded.as_ref().map(|l| l.grants.clone()).unwrap_or_default()
+        self.loaded
+            .as_ref()
+            .map(|l| l.grants.clone())
+            .unwrap_or_default()
     }
 
     /// Whether the policy's kill switch is on; on when no policy is loaded.
@@ -275,7 +378,10 @@ impl Gate {
     /// Decides on one change. Fails closed: no policy, or an evaluation error, gives a deny that says why.
     pub fn evaluate(&self, change: &Change, ctx: &GateContext) -> Decision {
         let Some(loaded) = &self.loaded else {
-            let why = self.error.clone().unwrap_or_else(|| "no policy loaded".to_string());
+            let why = self
+                .error
+                .clone()
+                .unwrap_or_else(|| "no policy loaded".to_string());
             return Decision {
                 verdict: Verdict::Deny,
                 reasons: vec![format!("policy not loaded, denying everything: {why}")],

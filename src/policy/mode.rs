@@ -42,8 +42,16 @@ pub fn effective_mode(configured: Mode, trust: &ForecastTrust, limits: &Limits) 
             Some(_) => None,
         },
     };
-    let mode = if why.is_some() { Mode::Recommend } else { configured };
-    ModeDecision { mode, configured, why }
+    let mode = if why.is_some() {
+        Mode::Recommend
+    } else {
+        configured
+    };
+    ModeDecision {
+        mode,
+        configured,
+        why,
+    }
 }
 
 #[cfg(test)]
@@ -51,17 +59,45 @@ mod tests {
     use super::*;
 
     fn check(configured: Mode, points: u32, mase: Option<f64>, expected: Mode, why_contains: &str) {
-        let d = effective_mode(configured, &ForecastTrust { history_points: points, rolling_mase: mase }, &Limits::default());
+        let d = effective_mode(
+            configured,
+            &ForecastTrust {
+                history_points: points,
+                rolling_mase: mase,
+            },
+            &Limits::default(),
+        );
         assert_eq!(d.mode, expected, "{d:?}");
-        assert!(d.why.clone().unwrap_or_default().contains(why_contains), "{d:?}");
+        assert!(
+            d.why.clone().unwrap_or_default().contains(why_contains),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn autonomous_holds_only_while_forecasts_beat_naive_on_enough_data() {
         check(Mode::Autonomous, 500, Some(0.7), Mode::Autonomous, "");
-        check(Mode::Autonomous, 500, Some(1.0), Mode::Recommend, "MASE 1.00");
-        check(Mode::Autonomous, 500, Some(1.4), Mode::Recommend, "no better than seasonal naive");
-        check(Mode::Autonomous, 10, Some(0.5), Mode::Recommend, "10 observations");
+        check(
+            Mode::Autonomous,
+            500,
+            Some(1.0),
+            Mode::Recommend,
+            "MASE 1.00",
+        );
+        check(
+            Mode::Autonomous,
+            500,
+            Some(1.4),
+            Mode::Recommend,
+            "no better than seasonal naive",
+        );
+        check(
+            Mode::Autonomous,
+            10,
+            Some(0.5),
+            Mode::Recommend,
+            "10 observations",
+        );
         check(Mode::Autonomous, 500, None, Mode::Recommend, "not measured");
         check(Mode::Recommend, 500, Some(0.5), Mode::Recommend, "");
     }
