@@ -1,5 +1,7 @@
 //! The `trimtab` command line: parses arguments and calls into the library.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// trimtab runs and tunes a Service Bus → LINSTOR / Cassandra pipeline, behind policy as code.
@@ -14,12 +16,27 @@ struct Cli {
 enum Command {
     /// Forecasting: backtest the models on a series, or plot actual against forecast.
     Forecast(trimtab::forecast::cli::ForecastArgs),
+    /// List, show, approve or reject proposed changes.
+    Proposals(trimtab::executor::cli::ProposalsArgs),
+    /// Stop all applying at once (the kill switch); proposals are still planned and recorded.
+    Pause(trimtab::executor::cli::KillSwitchArgs),
+    /// Allow applying again after `pause`.
+    Resume(trimtab::executor::cli::KillSwitchArgs),
+    /// Verify the audit log's hash chain or show its last records.
+    Audit(trimtab::audit::cli::AuditArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Forecast(args) => trimtab::forecast::cli::run(args)?,
-    }
-    Ok(())
+    let code = match cli.command {
+        Command::Forecast(args) => {
+            trimtab::forecast::cli::run(args)?;
+            ExitCode::SUCCESS
+        }
+        Command::Proposals(args) => trimtab::executor::cli::run_proposals(args)?,
+        Command::Pause(args) => trimtab::executor::cli::run_pause(args)?,
+        Command::Resume(args) => trimtab::executor::cli::run_resume(args)?,
+        Command::Audit(args) => trimtab::audit::cli::run(args)?,
+    };
+    Ok(code)
 }

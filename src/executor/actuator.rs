@@ -1,0 +1,102 @@
+//! The side effects the executor may cause, as traits cut down to the verbs it uses.
+//!
+//! There is deliberately no "delete resource" here: a verb without a method cannot be called, whatever a
+//! policy file says. The lead implements these over the LINSTOR writer and the pipeline's live knobs.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::planner::{ReplicaState, Settings};
+
+/// Why an actuator call failed (no secrets in `reason`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("actuator failed: {reason}")]
+pub struct ActuatorError {
+    /// What went wrong, for example LINSTOR's ApiCallRc message verbatim.
+    pub reason: String,
+    /// Whether the same call may succeed later (timeouts, connection loss).
+    pub retriable: bool,
+}
+
+impl ActuatorError {
+    /// Whether the same call may succeed later.
+    pub fn is_retriable(&self) -> bool {
+        self.retriable
+    }
+}
+
+/// A resource's replicas as the controller reports them now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    /// The place count in force.
+    pub place_count: u32,
+    /// Every replica, diskful or not.
+    pub replicas: Vec<ReplicaState>,
+}
+
+/// Placement verbs on the storage cluster.
+///
+/// `add_replica` and `remove_replica` are idempotent at the controller (adding an existing replica answers
+/// FAIL_EXISTS_RSC, removing a missing one FAIL_NOT_FOUND_RSC); implementations map those to `Ok`.
+#[async_trait]
+pub trait PlacementActuator: Send + Sync {
+    /// Creates a diskful replica of `resource` on `node` in `pool`; it starts syncing and is not UpToDate yet.
+    async fn add_replica(
+        &self,
+        resource: &str,
+        node: &str,
+        pool: &str,
+    ) -> Result<(), ActuatorError>;
+    /// Deletes the replica of `resource` on `node`.
+    async fn remove_replica(&self, resource: &str, node: &str) -> Result<(), ActuatorError>;
+    /// Sets the place count of `resource` (its resource group's select filter).
+    async fn set_place_count(&self, resource: &str, place_count: u32) -> Result<(), ActuatorError>;
+    /// Reads the replicas of `resource` and their disk states (GET only).
+    async fn replicas(&self, resource: &str) -> Result<ReplicaView, ActuatorError>;
+}
+
+/// One pipeline knob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Knob {
+    /// Rows per batch.
+    BatchRows,
+    /// Byte cap per batch.
+    BatchBytes,
+    /// Concurrent batch writes.
+    Concurrency,
+    /// Service Bus prefetch count.
+    Prefetch,
+}
+
+/// Write-path performance over an observation window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowStats {
+    /// p99 batch write latency, milliseconds.
+    pub p99_ms: f64,
+    /// Rows written per second.
+    pub throughput_rows_per_s: f64,
+}
+
+/// The pipeline's live knobs and the measurements that judge a change to them.
+#[async_trait]
+pub trait KnobActuator: Send + Sync {
+    /// The knob values in force.
+    async fn current(&self) -> Result<Settings, ActuatorError>;
+    /// Sets one knob; the pipeline picks it up for the next batch.
+    async fn set(&self, knob: Knob, value: u64) -> Result<(), ActuatorError>;
+    /// Waits `window` and returns p99 and throughput measured over it.
+    async fn observe(&self, window: Duration) -> Result<WindowStats, ActuatorError>;
+}
+
+/// The knob values of `s` in the order the executor sets them.
+pub fn knob_values(s: &Settings) -> [(Knob, u64); 4] {
+    [
+        (Knob::Prefetch, u64::from(s.prefetch)),
+        (Knob::BatchBytes, s.batch_bytes),
+        (Knob::BatchRows, u64::from(s.batch_rows)),
+        (Knob::Concurrency, u64::from(s.concurrency)),
+    ]
+}

@@ -1,0 +1,788 @@
+//! Applying gated changes: grants check, kill switch, caps, audit first, knob verify and rollback, two-phase moves.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::actuator::{knob_values, KnobActuator, PlacementActuator, WindowStats};
+use super::proposals::{ProposalStatus, ProposalStore};
+use super::state::StateDir;
+use super::ExecutorError;
+use crate::audit::{AuditKind, AuditLog, AuditRecord};
+use crate::planner::{fingerprint, Action, Change, Observed, Plan, Settings};
+use crate::policy::{Gate, GateContext, Mode, ModeDecision, Verdict};
+
+/// How the executor applies and checks changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// Seconds of measurements taken before and after a knob change to judge it.
+    #[serde(default = "default_verify_window_s")]
+    pub verify_window_s: u64,
+    /// Relative worsening of p99 latency or throughput over the window that rolls a knob change back.
+    #[serde(default = "default_rollback_tolerance")]
+    pub rollback_tolerance: f64,
+    /// Seconds to wait for a new replica to become UpToDate before giving up on a move (the source is kept).
+    #[serde(default = "default_up_to_date_timeout_s")]
+    pub up_to_date_timeout_s: u64,
+    /// Seconds between replica state reads while waiting.
+    #[serde(default = "default_poll_interval_s")]
+    pub poll_interval_s: u64,
+    /// Most moves in progress at once.
+    #[serde(default = "default_max_concurrent_moves")]
+    pub max_concurrent_moves: u32,
+    /// Most changes applied per hour.
+    #[serde(default = "default_max_changes_per_hour")]
+    pub max_changes_per_hour: u32,
+}
+
+const fn default_verify_window_s() -> u64 {
+    60
+}
+const fn default_rollback_tolerance() -> f64 {
+    0.05
+}
+const fn default_up_to_date_timeout_s() -> u64 {
+    3600
+}
+const fn default_poll_interval_s() -> u64 {
+    10
+}
+const fn default_max_concurrent_moves() -> u32 {
+    4
+}
+const fn default_max_changes_per_hour() -> u32 {
+    20
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            verify_window_s: default_verify_window_s(),
+            rollback_tolerance: default_rollback_tolerance(),
+            up_to_date_timeout_s: default_up_to_date_timeout_s(),
+            poll_interval_s: default_poll_interval_s(),
+            max_concurrent_moves: default_max_concurrent_moves(),
+            max_changes_per_hour: default_max_changes_per_hour(),
+        }
+    }
+}
+
+/// Why a change is being applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "origin", rename_all = "snake_case")]
+pub enum ApplyOrigin {
+    /// Policy allowed it in autonomous mode.
+    Automatic,
+    /// A person approved this proposal.
+    Approved {
+        /// The proposal id.
+        proposal: String,
+        /// Who approved it.
+        by: String,
+    },
+}
+
+/// What happened to one change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ChangeOutcome {
+    /// Recommend mode: recorded as a proposal, not applied.
+    Recommended {
+        /// The proposal id.
+        proposal: String,
+    },
+    /// Queued for a person's approval.
+    Queued {
+        /// The proposal id.
+        proposal: String,
+    },
+    /// Denied by policy.
+    Denied {
+        /// The gate's reasons.
+        reasons: Vec<String>,
+    },
+    /// Refused by the executor before any side effect (verb not granted, paused, over a cap).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Applied and, for knobs, verified.
+    Applied {
+        /// What was done.
+        detail: String,
+    },
+    /// Applied, found to make things worse, and undone.
+    RolledBack {
+        /// Why.
+        detail: String,
+    },
+    /// An actuator call failed or a precondition did not hold mid-way.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// An approved proposal whose inputs drifted; it will be planned again.
+    Expired {
+        /// The proposal id.
+        proposal: String,
+        /// What drifted.
+        reason: String,
+    },
+}
+
+/// What one step did, change by change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepReport {
+    /// The mode the step ran in (and why, if it was dropped to recommend).
+    pub mode: ModeDecision,
+    /// (change id, outcome), in plan order.
+    pub outcomes: Vec<(String, ChangeOutcome)>,
+}
+
+impl StepReport {
+    /// The outcome for a change id.
+    pub fn outcome(&self, change_id: &str) -> Option<&ChangeOutcome> {
+        self.outcomes
+            .iter()
+            .find(|(id, _)| id == change_id)
+            .map(|(_, o)| o)
+    }
+}
+
+/// Applies gated changes through the actuators. Holds the only handles with write access.
+pub struct Executor {
+    placement: Arc<dyn PlacementActuator>,
+    knobs: Arc<dyn KnobActuator>,
+    audit: Arc<Mutex<AuditLog>>,
+    state: StateDir,
+    proposals: ProposalStore,
+    config: ExecutorConfig,
+    moves_in_progress: AtomicU32,
+    last_mode: Mutex<Option<ModeDecision>>,
+}
+
+struct MoveGuard<'a>(&'a AtomicU32);
+
+impl Drop for MoveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> ChangeOutcome {
+    ChangeOutcome::Failed {
+        error: e.to_string(),
+    }
+}
+
+impl Executor {
+    /// An executor over the given actuators, audit log and state directory.
+    pub fn new(
+        placement: Arc<dyn PlacementActuator>,
+        knobs: Arc<dyn KnobActuator>,
+        audit: Arc<Mutex<AuditLog>>,
+        state: StateDir,
+        config: ExecutorConfig,
+    ) -> Self {
+        Executor {
+            placement,
+            knobs,
+            audit,
+            proposals: ProposalStore::new(state.clone()),
+            state,
+            config,
+            moves_in_progress: AtomicU32::new(0),
+            last_mode: Mutex::new(None),
+        }
+    }
+
+    /// The proposal store in this executor's state directory.
+    pub fn proposals(&self) -> &ProposalStore {
+        &self.proposals
+    }
+
+    /// Appends one audit record (synced before returning).
+    pub fn audit(
+        &self,
+        kind: AuditKind,
+        actor: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<AuditRecord, ExecutorError> {
+        let mut log = self.audit.lock().map_err(|_| ExecutorError::BadStateFile {
+            path: self.state.audit_log(),
+            message: "audit lock poisoned".into(),
+        })?;
+        Ok(log.append(kind, actor, subject, detail)?)
+    }
+
+    fn context(&self, mode: Mode, now: i64) -> Result<GateContext, ExecutorError> {
+        Ok(GateContext {
+            mode,
+            concurrent_moves: self.moves_in_progress.load(Ordering::SeqCst),
+            changes_last_hour: self.state.changes_last_hour(now)?,
+        })
+    }
+
+    fn note_mode(&self, mode: &ModeDecision) -> Result<(), ExecutorError> {
+        let changed = {
+            let mut last = self
+                .last_mode
+                .lock()
+                .map_err(|_| ExecutorError::BadStateFile {
+                    path: self.state.root().to_path_buf(),
+                    message: "mode lock poisoned".into(),
+                })?;
+            let changed = last.as_ref() != Some(mode);
+            *last = Some(mode.clone());
+            changed
+        };
+        if changed {
+            tracing::info!(mode = ?mode.mode, configured = ?mode.configured, why = ?mode.why, "operating mode");
+            self.audit(
+                AuditKind::Mode,
+                "executor",
+                "",
+                serde_json::to_value(mode).map_err(ExecutorError::Encode)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Runs one plan: audits each change and its gate decision, then applies (autonomous, allowed), queues
+    /// (needs approval, or anything in recommend mode) or records the denial.
+    pub async fn run_step(
+        &self,
+        gate: &Gate,
+        mode: &ModeDecision,
+        plan: &Plan,
+        observed: &Observed,
+        settings: &Settings,
+        now: i64,
+    ) -> Result<StepReport, ExecutorError> {
+        self.note_mode(mode)?;
+        if let Some(err) = gate.load_error() {
+            self.audit(
+                AuditKind::Policy,
+                "gate",
+                "",
+                serde_json::json!({ "error": err, "effect": "denying every change" }),
+            )?;
+        }
+        let mut outcomes = Vec::new();
+        for change in &plan.changes {
+            let open = self
+                .proposals
+                .list()?
+                .into_iter()
+                .find(|p| p.change.id == change.id && p.status.is_open());
+            if let Some(p) = open {
+                let outcome = match p.status {
+                    ProposalStatus::Recommended => ChangeOutcome::Recommended { proposal: p.id },
+                    _ => ChangeOutcome::Queued { proposal: p.id },
+                };
+                outcomes.push((change.id.clone(), outcome));
+                continue;
+            }
+            self.audit(
+                AuditKind::Proposal,
+                "planner",
+                &change.id,
+                serde_json::to_value(change).map_err(ExecutorError::Encode)?,
+            )?;
+            let decision = gate.evaluate(change, &self.context(mode.mode, now)?);
+            self.audit(
+                AuditKind::Decision,
+                "gate",
+                &change.id,
+                serde_json::to_value(&decision).map_err(ExecutorError::Encode)?,
+            )?;
+            let print = fingerprint(observed, settings, change);
+            let outcome = match (decision.verdict, mode.mode) {
+                (Verdict::Deny, _) => ChangeOutcome::Denied {
+                    reasons: decision.reasons,
+                },
+                (_, Mode::Recommend) => {
+                    let (p, _) = self.proposals.create(
+                        change,
+                        ProposalStatus::Recommended,
+                        print,
+                        decision,
+                        now,
+                    )?;
+                    ChangeOutcome::Recommended { proposal: p.id }
+                }
+                (Verdict::NeedsApproval, Mode::Autonomous) => {
+                    let (p, _) = self.proposals.create(
+                        change,
+                        ProposalStatus::Pending,
+                        print,
+                        decision,
+                        now,
+                    )?;
+                    ChangeOutcome::Queued { proposal: p.id }
+                }
+                (Verdict::Allow, Mode::Autonomous) => {
+                    self.apply(change, gate, ApplyOrigin::Automatic, now)
+                        .await?
+                }
+            };
+            outcomes.push((change.id.clone(), outcome));
+        }
+        Ok(StepReport {
+            mode: mode.clone(),
+            outcomes,
+        })
+    }
+
+    /// Runs approved proposals (autonomous mode only): exactly the approved change, if its plan hash still
+    /// matches and its inputs have not drifted; a drifted one expires and is planned again.
+    pub async fn run_approved(
+        &self,
+        gate: &Gate,
+        mode: &ModeDecision,
+        observed: &Observed,
+        settings: &Settings,
+        now: i64,
+    ) -> Result<StepReport, ExecutorError> {
+        let mut outcomes = Vec::new();
+        if mode.mode != Mode::Autonomous {
+            return Ok(StepReport {
+                mode: mode.clone(),
+                outcomes,
+            });
+        }
+        for p in self.proposals.list()? {
+            let ProposalStatus::Approved { by, .. } = &p.status else {
+                continue;
+            };
+            if let Err(e) = self.proposals.check_hash(&p) {
+                self.audit(
+                    AuditKind::Refused,
+                    "executor",
+                    &p.id,
+                    serde_json::json!({ "reason": e.to_string() }),
+                )?;
+                self.proposals.set_status(
+                    &p.id,
+                    ProposalStatus::Failed {
+                        at: now,
+                        error: e.to_string(),
+                    },
+                )?;
+                outcomes.push((
+                    p.change.id.clone(),
+                    ChangeOutcome::Refused {
+                        reason: e.to_string(),
+                    },
+                ));
+                continue;
+            }
+            let print = fingerprint(observed, settings, &p.change);
+            if print != p.fingerprint {
+                let reason = format!(
+                    "inputs drifted since proposal (fingerprint {} now {})",
+                    &p.fingerprint[..p.fingerprint.len().min(12)],
+                    &print[..print.len().min(12)]
+                );
+                self.audit(
+                    AuditKind::Expired,
+                    "executor",
+                    &p.id,
+                    serde_json::json!({ "reason": reason }),
+                )?;
+                self.proposals.set_status(
+                    &p.id,
+                    ProposalStatus::Expired {
+                        reason: reason.clone(),
+                        at: now,
+                    },
+                )?;
+                outcomes.push((
+                    p.change.id.clone(),
+                    ChangeOutcome::Expired {
+                        proposal: p.id.clone(),
+                        reason,
+                    },
+                ));
+                continue;
+            }
+            let decision = gate.evaluate(&p.change, &self.context(mode.mode, now)?);
+            self.audit(
+                AuditKind::Decision,
+                "gate",
+                &p.id,
+                serde_json::to_value(&decision).map_err(ExecutorError::Encode)?,
+            )?;
+            if decision.verdict == Verdict::Deny {
+                // Stays approved: a cap or the kill switch may clear by the next step.
+                outcomes.push((
+                    p.change.id.clone(),
+                    ChangeOutcome::Denied {
+                        reasons: decision.reasons,
+                    },
+                ));
+                continue;
+            }
+            let origin = ApplyOrigin::Approved {
+                proposal: p.id.clone(),
+                by: by.clone(),
+            };
+            let outcome = self.apply(&p.change, gate, origin, now).await?;
+            let status = match &outcome {
+                ChangeOutcome::Applied { detail } | ChangeOutcome::RolledBack { detail } => {
+                    Some(ProposalStatus::Applied {
+                        at: now,
+                        outcome: detail.clone(),
+                    })
+                }
+                ChangeOutcome::Failed { error } => Some(ProposalStatus::Failed {
+                    at: now,
+                    error: error.clone(),
+                }),
+                _ => None,
+            };
+            if let Some(status) = status {
+                self.proposals.set_status(&p.id, status)?;
+            }
+            outcomes.push((p.change.id.clone(), outcome));
+        }
+        Ok(StepReport {
+            mode: mode.clone(),
+            outcomes,
+        })
+    }
+
+    fn refuse(&self, change: &Change, reason: String) -> Result<ChangeOutcome, ExecutorError> {
+        tracing::warn!(change = %change.id, verb = change.action.verb(), %reason, "change refused");
+        self.audit(
+            AuditKind::Refused,
+            "executor",
+            &change.id,
+            serde_json::json!({ "verb": change.action.verb(), "reason": reason }),
+        )?;
+        Ok(ChangeOutcome::Refused { reason })
+    }
+
+    /// Applies one change the gate let through. Checks, before any side effect: the verb is granted by policy,
+    /// applying is not paused (state flag or policy kill switch), and the caps hold. Then audits the start
+    /// (synced) and calls the actuators; audits the outcome.
+    pub async fn apply(
+        &self,
+        change: &Change,
+        gate: &Gate,
+        origin: ApplyOrigin,
+        now: i64,
+    ) -> Result<ChangeOutcome, ExecutorError> {
+        let verb = change.action.verb();
+        let granted: BTreeSet<String> = gate.grants().callable();
+        if !granted.contains(verb) {
+            return self.refuse(
+                change,
+                format!("verb {verb} is not granted by policy (granted: {granted:?})"),
+            );
+        }
+        if let Some(flag) = self.state.paused()? {
+            return self.refuse(
+                change,
+                format!(
+                    "applying is paused by {} at {}: {}",
+                    flag.by, flag.at, flag.reason
+                ),
+            );
+        }
+        if gate.kill_switch() {
+            return self.refuse(change, "the policy kill switch is on".to_string());
+        }
+        let is_move = matches!(change.action, Action::MoveReplica { .. });
+        let moves = self.moves_in_progress.load(Ordering::SeqCst);
+        if is_move && moves >= self.config.max_concurrent_moves {
+            return self.refuse(
+                change,
+                format!(
+                    "concurrent moves {} exceed limit {}",
+                    moves + 1,
+                    self.config.max_concurrent_moves
+                ),
+            );
+        }
+        let last_hour = self.state.changes_last_hour(now)?;
+        if last_hour >= self.config.max_changes_per_hour {
+            return self.refuse(
+                change,
+                format!(
+                    "changes in the last hour {} exceed limit {}",
+                    last_hour + 1,
+                    self.config.max_changes_per_hour
+                ),
+            );
+        }
+        let _guard = is_move.then(|| {
+            self.moves_in_progress.fetch_add(1, Ordering::SeqCst);
+            MoveGuard(&self.moves_in_progress)
+        });
+        let phase = if is_move { "add_target" } else { "apply" };
+        self.audit(
+            AuditKind::ApplyStart,
+            "executor",
+            &change.id,
+            serde_json::json!({ "change": change, "origin": origin, "phase": phase }),
+        )?;
+        self.state.record_applied(now)?;
+        let outcome = match &change.action {
+            Action::SetKnobs { to, .. } => self.apply_knobs(change, to).await?,
+            Action::AddReplica {
+                resource,
+                node,
+                pool,
+            } => match self.placement.add_replica(resource, node, pool).await {
+                Ok(()) => ChangeOutcome::Applied {
+                    detail: format!("added {resource} on {node}/{pool}"),
+                },
+                Err(e) => failed(e),
+            },
+            Action::MoveReplica {
+                resource,
+                from_node,
+                to_node,
+                to_pool,
+                ..
+            } => {
+                self.apply_move(change, resource, from_node, to_node, to_pool)
+                    .await?
+            }
+            Action::RemoveReplica { resource, node } => {
+                match self.removal_blocker(resource, node, None).await {
+                    Some(why) => ChangeOutcome::Failed { error: why },
+                    None => match self.placement.remove_replica(resource, node).await {
+                        Ok(()) => ChangeOutcome::Applied {
+                            detail: format!("removed {resource} from {node}"),
+                        },
+                        Err(e) => failed(e),
+                    },
+                }
+            }
+            Action::SetPlaceCount { resource, to, .. } => {
+                match self.placement.set_place_count(resource, *to).await {
+                    Ok(()) => ChangeOutcome::Applied {
+                        detail: format!("place count of {resource} set to {to}"),
+                    },
+                    Err(e) => failed(e),
+                }
+            }
+            Action::DeleteResource { resource } => ChangeOutcome::Failed {
+                error: format!("no actuator can delete a resource; {resource} left alone"),
+            },
+        };
+        self.audit(
+            AuditKind::ApplyOutcome,
+            "executor",
+            &change.id,
+            serde_json::to_value(&outcome).map_err(ExecutorError::Encode)?,
+        )?;
+        Ok(outcome)
+    }
+
+    async fn apply_knobs(
+        &self,
+        change: &Change,
+        to: &Settings,
+    ) -> Result<ChangeOutcome, ExecutorError> {
+        let window = Duration::from_secs(self.config.verify_window_s);
+        let before = match self.knobs.current().await {
+            Ok(s) => s,
+            Err(e) => return Ok(failed(e)),
+        };
+        let baseline = match self.knobs.observe(window).await {
+            Ok(s) => s,
+            Err(e) => return Ok(failed(e)),
+        };
+        let old = knob_values(&before);
+        for (i, (knob, value)) in knob_values(to).into_iter().enumerate() {
+            if old[i].1 == value {
+                continue;
+            }
+            if let Err(e) = self.knobs.set(knob, value).await {
+                let restore = self
+                    .restore_knobs(
+                        change,
+                        &before,
+                        &format!("setting {knob:?} failed: {e}"),
+                        None,
+                    )
+                    .await?;
+                return Ok(ChangeOutcome::Failed {
+                    error: format!("setting {knob:?} to {value} failed: {e}; {restore}"),
+                });
+            }
+        }
+        let after = match self.knobs.observe(window).await {
+            Ok(s) => s,
+            Err(e) => return Ok(failed(format!("knobs set but not verified: {e}"))),
+        };
+        let tol = self.config.rollback_tolerance;
+        let mut worse = Vec::new();
+        if after.p99_ms > baseline.p99_ms * (1.0 + tol) {
+            worse.push(format!(
+                "p99 {:.1} ms worse than {:.1} ms before",
+                after.p99_ms, baseline.p99_ms
+            ));
+        }
+        if after.throughput_rows_per_s < baseline.throughput_rows_per_s * (1.0 - tol) {
+            worse.push(format!(
+                "throughput {:.0} rows/s worse than {:.0} rows/s before",
+                after.throughput_rows_per_s, baseline.throughput_rows_per_s
+            ));
+        }
+        if worse.is_empty() {
+            return Ok(ChangeOutcome::Applied {
+                detail: format!(
+                    "knobs set; over {} s p99 {:.1} → {:.1} ms, throughput {:.0} → {:.0} rows/s",
+                    self.config.verify_window_s,
+                    baseline.p99_ms,
+                    after.p99_ms,
+                    baseline.throughput_rows_per_s,
+                    after.throughput_rows_per_s
+                ),
+            });
+        }
+        let why = format!("{} (tolerance {:.0} %)", worse.join("; "), tol * 100.0);
+        let restore = self
+            .restore_knobs(change, &before, &why, Some((baseline, after)))
+            .await?;
+        Ok(ChangeOutcome::RolledBack {
+            detail: format!("{why}; {restore}"),
+        })
+    }
+
+    /// Puts the knobs back to `before`, audited before it does.
+    async fn restore_knobs(
+        &self,
+        change: &Change,
+        before: &Settings,
+        why: &str,
+        stats: Option<(WindowStats, WindowStats)>,
+    ) -> Result<String, ExecutorError> {
+        self.audit(
+            AuditKind::Rollback,
+            "executor",
+            &change.id,
+            serde_json::json!({ "why": why, "restoring": before, "baseline_and_after": stats }),
+        )?;
+        for (knob, value) in knob_values(before) {
+            if let Err(e) = self.knobs.set(knob, value).await {
+                return Ok(format!("rollback of {knob:?} failed: {e}"));
+            }
+        }
+        Ok("knobs restored".to_string())
+    }
+
+    /// Why removing `node`'s replica of `resource` would be unsafe, if it would: it is in use, or fewer than
+    /// the place count of diskful UpToDate replicas would remain (`required_up_to_date` must be one of them).
+    async fn removal_blocker(
+        &self,
+        resource: &str,
+        node: &str,
+        required_up_to_date: Option<&str>,
+    ) -> Option<String> {
+        let view = match self.placement.replicas(resource).await {
+            Ok(v) => v,
+            Err(e) => return Some(format!("cannot read replicas of {resource}: {e}")),
+        };
+        if view.replicas.iter().any(|r| r.node == node && r.in_use) {
+            return Some(format!(
+                "replica of {resource} on {node} is in use; not removing it"
+            ));
+        }
+        if let Some(target) = required_up_to_date {
+            if !view
+                .replicas
+                .iter()
+                .any(|r| r.node == target && r.diskful && r.up_to_date)
+            {
+                return Some(format!(
+                    "replica of {resource} on {target} is not UpToDate; source on {node} kept"
+                ));
+            }
+        }
+        let remaining = view
+            .replicas
+            .iter()
+            .filter(|r| r.node != node && r.diskful && r.up_to_date)
+            .count();
+        if remaining < view.place_count as usize {
+            return Some(format!(
+                "removing {resource} from {node} would leave {remaining} UpToDate diskful replicas, below place count {}",
+                view.place_count
+            ));
+        }
+        None
+    }
+
+    async fn apply_move(
+        &self,
+        change: &Change,
+        resource: &str,
+        from_node: &str,
+        to_node: &str,
+        to_pool: &str,
+    ) -> Result<ChangeOutcome, ExecutorError> {
+        if let Err(e) = self.placement.add_replica(resource, to_node, to_pool).await {
+            return Ok(failed(format!(
+                "adding {resource} on {to_node}/{to_pool} failed: {e}"
+            )));
+        }
+        let poll = Duration::from_secs(self.config.poll_interval_s.max(1));
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.up_to_date_timeout_s);
+        loop {
+            match self.placement.replicas(resource).await {
+                Ok(view)
+                    if view
+                        .replicas
+                        .iter()
+                        .any(|r| r.node == to_node && r.diskful && r.up_to_date) =>
+                {
+                    break
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%resource, error = %e, "reading replica state failed; retrying")
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(ChangeOutcome::Failed {
+                    error: format!(
+                        "replica of {resource} on {to_node} not UpToDate after {} s; source on {from_node} kept",
+                        self.config.up_to_date_timeout_s
+                    ),
+                });
+            }
+            tokio::time::sleep(poll).await;
+        }
+        if let Some(why) = self
+            .removal_blocker(resource, from_node, Some(to_node))
+            .await
+        {
+            return Ok(ChangeOutcome::Failed {
+                error: format!("added on {to_node}, but {why}"),
+            });
+        }
+        self.audit(
+            AuditKind::ApplyStart,
+            "executor",
+            &change.id,
+            serde_json::json!({ "change": change, "phase": "remove_source", "target_up_to_date": to_node }),
+        )?;
+        match self.placement.remove_replica(resource, from_node).await {
+            Ok(()) => Ok(ChangeOutcome::Applied {
+                detail: format!("moved {resource}: added on {to_node}/{to_pool}, UpToDate, then removed from {from_node}"),
+            }),
+            Err(e) => Ok(failed(format!("added on {to_node} (UpToDate) but removing from {from_node} failed: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The planner's objectives, bounds and hysteresis bands: a serde config with documented defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// Objectives and thresholds the planner plans against.
+///
+/// Every threshold that triggers a change comes with a second, stricter one that the result must meet
+/// (hysteresis): a value hovering around one line then cannot make the planner flip back and forth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// p99 batch write latency objective, milliseconds.
+    #[serde(default = "default_p99_objective_ms")]
+    pub p99_objective_ms: f64,
+    /// A setting not in use is adopted only if its p99 is this fraction under the objective (the one in use is
+    /// kept while it is under the objective itself).
+    #[serde(default = "default_p99_enter_margin")]
+    pub p99_enter_margin: f64,
+    /// Lag objective: age of the oldest unprocessed message, seconds.
+    #[serde(default = "default_lag_objective_s")]
+    pub lag_objective_s: f64,
+    /// Cassandra's `batch_size_warn_threshold` in bytes (5 KiB by default); batches stay under it.
+    #[serde(default = "default_batch_bytes_warn")]
+    pub batch_bytes_warn: u64,
+    /// Service Bus lock duration, seconds; prefetched messages must be processed within it.
+    #[serde(default = "default_lock_duration_s")]
+    pub lock_duration_s: f64,
+    /// Fraction of the lock duration the prefetched messages may take to process.
+    #[serde(default = "default_prefetch_lock_fraction")]
+    pub prefetch_lock_fraction: f64,
+    /// Capacity wanted above the required arrival rate, as a factor (1.1 = 10 % headroom).
+    #[serde(default = "default_capacity_headroom")]
+    pub capacity_headroom: f64,
+    /// Throughput gain that justifies switching away from a setting that meets every objective.
+    #[serde(default = "default_switch_gain")]
+    pub switch_gain: f64,
+    /// Smallest throughput gain worth a change at all (below it the difference is measurement noise).
+    #[serde(default = "default_min_gain")]
+    pub min_gain: f64,
+    /// Smallest rows per batch.
+    #[serde(default = "default_min_batch_rows")]
+    pub min_batch_rows: u32,
+    /// Largest rows per batch.
+    #[serde(default = "default_max_batch_rows")]
+    pub max_batch_rows: u32,
+    /// Largest write concurrency.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// Largest prefetch count.
+    #[serde(default = "default_max_prefetch")]
+    pub max_prefetch: u32,
+    /// A pool forecast to be this full (used / total) at the horizon has replicas moved off.
+    #[serde(default = "default_pool_high_water")]
+    pub pool_high_water: f64,
+    /// Moves drain a pool to this fill, and no pool receives a replica that takes it above it.
+    #[serde(default = "default_pool_drain_to")]
+    pub pool_drain_to: f64,
+    /// Spread of pool fill (max - min) that triggers rebalancing.
+    #[serde(default = "default_skew_trigger")]
+    pub skew_trigger: f64,
+    /// Spread rebalancing aims for once triggered.
+    #[serde(default = "default_skew_target")]
+    pub skew_target: f64,
+    /// Seconds a target is left alone after a change.
+    #[serde(default = "default_cooldown_s")]
+    pub cooldown_s: i64,
+    /// Most changes in one plan.
+    #[serde(default = "default_max_changes_per_step")]
+    pub max_changes_per_step: usize,
+    /// Fewest observations before the forecast is trusted.
+    #[serde(default = "default_min_history_points")]
+    pub min_history_points: u32,
+    /// Rolling MASE at or above which the forecast is not trusted (1 = no better than seasonal naive).
+    #[serde(default = "default_max_mase")]
+    pub max_mase: f64,
+}
+
+const fn default_p99_objective_ms() -> f64 {
+    50.0
+}
+const fn default_p99_enter_margin() -> f64 {
+    0.10
+}
+const fn default_lag_objective_s() -> f64 {
+    30.0
+}
+const fn default_batch_bytes_warn() -> u64 {
+    5 * 1024
+}
+const fn default_lock_duration_s() -> f64 {
+    60.0
+}
+const fn default_prefetch_lock_fraction() -> f64 {
+    0.5
+}
+const fn default_capacity_headroom() -> f64 {
+    1.1
+}
+const fn default_switch_gain() -> f64 {
+    0.15
+}
+const fn default_min_gain() -> f64 {
+    0.05
+}
+const fn default_min_batch_rows() -> u32 {
+    1
+}
+const fn default_max_batch_rows() -> u32 {
+    500
+}
+const fn default_max_concurrency() -> u32 {
+    64
+}
+const fn default_max_prefetch() -> u32 {
+    5000
+}
+const fn default_pool_high_water() -> f64 {
+    0.85
+}
+const fn default_pool_drain_to() -> f64 {
+    0.80
+}
+const fn default_skew_trigger() -> f64 {
+    0.30
+}
+const fn default_skew_target() -> f64 {
+    0.20
+}
+const fn default_cooldown_s() -> i64 {
+    600
+}
+const fn default_max_changes_per_step() -> usize {
+    10
+}
+const fn default_min_history_points() -> u32 {
+    48
+}
+const fn default_max_mase() -> f64 {
+    1.0
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            p99_objective_ms: default_p99_objective_ms(),
+            p99_enter_margin: default_p99_enter_margin(),
+            lag_objective_s: default_lag_objective_s(),
+            batch_bytes_warn: default_batch_bytes_warn(),
+            lock_duration_s: default_lock_duration_s(),
+            prefetch_lock_fraction: default_prefetch_lock_fraction(),
+            capacity_headroom: default_capacity_headroom(),
+            switch_gain: default_switch_gain(),
+            min_gain: default_min_gain(),
+            min_batch_rows: default_min_batch_rows(),
+            max_batch_rows: default_max_batch_rows(),
+            max_concurrency: default_max_concurrency(),
+            max_prefetch: default_max_prefetch(),
+            pool_high_water: default_pool_high_water(),
+            pool_drain_to: default_pool_drain_to(),
+            skew_trigger: default_skew_trigger(),
+            skew_target: default_skew_target(),
+            cooldown_s: default_cooldown_s(),
+            max_changes_per_step: default_max_changes_per_step(),
+            min_history_points: default_min_history_points(),
+            max_mase: default_max_mase(),
+        }
+    }
+}
+
+/// A limits value that cannot be planned against.
+#[derive(Debug, thiserror::Error)]
+#[error("planner limits: {field} is {value}, expected {expected}")]
+pub struct InvalidLimits {
+    /// The offending field.
+    pub field: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should be.
+    pub expected: &'static str,
+}
+
+impl InvalidLimits {
+    /// Never: fix the configuration.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+}
+
+impl Limits {
+    /// Checks the bands are ordered the way hysteresis needs; pure, no IO.
+    pub fn validate(self) -> Result<Self, InvalidLimits> {
+        let bad = |field, value: f64, expected| {
+            Err(InvalidLimits {
+                field,
+                value: value.to_string(),
+                expected,
+            })
+        };
+        if !(self.p99_objective_ms > 0.0) {
+            return bad(
+                "p99_objective_ms",
+                self.p99_objective_ms,
+                "a positive number of milliseconds",
+            );
+        }
+        if !(self.lag_objective_s > 0.0) {
+            return bad(
+                "lag_objective_s",
+                self.lag_objective_s,
+                "a positive number of seconds",
+            );
+        }
+        if !(self.pool_drain_to > 0.0
+            && self.pool_drain_to < self.pool_high_water
+            && self.pool_high_water <= 1.0)
+        {
+            return bad(
+                "pool_drain_to",
+                self.pool_drain_to,
+                "between 0 and pool_high_water, which is at most 1",
+            );
+        }
+        if !(self.skew_target >= 0.0 && self.skew_target < self.skew_trigger) {
+            return bad(
+                "skew_target",
+                self.skew_target,
+                "at least 0 and below skew_trigger",
+            );
+        }
+        if !(self.min_gain >= 0.0 && self.min_gain <= self.switch_gain) {
+            return bad("min_gain", self.min_gain, "between 0 and switch_gain");
+        }
+        if self.min_batch_rows == 0 || self.min_batch_rows > self.max_batch_rows {
+            return bad(
+                "min_batch_rows",
+                f64::from(self.min_batch_rows),
+                "at least 1 and at most max_batch_rows",
+            );
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,356 @@
+//! The planner's inputs (observed state, forecast view, settings, history, limits) and its output (a plan).
+//!
+//! These are trimtab's own plain data types: the LINSTOR client, the metric store and the forecaster are
+//! adapted into them, so the planner depends on none of those modules and does no IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// The plan format version.
+pub const PLAN_VERSION: u32 = 1;
+
+/// What trimtab sees of the cluster and the pipeline at planning time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// LINSTOR satellites.
+    pub nodes: Vec<NodeState>,
+    /// Storage pools (diskful ones; diskless pools carry no data and are left out).
+    pub pools: Vec<PoolState>,
+    /// Resource definitions with their replicas.
+    pub resources: Vec<ResourceState>,
+    /// LINSTOR's own automation, so the planner does not double-act.
+    pub automation: Automation,
+    /// Measurements of the write path.
+    pub pipeline: PipelineObservation,
+}
+
+/// One LINSTOR node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Node name.
+    pub name: String,
+    /// Whether the controller sees it ONLINE.
+    pub online: bool,
+    /// Whether auto-evict has flagged it EVICTED.
+    pub evicted: bool,
+    /// `Aux/*` properties without the `Aux/` prefix (for example `zone`), used by `replicas_on_different`.
+    pub aux: BTreeMap<String, String>,
+}
+
+/// One storage pool on one node; sizes in KiB as LINSTOR reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolState {
+    /// The node it lives on.
+    pub node: String,
+    /// The pool name.
+    pub name: String,
+    /// Total capacity, KiB.
+    pub total_kib: u64,
+    /// Free capacity, KiB.
+    pub free_kib: u64,
+}
+
+/// One resource definition and where its replicas are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceState {
+    /// Resource definition name.
+    pub name: String,
+    /// The place count of its resource group (diskful replicas wanted).
+    pub place_count: u32,
+    /// Size of one replica, KiB.
+    pub size_kib: u64,
+    /// `replicas_on_different` keys from its select filter (with or without the `Aux/` prefix).
+    pub replicas_on_different: Vec<String>,
+    /// Where it is deployed.
+    pub replicas: Vec<ReplicaState>,
+    /// `BalanceResourcesEnabled` on the resource or its group; `None` means inherited (on by default).
+    pub balance_resources: Option<bool>,
+    /// Unix seconds since when it has had fewer diskful replicas than its place count, if it has.
+    pub under_replicated_since: Option<i64>,
+}
+
+/// One replica of a resource on one node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaState {
+    /// Node name.
+    pub node: String,
+    /// Storage pool name (empty for diskless).
+    pub pool: String,
+    /// Whether it holds data (not DISKLESS, not a tiebreaker).
+    pub diskful: bool,
+    /// Whether its disk state is UpToDate.
+    pub up_to_date: bool,
+    /// Whether it is in use (primary); such a replica is never removed.
+    pub in_use: bool,
+}
+
+/// LINSTOR's own automation that may already cover a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Automation {
+    /// `BalanceResourcesEnabled` on the controller (default true): tops resources up to their place count.
+    pub balance_resources_enabled: bool,
+    /// `BalanceResourcesInterval`, seconds (default 3600).
+    pub balance_interval_s: i64,
+    /// `BalanceResourcesGracePeriod`, seconds (default 3600).
+    pub balance_grace_s: i64,
+    /// Whether auto-evict is active (it re-places replicas of evicted nodes).
+    pub auto_evict_enabled: bool,
+    /// Nodes with an evacuation in progress.
+    pub evacuating_nodes: Vec<String>,
+}
+
+impl Default for Automation {
+    fn default() -> Self {
+        Automation {
+            balance_resources_enabled: true,
+            balance_interval_s: 3600,
+            balance_grace_s: 3600,
+            auto_evict_enabled: true,
+            evacuating_nodes: Vec::new(),
+        }
+    }
+}
+
+/// Measurements of the write path over the recent window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineObservation {
+    /// Age of the oldest unprocessed message, seconds.
+    pub lag_s: f64,
+    /// Messages waiting in the queue.
+    pub backlog_messages: f64,
+    /// Measured arrival rate, messages (rows) per second.
+    pub arrival_per_s: f64,
+    /// Mean encoded row size, bytes.
+    pub avg_row_bytes: f64,
+    /// Throughput and p99 latency measured per (batch rows, concurrency).
+    pub batches: Vec<BatchSample>,
+}
+
+/// What one (batch rows, concurrency) setting achieved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchSample {
+    /// Rows per batch.
+    pub rows: u32,
+    /// Concurrent batch writes.
+    pub concurrency: u32,
+    /// Rows written per second.
+    pub throughput_rows_per_s: f64,
+    /// p99 batch write latency, milliseconds.
+    pub p99_ms: f64,
+}
+
+/// What the forecaster says, reduced to what planning needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForecastView {
+    /// How far ahead the forecast looks, seconds.
+    pub horizon_s: i64,
+    /// Forecast arrival rate over the horizon, if there is one.
+    pub arrival: Option<ArrivalForecast>,
+    /// Forecast growth of pools over the horizon.
+    pub pools: Vec<PoolForecast>,
+    /// How much the forecast can be trusted.
+    pub trust: ForecastTrust,
+}
+
+/// Forecast arrival rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArrivalForecast {
+    /// Point forecast, messages per second.
+    pub mean_per_s: f64,
+    /// Upper end of the prediction interval, messages per second.
+    pub upper_per_s: f64,
+}
+
+/// Forecast growth of one pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolForecast {
+    /// Node name.
+    pub node: String,
+    /// Pool name.
+    pub pool: String,
+    /// Upper end of the interval for growth in used space over the horizon, KiB.
+    pub growth_kib_upper: u64,
+}
+
+/// The forecaster's track record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForecastTrust {
+    /// How many observations the model was fitted on.
+    pub history_points: u32,
+    /// Rolling mean absolute scaled error against the seasonal naive forecast (below 1 is better than naive).
+    pub rolling_mase: Option<f64>,
+}
+
+/// The live pipeline knobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Settings {
+    /// Rows per batch.
+    pub batch_rows: u32,
+    /// Byte cap per batch.
+    pub batch_bytes: u64,
+    /// Concurrent batch writes.
+    pub concurrency: u32,
+    /// Service Bus prefetch count.
+    pub prefetch: u32,
+}
+
+/// What the planner remembers between steps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// Unix seconds of the last change applied per target key (`pipeline`, `resource:NAME`).
+    pub last_changed: BTreeMap<String, i64>,
+    /// Target keys with a change still in progress (a move waiting for UpToDate, a proposal awaiting approval).
+    pub in_flight: BTreeSet<String>,
+}
+
+impl History {
+    /// Records that every change of `plan` was made at `now` (what the executor does after applying).
+    pub fn record(&mut self, plan: &Plan, now: i64) {
+        for change in &plan.changes {
+            self.last_changed.insert(change.target.clone(), now);
+        }
+    }
+}
+
+/// A plan: plain, serializable data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// [`PLAN_VERSION`].
+    pub version: u32,
+    /// Unix seconds it was made at.
+    pub generated_at: i64,
+    /// Whether the forecast was trusted and used.
+    pub forecast_trusted: bool,
+    /// Plan-wide remarks (for example why the forecast was not used).
+    pub notes: Vec<String>,
+    /// The changes, in priority order.
+    pub changes: Vec<Change>,
+    /// Cases considered and deliberately left alone, with why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One change the planner wants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Stable id: a hash of target and action, so the same change planned twice has the same id.
+    pub id: String,
+    /// Target key: `pipeline` or `resource:NAME`; cooldowns are per target.
+    pub target: String,
+    /// What to do.
+    pub action: Action,
+    /// The numbers that triggered it.
+    pub reason: Reason,
+    /// What should happen if it is applied.
+    pub expected_effect: String,
+}
+
+/// Why a change was planned: a sentence and the figures in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Human-readable, with the numbers.
+    pub summary: String,
+    /// The same numbers, structured.
+    pub figures: BTreeMap<String, f64>,
+}
+
+/// A case the planner looked at and left alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Target key.
+    pub target: String,
+    /// Why nothing is done (another automation covers it, cooldown, cap, no candidate).
+    pub reason: String,
+}
+
+/// What a change does. The `verb` tag is what policy grants name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Set the pipeline knobs from one coherent setting to another.
+    SetKnobs {
+        /// Current setting.
+        from: Settings,
+        /// New setting.
+        to: Settings,
+    },
+    /// Add a diskful replica.
+    AddReplica {
+        /// Resource definition name.
+        resource: String,
+        /// Node to add it on.
+        node: String,
+        /// Storage pool on that node.
+        pool: String,
+    },
+    /// Two-phase move: add on the target, wait until it is UpToDate, then remove the source.
+    MoveReplica {
+        /// Resource definition name.
+        resource: String,
+        /// Source node.
+        from_node: String,
+        /// Source pool.
+        from_pool: String,
+        /// Target node.
+        to_node: String,
+        /// Target pool.
+        to_pool: String,
+    },
+    /// Remove a replica (never below the place count).
+    RemoveReplica {
+        /// Resource definition name.
+        resource: String,
+        /// Node to remove it from.
+        node: String,
+    },
+    /// Change a resource's place count.
+    SetPlaceCount {
+        /// Resource definition name.
+        resource: String,
+        /// Current count.
+        from: u32,
+        /// New count.
+        to: u32,
+    },
+    /// Delete a resource definition. trimtab never plans this; the verb exists so policy can forbid it by name.
+    DeleteResource {
+        /// Resource definition name.
+        resource: String,
+    },
+}
+
+/// The verbs policy grants can name.
+pub const ALL_VERBS: [&str; 6] = [
+    "set_knobs",
+    "add_replica",
+    "move_replica",
+    "remove_replica",
+    "set_place_count",
+    "delete_resource",
+];
+
+impl Action {
+    /// The verb policy grants name.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::SetKnobs { .. } => "set_knobs",
+            Action::AddReplica { .. } => "add_replica",
+            Action::MoveReplica { .. } => "move_replica",
+            Action::RemoveReplica { .. } => "remove_replica",
+            Action::SetPlaceCount { .. } => "set_place_count",
+            Action::DeleteResource { .. } => "delete_resource",
+        }
+    }
+
+    /// The resource it touches, if it is a placement action.
+    pub fn resource(&self) -> Option<&str> {
+        match self {
+            Action::SetKnobs { .. } => None,
+            Action::AddReplica { resource, .. }
+            | Action::MoveReplica { resource, .. }
+            | Action::RemoveReplica { resource, .. }
+            | Action::SetPlaceCount { resource, .. }
+            | Action::DeleteResource { resource } => Some(resource),
+        }
+    }
+}

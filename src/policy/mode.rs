@@ -1,0 +1,104 @@
+//! Operating modes: recommend (never apply) and autonomous, and the automatic drop to recommend.
+
+use serde::{Deserialize, Serialize};
+
+use crate::planner::{ForecastTrust, Limits};
+
+/// How trimtab acts on a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Propose and record; never apply.
+    Recommend,
+    /// Apply what policy allows, queue what needs approval, record what is denied.
+    Autonomous,
+}
+
+/// The mode in force and, when it differs from the configured one, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModeDecision {
+    /// The mode trimtab acts in this step.
+    pub mode: Mode,
+    /// The mode the operator configured.
+    pub configured: Mode,
+    /// Why autonomous was dropped to recommend, if it was.
+    pub why: Option<String>,
+}
+
+/// Drops autonomous to recommend when the forecasts stopped being accurate or the data is too thin.
+pub fn effective_mode(configured: Mode, trust: &ForecastTrust, limits: &Limits) -> ModeDecision {
+    let why = match configured {
+        Mode::Recommend => None,
+        Mode::Autonomous if trust.history_points < limits.min_history_points => Some(format!(
+            "dropped to recommend: {} observations of history, fewer than {}",
+            trust.history_points, limits.min_history_points
+        )),
+        Mode::Autonomous => match trust.rolling_mase {
+            None => Some("dropped to recommend: forecast accuracy not measured yet".to_string()),
+            Some(m) if !(m < limits.max_mase) => Some(format!(
+                "dropped to recommend: rolling MASE {m:.2} is at or above {:.2}, no better than seasonal naive",
+                limits.max_mase
+            )),
+            Some(_) => None,
+        },
+    };
+    let mode = if why.is_some() {
+        Mode::Recommend
+    } else {
+        configured
+    };
+    ModeDecision {
+        mode,
+        configured,
+        why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(configured: Mode, points: u32, mase: Option<f64>, expected: Mode, why_contains: &str) {
+        let d = effective_mode(
+            configured,
+            &ForecastTrust {
+                history_points: points,
+                rolling_mase: mase,
+            },
+            &Limits::default(),
+        );
+        assert_eq!(d.mode, expected, "{d:?}");
+        assert!(
+            d.why.clone().unwrap_or_default().contains(why_contains),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn autonomous_holds_only_while_forecasts_beat_naive_on_enough_data() {
+        check(Mode::Autonomous, 500, Some(0.7), Mode::Autonomous, "");
+        check(
+            Mode::Autonomous,
+            500,
+            Some(1.0),
+            Mode::Recommend,
+            "MASE 1.00",
+        );
+        check(
+            Mode::Autonomous,
+            500,
+            Some(1.4),
+            Mode::Recommend,
+            "no better than seasonal naive",
+        );
+        check(
+            Mode::Autonomous,
+            10,
+            Some(0.5),
+            Mode::Recommend,
+            "10 observations",
+        );
+        check(Mode::Autonomous, 500, None, Mode::Recommend, "not measured");
+        check(Mode::Recommend, 500, Some(0.5), Mode::Recommend, "");
+    }
+}
