@@ -11,9 +11,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Ask a question about the pipeline; answers cite the numbers they use.
+    Ask(trimtab::chatops::cli::AskArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Ask(args) => Ok(trimtab::chatops::cli::run(args)?),
+    }
 }
