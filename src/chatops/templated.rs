@@ -380,12 +380,9 @@ async fn lag_growth(
     let id = ctx.next_id();
     let (lag, lrefs) = ctx.ledger.lag(&id, ctx.state, None, None).await?;
     let groups = lag_groups(&lag, &lrefs);
-    let subject = mentioned(
-        question,
-        groups
-            .iter()
-            .flat_map(|((e, k), _)| [e.as_str(), k.as_str()]),
-    );
+    // A named partition key is more specific than its entity, so it wins when both are named.
+    let subject = mentioned(question, groups.iter().map(|((_, k), _)| k.as_str()))
+        .or_else(|| mentioned(question, groups.iter().map(|((e, _), _)| e.as_str())));
     let mut chosen: Vec<_> = groups
         .iter()
         .filter(|((e, k), _)| subject.as_ref().is_none_or(|s| s == e || s == k))
@@ -715,12 +712,17 @@ async fn pool_fill(
                 None => text.push_str(&format!(
                     "The forecast [{fr}] has no points in the next {days} day(s).\n"
                 )),
-                Some(low) if low.value <= 0.0 => text.push_str(&format!(
-                    "Yes: the forecast made {}{mase} [{fr}] puts free space at {} KiB by {}.\n",
-                    TimeSpan::at(f.made_at).render(),
-                    num(low.value),
-                    TimeSpan::at(low.at).render()
-                )),
+                Some(low) if low.value <= 0.0 => {
+                    // Report the first point at or below zero: that is when it fills.
+                    let full = within.iter().find(|p| p.value <= 0.0).unwrap_or(low);
+                    text.push_str(&format!(
+                        "Yes: the forecast made {}{mase} [{fr}] puts free space at {} KiB ({}) on {}, within {days} day(s).\n",
+                        TimeSpan::at(f.made_at).render(),
+                        num(full.value),
+                        gib(full.value),
+                        TimeSpan::at(full.at).render()
+                    ))
+                }
                 Some(low) => {
                     let lowest_lower = within.iter().map(|p| p.lower).fold(f64::INFINITY, f64::min);
                     let verdict = if lowest_lower <= 0.0 {
