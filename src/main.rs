@@ -24,6 +24,8 @@ enum Command {
     Resume(trimtab::executor::cli::KillSwitchArgs),
     /// Verify the audit log's hash chain or show its last records.
     Audit(trimtab::audit::cli::AuditArgs),
+    /// Ask a question about the pipeline; answers cite the numbers they use.
+    Ask(trimtab::chatops::cli::AskArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -37,6 +39,10 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Pause(args) => trimtab::executor::cli::run_pause(args)?,
         Command::Resume(args) => trimtab::executor::cli::run_resume(args)?,
         Command::Audit(args) => trimtab::audit::cli::run(args)?,
+        Command::Ask(args) => {
+            trimtab::chatops::cli::run(args)?;
+            ExitCode::SUCCESS
+        }
     };
     Ok(code)
 }
