@@ -1,5 +1,6 @@
 //! The work path: receive with peek-lock, route, batch, write or run the volume operation, then settle.
 //!
+//! * [`adapters`]: the boundaries bound to the real LINSTOR executor, lag tracker, lock renewer and reply senders.
 //! * [`knobs`]: the live settings (batch size, concurrency, prefetch, in-flight bound).
 //! * [`router`]: a message becomes an event row, a volume request or a dead-letter decision.
 //! * [`sink`]: the downstream boundaries (event sink, volume handler, replier).
@@ -9,6 +10,7 @@
 //! **Invariant:** a message is completed only after its effect is durable; a retriable failure is retried with
 //! backoff and then abandoned; a permanent one is dead-lettered with a reason.
 
+pub mod adapters;
 pub mod knobs;
 pub mod router;
 pub mod run;
