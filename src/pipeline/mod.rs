@@ -17,6 +17,9 @@ pub mod run;
 pub mod sink;
 pub mod stats;
 
+#[cfg(test)]
+mod scenarios;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

@@ -215,7 +215,11 @@ async fn receive_loop(
                 Err(_) => break,
             },
         };
-        let prefetch = shared.knobs.get().prefetch.max(1) as usize;
+        let prefetch = shared.knobs.get().prefetch.max(1);
+        if receiver.prefetch() != prefetch {
+            receiver.set_prefetch(prefetch);
+        }
+        let prefetch = prefetch as usize;
         let mut permits = vec![first];
         while permits.len() < prefetch {
             match limit.clone().try_acquire_owned() {
