@@ -20,7 +20,8 @@ use super::Entity;
 /// The namespace of the `CountDetails` children.
 pub const COUNT_DETAILS_NS: &str = "http://schemas.microsoft.com/netservices/2011/06/servicebus";
 /// The namespace of `QueueDescription` / `SubscriptionDescription` and their direct fields.
-pub const DESCRIPTION_NS: &str = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect";
+pub const DESCRIPTION_NS: &str =
+    "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect";
 /// The management API version trimtab speaks.
 pub const API_VERSION: &str = "2021-05";
 /// The scope of an Entra ID token for Service Bus.
@@ -105,7 +106,9 @@ pub enum DepthError {
         element: &'static str,
     },
     /// A count is not a non-negative integer.
-    #[error("management response for {entity}: {element} is {value:?}, expected a non-negative integer")]
+    #[error(
+        "management response for {entity}: {element} is {value:?}, expected a non-negative integer"
+    )]
     NotANumber {
         /// The entity path.
         entity: String,
@@ -243,13 +246,21 @@ impl DepthCollector {
                 source,
             })?;
         let status = response.status().as_u16();
-        let body = response.text().await.map_err(|source| DepthError::Transport {
-            entity: path.clone(),
-            source,
-        })?;
+        let body = response
+            .text()
+            .await
+            .map_err(|source| DepthError::Transport {
+                entity: path.clone(),
+                source,
+            })?;
         match status {
             200 => {}
-            401 | 403 => return Err(DepthError::Unauthorized { entity: path, status }),
+            401 | 403 => {
+                return Err(DepthError::Unauthorized {
+                    entity: path,
+                    status,
+                })
+            }
             404 => return Err(DepthError::NotFound { entity: path }),
             _ => {
                 let body: String = body.chars().take(200).collect();
@@ -451,7 +462,10 @@ mod tests {
         let end = QUEUE_BODY.find("</CountDetails>").unwrap() + "</CountDetails>".len();
         let body = format!("{}{}", &QUEUE_BODY[..start], &QUEUE_BODY[end..]);
         let err = parse_counts("orders", &body).unwrap_err();
-        assert_eq!(err.to_string(), "management response for orders has no CountDetails element");
+        assert_eq!(
+            err.to_string(),
+            "management response for orders has no CountDetails element"
+        );
     }
 
     #[test]
@@ -465,17 +479,25 @@ mod tests {
             err.to_string(),
             "management response for orders: DeadLetterMessageCount is \"seventeen\", expected a non-negative integer"
         );
-        let body = QUEUE_BODY.replace("<d2p1:ActiveMessageCount>1271<", "<d2p1:ActiveMessageCount>-1<");
+        let body = QUEUE_BODY.replace(
+            "<d2p1:ActiveMessageCount>1271<",
+            "<d2p1:ActiveMessageCount>-1<",
+        );
         assert!(matches!(
             parse_counts("orders", &body),
-            Err(DepthError::NotANumber { element: "ActiveMessageCount", .. })
+            Err(DepthError::NotANumber {
+                element: "ActiveMessageCount",
+                ..
+            })
         ));
     }
 
     #[test]
     fn empty_feed_means_the_entity_does_not_exist() {
         let body = r#"<feed xmlns="http://www.w3.org/2005/Atom"><title type="text">Publicly Listed Services</title><subtitle type="text">This is the list of publicly-listed services currently available.</subtitle><id>uuid:8d8e2b33-1cc5-4d1f-b2c1-3c5b3a4a0d77;id=1</id><updated>2026-11-22T03:31:02Z</updated><generator>Service Bus 1.1</generator></feed>"#;
-        assert!(matches!(parse_counts("nope", body), Err(DepthError::NotFound { entity }) if entity == "nope"));
+        assert!(
+            matches!(parse_counts("nope", body), Err(DepthError::NotFound { entity }) if entity == "nope")
+        );
     }
 
     #[test]

@@ -253,7 +253,10 @@ mod tests {
         lag.settled_at(&a1, Settlement::Completed, t0 + Duration::from_secs(11));
         let snap = lag.snapshot_at(t0 + Duration::from_secs(12));
         assert_eq!(snap.keys["a"].in_flight, 1);
-        assert_eq!(snap.keys["a"].oldest_age_ms, 7_000, "the oldest left, so a2 is now the oldest");
+        assert_eq!(
+            snap.keys["a"].oldest_age_ms, 7_000,
+            "the oldest left, so a2 is now the oldest"
+        );
         assert_eq!(snap.keys["a"].completed, 1);
         assert_eq!(snap.keys["a"].latency_p50_ms, Some(11_000));
     }
@@ -276,21 +279,38 @@ mod tests {
         // Two minutes later the window holds nothing; the totals stay.
         let snap = lag.snapshot_at(t0 + Duration::from_secs(221));
         let k = &snap.keys["k"];
-        assert_eq!((k.latency_p50_ms, k.window_completed, k.completed), (None, 0, 100));
+        assert_eq!(
+            (k.latency_p50_ms, k.window_completed, k.completed),
+            (None, 0, 100)
+        );
     }
 
     #[test]
     fn counts_each_settlement_kind_and_serializes() {
         let t0 = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
         let lag = LagTracker::new(Duration::from_secs(60), 100);
-        for how in [Settlement::Abandoned, Settlement::DeadLettered, Settlement::LockLost, Settlement::Abandoned] {
+        for how in [
+            Settlement::Abandoned,
+            Settlement::DeadLettered,
+            Settlement::LockLost,
+            Settlement::Abandoned,
+        ] {
             let m = message("", t0);
             lag.received_at(&m, t0);
             lag.settled_at(&m, how, t0);
         }
         let snap = lag.snapshot_at(t0);
         let k = &snap.keys[""];
-        assert_eq!((k.abandoned, k.dead_lettered, k.lock_lost, k.completed, k.in_flight), (2, 1, 1, 0, 0));
+        assert_eq!(
+            (
+                k.abandoned,
+                k.dead_lettered,
+                k.lock_lost,
+                k.completed,
+                k.in_flight
+            ),
+            (2, 1, 1, 0, 0)
+        );
         let json = serde_json::to_value(&snap).unwrap();
         assert_eq!(json["keys"][""]["abandoned"], 2);
         assert_eq!(json["window_ms"], 60_000);

@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use super::depth::Counts;
 use super::renewal::Clock;
-use super::{Entity, MessageReceiver, MessageSender, OutgoingMessage, ReceivedMessage, ServiceBusError};
+use super::{
+    Entity, MessageReceiver, MessageSender, OutgoingMessage, ReceivedMessage, ServiceBusError,
+};
 
 /// Behaviour of every entity on the bus.
 #[derive(Debug, Clone)]
@@ -287,8 +289,10 @@ impl MemorySender {
                 s.next_sequence_number += 1;
                 let sequence_number = s.next_sequence_number;
                 for path in &paths {
-                    let entity = s.entities.get_mut(path).ok_or_else(|| ServiceBusError::EntityNotFound {
-                        entity: path.clone(),
+                    let entity = s.entities.get_mut(path).ok_or_else(|| {
+                        ServiceBusError::EntityNotFound {
+                            entity: path.clone(),
+                        }
                     })?;
                     entity.available.push_back(Stored {
                         message: message.clone(),
@@ -311,7 +315,10 @@ impl MessageSender for MemorySender {
         let max = self.bus.inner.config.max_message_size;
         let size = encoded_size(&message);
         if size > max {
-            return Err(ServiceBusError::MessageTooLarge { size, max: max as u64 });
+            return Err(ServiceBusError::MessageTooLarge {
+                size,
+                max: max as u64,
+            });
         }
         self.enqueue(vec![message])
     }
@@ -321,7 +328,10 @@ impl MessageSender for MemorySender {
         for message in &messages {
             let size = encoded_size(message);
             if size > max {
-                return Err(ServiceBusError::MessageTooLarge { size, max: max as u64 });
+                return Err(ServiceBusError::MessageTooLarge {
+                    size,
+                    max: max as u64,
+                });
             }
         }
         let mut batches = 0;
@@ -367,11 +377,16 @@ impl MemoryReceiver {
             let e = s
                 .entities
                 .get_mut(&path)
-                .ok_or(ServiceBusError::EntityNotFound { entity: path.clone() })?;
+                .ok_or(ServiceBusError::EntityNotFound {
+                    entity: path.clone(),
+                })?;
             e.expire_locks(now, max);
-            let (stored, _) = e.locked.remove(&message.lock_token).ok_or(ServiceBusError::LockLost {
-                lock_token: message.lock_token,
-            })?;
+            let (stored, _) =
+                e.locked
+                    .remove(&message.lock_token)
+                    .ok_or(ServiceBusError::LockLost {
+                        lock_token: message.lock_token,
+                    })?;
             Ok(f(e, stored, max))
         })
     }
@@ -379,7 +394,11 @@ impl MemoryReceiver {
 
 #[async_trait]
 impl MessageReceiver for MemoryReceiver {
-    async fn receive(&self, max: u32, max_wait: Duration) -> Result<Vec<ReceivedMessage>, ServiceBusError> {
+    async fn receive(
+        &self,
+        max: u32,
+        max_wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, ServiceBusError> {
         let inner = &self.bus.inner;
         let deadline = tokio::time::Instant::now() + max_wait;
         let path = self.entity.path();
@@ -392,11 +411,15 @@ impl MessageReceiver for MemoryReceiver {
                 let e = s
                     .entities
                     .get_mut(&path)
-                    .ok_or(ServiceBusError::EntityNotFound { entity: path.clone() })?;
+                    .ok_or(ServiceBusError::EntityNotFound {
+                        entity: path.clone(),
+                    })?;
                 e.expire_locks(now, max_deliveries);
                 let mut batch = Vec::new();
                 while batch.len() < max as usize {
-                    let Some(mut stored) = e.available.pop_front() else { break };
+                    let Some(mut stored) = e.available.pop_front() else {
+                        break;
+                    };
                     stored.deliveries += 1;
                     let token = Uuid::new_v4();
                     let locked_until = now + lock_duration;
@@ -450,7 +473,10 @@ impl MessageReceiver for MemoryReceiver {
         })
     }
 
-    async fn renew_lock(&self, message: &ReceivedMessage) -> Result<OffsetDateTime, ServiceBusError> {
+    async fn renew_lock(
+        &self,
+        message: &ReceivedMessage,
+    ) -> Result<OffsetDateTime, ServiceBusError> {
         let inner = &self.bus.inner;
         let now = inner.now();
         let max = inner.config.max_delivery_count;
@@ -460,11 +486,16 @@ impl MessageReceiver for MemoryReceiver {
             let e = s
                 .entities
                 .get_mut(&path)
-                .ok_or(ServiceBusError::EntityNotFound { entity: path.clone() })?;
+                .ok_or(ServiceBusError::EntityNotFound {
+                    entity: path.clone(),
+                })?;
             e.expire_locks(now, max);
-            let (_, locked_until) = e.locked.get_mut(&message.lock_token).ok_or(ServiceBusError::LockLost {
-                lock_token: message.lock_token,
-            })?;
+            let (_, locked_until) =
+                e.locked
+                    .get_mut(&message.lock_token)
+                    .ok_or(ServiceBusError::LockLost {
+                        lock_token: message.lock_token,
+                    })?;
             *locked_until = until;
             Ok(until)
         })
@@ -472,7 +503,8 @@ impl MessageReceiver for MemoryReceiver {
 
     fn set_prefetch(&self, prefetch: u32) {
         // Nothing is prefetched in memory; the value is kept so tests can read it back.
-        self.prefetch.store(prefetch, std::sync::atomic::Ordering::Relaxed);
+        self.prefetch
+            .store(prefetch, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn prefetch(&self) -> u32 {
@@ -480,7 +512,12 @@ impl MessageReceiver for MemoryReceiver {
     }
 }
 
-fn received(entity: &Entity, stored: &Stored, lock_token: Uuid, locked_until: OffsetDateTime) -> ReceivedMessage {
+fn received(
+    entity: &Entity,
+    stored: &Stored,
+    lock_token: Uuid,
+    locked_until: OffsetDateTime,
+) -> ReceivedMessage {
     let m = &stored.message;
     ReceivedMessage {
         entity: entity.clone(),
@@ -496,7 +533,11 @@ fn received(entity: &Entity, stored: &Stored, lock_token: Uuid, locked_until: Of
         correlation_id: m.correlation_id.clone(),
         content_type: m.content_type.clone(),
         subject: m.subject.clone(),
-        application_properties: m.application_properties.clone().into_iter().collect::<BTreeMap<_, _>>(),
+        application_properties: m
+            .application_properties
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
         body: m.body.clone(),
     }
 }
@@ -535,7 +576,10 @@ mod tests {
         let second = r.receive(10, Duration::from_secs(1)).await.unwrap();
         assert_eq!(second[0].delivery_count, 2);
         assert_eq!(second[0].body, Bytes::from("a"));
-        assert!(matches!(r.complete(&first[0]).await, Err(ServiceBusError::LockLost { .. })));
+        assert!(matches!(
+            r.complete(&first[0]).await,
+            Err(ServiceBusError::LockLost { .. })
+        ));
         r.complete(&second[0]).await.unwrap();
         assert_eq!(bus.counts(&q).unwrap().active, 0);
     }
@@ -545,12 +589,19 @@ mod tests {
         let (bus, q) = setup(2);
         bus.sender(&q).unwrap().send(msg("poison")).await.unwrap();
         let r = bus.receiver(&q).unwrap();
-        assert_eq!(r.receive(1, Duration::from_secs(1)).await.unwrap()[0].delivery_count, 1);
+        assert_eq!(
+            r.receive(1, Duration::from_secs(1)).await.unwrap()[0].delivery_count,
+            1
+        );
         // The second receive waits for the first lock to expire and gets the redelivery.
         let again = r.receive(1, Duration::from_secs(2)).await.unwrap();
         assert_eq!(again[0].delivery_count, 2);
         tokio::time::sleep(Duration::from_millis(450)).await;
-        assert!(r.receive(1, Duration::from_millis(100)).await.unwrap().is_empty());
+        assert!(r
+            .receive(1, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty());
         let dead = bus.dead_letters(&q);
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].reason, "MaxDeliveryCountExceeded");
@@ -562,10 +613,19 @@ mod tests {
         let (bus, q) = setup(10);
         bus.sender(&q).unwrap().send(msg("bad")).await.unwrap();
         let r = bus.receiver(&q).unwrap();
-        let m = r.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
-        r.dead_letter(&m, "SchemaInvalid", "field volume missing").await.unwrap();
+        let m = r
+            .receive(1, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .remove(0);
+        r.dead_letter(&m, "SchemaInvalid", "field volume missing")
+            .await
+            .unwrap();
         let dead = bus.dead_letters(&q);
-        assert_eq!((dead[0].reason.as_str(), dead[0].description.as_str()), ("SchemaInvalid", "field volume missing"));
+        assert_eq!(
+            (dead[0].reason.as_str(), dead[0].description.as_str()),
+            ("SchemaInvalid", "field volume missing")
+        );
     }
 
     #[tokio::test]
@@ -576,15 +636,32 @@ mod tests {
         });
         bus.create_subscription("t", "a");
         bus.create_subscription("t", "b");
-        let a = Entity::Subscription { topic: "t".into(), subscription: "a".into() };
-        let b = Entity::Subscription { topic: "t".into(), subscription: "b".into() };
+        let a = Entity::Subscription {
+            topic: "t".into(),
+            subscription: "a".into(),
+        };
+        let b = Entity::Subscription {
+            topic: "t".into(),
+            subscription: "b".into(),
+        };
         let messages: Vec<_> = (0..10).map(|_| msg(&"x".repeat(300))).collect();
         let batches = bus.sender(&a).unwrap().send_batch(messages).await.unwrap();
-        assert!(batches >= 4, "10 messages of ~370 bytes cannot fit in fewer than 4 batches of 1000, got {batches}");
+        assert!(
+            batches >= 4,
+            "10 messages of ~370 bytes cannot fit in fewer than 4 batches of 1000, got {batches}"
+        );
         assert_eq!(bus.counts(&a).unwrap().active, 10);
         assert_eq!(bus.counts(&b).unwrap().active, 10);
-        let too_big = bus.sender(&a).unwrap().send(msg(&"x".repeat(2000))).await.unwrap_err();
-        assert!(matches!(too_big, ServiceBusError::MessageTooLarge { max: 1000, .. }), "{too_big}");
+        let too_big = bus
+            .sender(&a)
+            .unwrap()
+            .send(msg(&"x".repeat(2000)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(too_big, ServiceBusError::MessageTooLarge { max: 1000, .. }),
+            "{too_big}"
+        );
     }
 
     #[tokio::test]
@@ -598,6 +675,8 @@ mod tests {
         };
         let (got, ()) = tokio::join!(r.receive(5, Duration::from_secs(3)), send_later);
         assert_eq!(got.unwrap().len(), 1);
-        assert!(matches!(bus.receiver(&Entity::Queue("nope".into())), Err(ServiceBusError::EntityNotFound { entity }) if entity == "nope"));
+        assert!(
+            matches!(bus.receiver(&Entity::Queue("nope".into())), Err(ServiceBusError::EntityNotFound { entity }) if entity == "nope")
+        );
     }
 }

@@ -37,7 +37,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A queue, or a subscription of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(untagged)]
 pub enum Entity {
     /// A queue, by name.
@@ -181,6 +183,12 @@ pub enum ServiceBusError {
         /// What failed.
         detail: String,
     },
+    /// A message cannot be sent as given (for example a partition key that differs from its session id).
+    #[error("invalid message: {detail}")]
+    InvalidMessage {
+        /// Which field is wrong and why.
+        detail: String,
+    },
     /// The configuration cannot work (for example a malformed connection string).
     #[error("invalid configuration: {detail}")]
     Config {
@@ -245,7 +253,10 @@ pub trait MessageReceiver: Send + Sync {
     ) -> Result<(), ServiceBusError>;
 
     /// Extends the lock; returns the new locked-until time.
-    async fn renew_lock(&self, message: &ReceivedMessage) -> Result<OffsetDateTime, ServiceBusError>;
+    async fn renew_lock(
+        &self,
+        message: &ReceivedMessage,
+    ) -> Result<OffsetDateTime, ServiceBusError>;
 
     /// Sets how many messages the receiver may fetch ahead of `receive` calls (a live knob). Prefetched
     /// messages are locked while they wait, so keep it at or below what is handled in one lock duration.

@@ -108,7 +108,11 @@ impl LockRenewer {
     }
 
     /// As [`LockRenewer::new`], scheduling by `clock`.
-    pub fn with_clock(receiver: Arc<dyn MessageReceiver>, config: RenewalConfig, clock: Clock) -> Self {
+    pub fn with_clock(
+        receiver: Arc<dyn MessageReceiver>,
+        config: RenewalConfig,
+        clock: Clock,
+    ) -> Self {
         Self {
             receiver,
             config,
@@ -206,9 +210,14 @@ async fn renew_loop(
             remaining.mul_f64(config.renew_at_fraction)
         });
         if now + delay - started >= max_hold {
-            let wait: Duration = (started + max_hold - now).try_into().unwrap_or(Duration::ZERO);
+            let wait: Duration = (started + max_hold - now)
+                .try_into()
+                .unwrap_or(Duration::ZERO);
             tokio::time::sleep(wait).await;
-            lose(format!("held for longer than max_hold of {} ms", config.max_hold_ms));
+            lose(format!(
+                "held for longer than max_hold of {} ms",
+                config.max_hold_ms
+            ));
             return;
         }
         tokio::time::sleep(delay).await;
@@ -253,7 +262,11 @@ mod tests {
 
     async fn one(bus: &MemoryBus) -> (Arc<dyn MessageReceiver>, ReceivedMessage) {
         let q = Entity::Queue("q".into());
-        bus.sender(&q).unwrap().send(OutgoingMessage::default()).await.unwrap();
+        bus.sender(&q)
+            .unwrap()
+            .send(OutgoingMessage::default())
+            .await
+            .unwrap();
         let receiver: Arc<dyn MessageReceiver> = Arc::new(bus.receiver(&q).unwrap());
         let mut got = receiver.receive(1, Duration::from_secs(1)).await.unwrap();
         (receiver, got.remove(0))
@@ -263,15 +276,26 @@ mod tests {
     async fn slow_work_keeps_the_lock_and_completes_without_redelivery() {
         let bus = bus(300);
         let (receiver, message) = one(&bus).await;
-        let renewer = LockRenewer::with_clock(receiver.clone(), RenewalConfig::default(), bus.clock());
+        let renewer =
+            LockRenewer::with_clock(receiver.clone(), RenewalConfig::default(), bus.clock());
         let guard = renewer.track(&message);
         // Three lock durations of work.
         tokio::time::sleep(Duration::from_millis(900)).await;
-        assert!(!guard.is_lost(), "lock lost during slow work: {:?}", guard.state());
-        receiver.complete(&message).await.expect("complete after renewed slow work");
+        assert!(
+            !guard.is_lost(),
+            "lock lost during slow work: {:?}",
+            guard.state()
+        );
+        receiver
+            .complete(&message)
+            .await
+            .expect("complete after renewed slow work");
         drop(guard);
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let again = receiver.receive(1, Duration::from_millis(100)).await.unwrap();
+        let again = receiver
+            .receive(1, Duration::from_millis(100))
+            .await
+            .unwrap();
         assert!(again.is_empty(), "completed message came back: {again:?}");
     }
 
@@ -279,20 +303,29 @@ mod tests {
     async fn dropping_the_guard_stops_renewal_and_the_lock_expires() {
         let bus = bus(300);
         let (receiver, message) = one(&bus).await;
-        let renewer = LockRenewer::with_clock(receiver.clone(), RenewalConfig::default(), bus.clock());
+        let renewer =
+            LockRenewer::with_clock(receiver.clone(), RenewalConfig::default(), bus.clock());
         drop(renewer.track(&message));
         tokio::time::sleep(Duration::from_millis(450)).await;
         let again = receiver.receive(1, Duration::from_secs(1)).await.unwrap();
-        assert_eq!(again.len(), 1, "the lock should have expired without renewal");
+        assert_eq!(
+            again.len(),
+            1,
+            "the lock should have expired without renewal"
+        );
         assert_eq!(again[0].delivery_count, 2);
-        assert!(matches!(receiver.complete(&message).await, Err(ServiceBusError::LockLost { .. })));
+        assert!(matches!(
+            receiver.complete(&message).await,
+            Err(ServiceBusError::LockLost { .. })
+        ));
     }
 
     #[tokio::test]
     async fn a_lost_lock_is_reported_and_wakes_the_waiter() {
         let bus = bus(300);
         let (receiver, message) = one(&bus).await;
-        let renewer = LockRenewer::with_clock(receiver.clone(), RenewalConfig::default(), bus.clock());
+        let renewer =
+            LockRenewer::with_clock(receiver.clone(), RenewalConfig::default(), bus.clock());
         let mut guard = renewer.track(&message);
         // Someone else settles the message: the next renewal finds no lock.
         receiver.abandon(&message).await.unwrap();
@@ -326,6 +359,9 @@ mod tests {
             config.validate().unwrap_err(),
             "renew_at_fraction is 1.5, expected a value between 0.1 and 0.9"
         );
-        assert!(toml::from_str::<RenewalConfig>("renew_at = 0.5").is_err(), "unknown fields are refused");
+        assert!(
+            toml::from_str::<RenewalConfig>("renew_at = 0.5").is_err(),
+            "unknown fields are refused"
+        );
     }
 }

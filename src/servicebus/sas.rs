@@ -161,7 +161,12 @@ pub fn sas_encode(value: &str) -> String {
 
 /// Builds a SAS token for `resource` (a URL such as `https://ns.servicebus.windows.net/queue`) valid until
 /// `expiry`, signed with the named key. The result is the whole `Authorization` header value.
-pub fn sas_token(resource: &str, key_name: &str, key: &SecretString, expiry: OffsetDateTime) -> String {
+pub fn sas_token(
+    resource: &str,
+    key_name: &str,
+    key: &SecretString,
+    expiry: OffsetDateTime,
+) -> String {
     let encoded_resource = sas_encode(resource);
     let expiry = expiry.unix_timestamp().to_string();
     let to_sign = format!("{encoded_resource}\n{expiry}");
@@ -217,17 +222,31 @@ mod tests {
     #[test]
     fn connection_string_errors_name_the_missing_part_without_the_key() {
         let check = |text: &str, expected: &str| {
-            let err = ConnectionString::parse(&SecretString::new(text)).unwrap_err().to_string();
+            let err = ConnectionString::parse(&SecretString::new(text))
+                .unwrap_err()
+                .to_string();
             assert_eq!(err, expected);
             assert!(!err.contains("hunter2"));
         };
-        check("SharedAccessKeyName=a;SharedAccessKey=hunter2", "connection string has no Endpoint");
-        check("Endpoint=sb://h;SharedAccessKey=hunter2", "connection string has no SharedAccessKeyName");
-        check("Endpoint=sb://h;SharedAccessKeyName=a", "connection string has no SharedAccessKey");
+        check(
+            "SharedAccessKeyName=a;SharedAccessKey=hunter2",
+            "connection string has no Endpoint",
+        );
+        check(
+            "Endpoint=sb://h;SharedAccessKey=hunter2",
+            "connection string has no SharedAccessKeyName",
+        );
+        check(
+            "Endpoint=sb://h;SharedAccessKeyName=a",
+            "connection string has no SharedAccessKey",
+        );
         check(
             "Endpoint=https://h;SharedAccessKeyName=a;SharedAccessKey=hunter2",
             "connection string Endpoint \"https://h\" is not of the form sb://host[:port]",
         );
-        check("Endpoint=sb://h;hunter2", "connection string part 1 is not of the form key=value");
+        check(
+            "Endpoint=sb://h;hunter2",
+            "connection string part 1 is not of the form key=value",
+        );
     }
 }
