@@ -4,4 +4,5 @@
 //! `servicebus` (AMQP 1.0 with `$cbs`, `$management` and the management HTTP endpoint),
 //! `cql` (the CQL native protocol v4) and `linstor` (the controller's REST API).
 
+pub mod cql;
 pub mod servicebus;

@@ -1,0 +1,321 @@
+//! Typed access to trimtab's own tables (metric samples, forecasts, proposals, audit log) and event reads.
+
+use std::sync::Arc;
+
+use scylla::client::session::Session;
+use scylla::errors::ExecutionError;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
+use time::OffsetDateTime;
+
+use super::config::CassandraConfig;
+use super::error::CassandraError;
+use super::schema::AUDIT_BUCKET;
+use super::writer::{day_of, timestamp};
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// One record of the audit log as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// Position in the chain, from 0.
+    pub seq: u64,
+    /// Hash of the previous record.
+    pub prev_hash: String,
+    /// Hash of this record.
+    pub hash: String,
+    /// The record as JSON.
+    pub record: String,
+}
+
+/// A proposal as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProposalRow {
+    /// Proposal id.
+    pub id: String,
+    /// State name (proposed, approved, applied, ...).
+    pub state: String,
+    /// The proposal as JSON.
+    pub json: String,
+    /// When it was last written.
+    pub updated: OffsetDateTime,
+}
+
+/// One forecast step, with its later actual value and score once known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastRow {
+    /// Series forecast.
+    pub series: String,
+    /// When the forecast was made.
+    pub made_at: OffsetDateTime,
+    /// Horizon step, from 1.
+    pub step: i32,
+    /// The time the step predicts.
+    pub target_ts: OffsetDateTime,
+    /// Point forecast.
+    pub point: f64,
+    /// Lower bound of the interval.
+    pub lo: f64,
+    /// Upper bound of the interval.
+    pub hi: f64,
+    /// What was observed at `target_ts`, once known.
+    pub actual: Option<f64>,
+    /// The score of the forecast against `actual`, once known.
+    pub score: Option<f64>,
+}
+
+/// One stored event, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Service Bus message id.
+    pub message_id: String,
+    /// The event's own time.
+    pub event_time: OffsetDateTime,
+    /// When Service Bus enqueued it.
+    pub enqueued_at: OffsetDateTime,
+    /// The payload as JSON text.
+    pub payload: String,
+}
+
+/// Prepared statements over trimtab's tables.
+pub struct OwnTables {
+    session: Arc<Session>,
+    keyspace: String,
+    insert_sample: PreparedStatement,
+    load_samples: PreparedStatement,
+    append_audit: PreparedStatement,
+    load_audit: PreparedStatement,
+    upsert_proposal: PreparedStatement,
+    insert_forecast: PreparedStatement,
+    score_forecast: PreparedStatement,
+    load_forecasts: PreparedStatement,
+    load_events: PreparedStatement,
+}
+
+fn time_of(t: CqlTimestamp) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl OwnTables {
+    /// Prepares every statement on a session whose keyspace already has the schema.
+    pub async fn new(session: Arc<Session>, config: &CassandraConfig) -> Result<OwnTables, CassandraError> {
+        let ks = &config.keyspace;
+        let prepare = |text: String| {
+            let session = session.clone();
+            let config = config.clone();
+            async move {
+                let mut p = session
+                    .prepare(text.as_str())
+                    .await
+                    .map_err(|source| CassandraError::Prepare { statement: text.clone(), source })?;
+                p.set_is_idempotent(true);
+                p.set_consistency(config.consistency.driver());
+                p.set_request_timeout(Some(config.request_timeout()));
+                Ok::<_, CassandraError>(p)
+            }
+        };
+        Ok(OwnTables {
+            insert_sample: prepare(format!("INSERT INTO {ks}.metric_samples (series, bucket, ts, value) VALUES (?, ?, ?, ?)")).await?,
+            load_samples: prepare(format!(
+                "SELECT ts, value FROM {ks}.metric_samples WHERE series = ? AND bucket = ? AND ts >= ? AND ts < ?"
+            ))
+            .await?,
+            append_audit: prepare(format!(
+                "INSERT INTO {ks}.audit_log (bucket, seq, prev_hash, hash, record) VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            load_audit: prepare(format!("SELECT seq, prev_hash, hash, record FROM {ks}.audit_log WHERE bucket = ?")).await?,
+            upsert_proposal: prepare(format!("INSERT INTO {ks}.proposals (id, state, json, updated) VALUES (?, ?, ?, ?)")).await?,
+            insert_forecast: prepare(format!(
+                "INSERT INTO {ks}.forecasts (series, made_at, step, target_ts, point, lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            score_forecast: prepare(format!(
+                "INSERT INTO {ks}.forecasts (series, made_at, step, actual, score) VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            load_forecasts: prepare(format!(
+                "SELECT made_at, step, target_ts, point, lo, hi, actual, score FROM {ks}.forecasts WHERE series = ?"
+            ))
+            .await?,
+            load_events: prepare(format!(
+                "SELECT message_id, event_time, enqueued_at, payload FROM {ks}.events WHERE stream = ? AND day = ?"
+            ))
+            .await?,
+            keyspace: ks.clone(),
+            session,
+        })
+    }
+
+    fn query_err(what: &str) -> impl Fn(ExecutionError) -> CassandraError + '_ {
+        move |source| CassandraError::Query { what: what.to_string(), source }
+    }
+
+    fn decode_err(what: &str) -> impl Fn(String) -> CassandraError + '_ {
+        move |reason| CassandraError::Decode { what: what.to_string(), reason }
+    }
+
+    async fn rows<R>(&self, what: &str, statement: &PreparedStatement, values: impl scylla::serialize::row::SerializeRow) -> Result<Vec<R>, CassandraError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let result = self.session.execute_unpaged(statement, values).await.map_err(Self::query_err(what))?;
+        let rows = result.into_rows_result().map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        let typed = rows.rows::<R>().map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        typed.collect::<Result<Vec<R>, _>>().map_err(|e| Self::decode_err(what)(e.to_string()))
+    }
+
+    /// Stores metric samples `(series, time, value)`; writing the same series and time again overwrites.
+    pub async fn insert_metric_samples(&self, samples: &[(String, OffsetDateTime, f64)]) -> Result<(), CassandraError> {
+        let writes = samples.iter().map(|(series, ts, value)| {
+            let t = timestamp(*ts);
+            let bucket = t.0.div_euclid(MS_PER_DAY);
+            self.session.execute_unpaged(&self.insert_sample, (series.as_str(), bucket, t, *value))
+        });
+        for result in futures::future::join_all(writes).await {
+            result.map_err(Self::query_err("insert metric samples"))?;
+        }
+        Ok(())
+    }
+
+    /// The samples of a series with `from <= ts < to`, oldest first.
+    pub async fn load_metric_samples(&self, series: &str, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<(OffsetDateTime, f64)>, CassandraError> {
+        let (from, to) = (timestamp(from), timestamp(to));
+        let mut out = Vec::new();
+        if to.0 <= from.0 {
+            return Ok(out);
+        }
+        for bucket in from.0.div_euclid(MS_PER_DAY)..=(to.0 - 1).div_euclid(MS_PER_DAY) {
+            let rows: Vec<(CqlTimestamp, f64)> = self.rows("load metric samples", &self.load_samples, (series, bucket, from, to)).await?;
+            out.extend(rows.into_iter().map(|(t, v)| (time_of(t), v)));
+        }
+        Ok(out)
+    }
+
+    /// Appends one audit record. Writing the same `seq` again overwrites it (the caller owns the chain).
+    pub async fn append_audit(&self, seq: u64, prev_hash: &str, hash: &str, record_json: &str) -> Result<(), CassandraError> {
+        let bucket = (seq / AUDIT_BUCKET) as i64;
+        self.session
+            .execute_unpaged(&self.append_audit, (bucket, seq as i64, prev_hash, hash, record_json))
+            .await
+            .map_err(Self::query_err("append audit record"))?;
+        Ok(())
+    }
+
+    /// The whole audit log in `seq` order (reads bucket after bucket until an empty one).
+    pub async fn load_audit(&self) -> Result<Vec<AuditRow>, CassandraError> {
+        let mut out = Vec::new();
+        for bucket in 0i64.. {
+            let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> =
+                self.rows("load audit log", &self.load_audit, (bucket,)).await?;
+            if rows.is_empty() {
+                break;
+            }
+            out.extend(rows.into_iter().map(|(seq, prev, hash, record)| AuditRow {
+                seq: seq as u64,
+                prev_hash: prev.unwrap_or_default(),
+                hash: hash.unwrap_or_default(),
+                record: record.unwrap_or_default(),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Writes a proposal's state and JSON, replacing what was there.
+    pub async fn upsert_proposal(&self, id: &str, state: &str, json: &str) -> Result<(), CassandraError> {
+        let now = timestamp(OffsetDateTime::now_utc());
+        self.session
+            .execute_unpaged(&self.upsert_proposal, (id, state, json, now))
+            .await
+            .map_err(Self::query_err("upsert proposal"))?;
+        Ok(())
+    }
+
+    /// Every proposal, in no particular order.
+    pub async fn load_proposals(&self) -> Result<Vec<ProposalRow>, CassandraError> {
+        let query = format!("SELECT id, state, json, updated FROM {}.proposals", self.keyspace);
+        let what = "load proposals";
+        let result = self.session.query_unpaged(query, &[]).await.map_err(Self::query_err(what))?;
+        let rows = result.into_rows_result().map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        let typed = rows
+            .rows::<(String, Option<String>, Option<String>, Option<CqlTimestamp>)>()
+            .map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        typed
+            .map(|r| {
+                r.map(|(id, state, json, updated)| ProposalRow {
+                    id,
+                    state: state.unwrap_or_default(),
+                    json: json.unwrap_or_default(),
+                    updated: updated.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
+                })
+                .map_err(|e| Self::decode_err(what)(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Stores one forecast step (its `actual` and `score` stay empty until [`OwnTables::score_forecast`]).
+    pub async fn insert_forecast(&self, f: &ForecastRow) -> Result<(), CassandraError> {
+        self.session
+            .execute_unpaged(
+                &self.insert_forecast,
+                (f.series.as_str(), timestamp(f.made_at), f.step, timestamp(f.target_ts), f.point, f.lo, f.hi),
+            )
+            .await
+            .map_err(Self::query_err("insert forecast"))?;
+        Ok(())
+    }
+
+    /// Records the observed value and score of one forecast step.
+    pub async fn score_forecast(&self, series: &str, made_at: OffsetDateTime, step: i32, actual: f64, score: f64) -> Result<(), CassandraError> {
+        self.session
+            .execute_unpaged(&self.score_forecast, (series, timestamp(made_at), step, actual, score))
+            .await
+            .map_err(Self::query_err("score forecast"))?;
+        Ok(())
+    }
+
+    /// Every forecast step of a series, by `made_at` then step.
+    pub async fn load_forecasts(&self, series: &str) -> Result<Vec<ForecastRow>, CassandraError> {
+        type Row = (CqlTimestamp, i32, Option<CqlTimestamp>, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+        let rows: Vec<Row> = self.rows("load forecasts", &self.load_forecasts, (series,)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(made_at, step, target, point, lo, hi, actual, score)| ForecastRow {
+                series: series.to_string(),
+                made_at: time_of(made_at),
+                step,
+                target_ts: target.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
+                point: point.unwrap_or(f64::NAN),
+                lo: lo.unwrap_or(f64::NAN),
+                hi: hi.unwrap_or(f64::NAN),
+                actual,
+                score,
+            })
+            .collect())
+    }
+
+    /// How many rows `events` holds. A full scan: for tests and the demo summary, not for production sizes.
+    pub async fn count_events(&self) -> Result<u64, CassandraError> {
+        let what = "count events";
+        let query = format!("SELECT COUNT(*) FROM {}.events", self.keyspace);
+        let result = self.session.query_unpaged(query, &[]).await.map_err(Self::query_err(what))?;
+        let rows = result.into_rows_result().map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        let (n,): (i64,) = rows.single_row().map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        Ok(n as u64)
+    }
+
+    /// The events of one stream on one UTC day (the day of `on`), by message id.
+    pub async fn load_events(&self, stream: &str, on: OffsetDateTime) -> Result<Vec<StoredEvent>, CassandraError> {
+        let rows: Vec<(String, Option<CqlTimestamp>, Option<CqlTimestamp>, Option<String>)> =
+            self.rows("load events", &self.load_events, (stream, day_of(on))).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(message_id, event_time, enqueued_at, payload)| StoredEvent {
+                message_id,
+                event_time: event_time.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
+                enqueued_at: enqueued_at.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
+                payload: payload.unwrap_or_default(),
+            })
+            .collect())
+    }
+}
