@@ -3,3 +3,5 @@
 //! Each speaks the real wire protocol, so the product reaches it only through its real clients:
 //! `servicebus` (AMQP 1.0 with `$cbs`, `$management` and the management HTTP endpoint),
 //! `cql` (the CQL native protocol v4) and `linstor` (the controller's REST API).
+
+pub mod linstor;
