@@ -5,4 +5,5 @@
 //! `cql` (the CQL native protocol v4) and `linstor` (the controller's REST API).
 
 pub mod cql;
+pub mod linstor;
 pub mod servicebus;
