@@ -31,7 +31,7 @@ fn open_audit(state: &StateDir) -> Result<AuditLog, ExecutorError> {
 #[derive(Debug, clap::Args)]
 pub struct ProposalsArgs {
     /// trimtab's state directory (proposals, pause flag, audit log).
-    #[arg(long, env = "TRIMTAB_STATE_DIR", default_value = super::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, env = "TRIMTAB_STATE_DIR", default_value = super::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     #[command(subcommand)]
     pub command: ProposalsCommand,
@@ -73,7 +73,7 @@ pub enum ProposalsCommand {
 #[derive(Debug, clap::Args)]
 pub struct KillSwitchArgs {
     /// trimtab's state directory (proposals, pause flag, audit log).
-    #[arg(long, env = "TRIMTAB_STATE_DIR", default_value = super::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, env = "TRIMTAB_STATE_DIR", default_value = super::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Who does it (recorded in the audit log).
     #[arg(long, env = "USER", default_value = "operator")]

@@ -1,0 +1,827 @@
+//! The executor with in-memory actuators: grants, caps, kill switch, rollback, add-before-remove, approvals.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use trimtab::audit::{tail, AuditKind, AuditLog, AuditRecord};
+use trimtab::executor::{
+    ApplyOrigin, ChangeOutcome, Executor, ExecutorConfig, MemoryKnobs, MemoryPlacement,
+    ProposalStatus, ReplicaView, StateDir, WindowStats,
+};
+use trimtab::planner::{
+    change_id, Action, Change, NodeState, Observed, Plan, PoolState, Reason, ReplicaState,
+    ResourceState, Settings,
+};
+use trimtab::policy::{Gate, Mode, ModeDecision};
+
+const NOW: i64 = 1_800_000_000;
+const SETTINGS: Settings = Settings {
+    batch_rows: 50,
+    batch_bytes: 4096,
+    concurrency: 4,
+    prefetch: 400,
+};
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+fn replica(node: &str, in_use: bool) -> ReplicaState {
+    ReplicaState {
+        node: node.into(),
+        pool: "data".into(),
+        diskful: true,
+        up_to_date: true,
+        in_use,
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    state: StateDir,
+    placement: Arc<MemoryPlacement>,
+    knobs: Arc<MemoryKnobs>,
+    executor: Executor,
+    gate: Gate,
+}
+
+impl Rig {
+    fn new(
+        config: ExecutorConfig,
+        place_count: u32,
+        replicas: Vec<ReplicaState>,
+        windows: Vec<WindowStats>,
+    ) -> Rig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::new(dir.path().join("state"));
+        let (log, torn) = AuditLog::open(&state.audit_log()).expect("open audit log");
+        assert!(torn.is_none());
+        let resources = BTreeMap::from([(
+            "r1".to_string(),
+            ReplicaView {
+                place_count,
+                replicas,
+            },
+        )]);
+        let placement = Arc::new(MemoryPlacement::new(resources, 2));
+        let knobs = Arc::new(MemoryKnobs::new(SETTINGS, windows));
+        let executor = Executor::new(
+            placement.clone(),
+            knobs.clone(),
+            Arc::new(Mutex::new(log)),
+            state.clone(),
+            config,
+        );
+        Rig {
+            _dir: dir,
+            state,
+            placement,
+            knobs,
+            executor,
+            gate: Gate::load(&shipped()),
+        }
+    }
+
+    fn observed(&self) -> Observed {
+        let view = self.placement.snapshot("r1").unwrap_or_default();
+        Observed {
+            nodes: ["n1", "n2", "n3"]
+                .iter()
+                .map(|n| NodeState {
+                    name: n.to_string(),
+                    online: true,
+                    ..Default::default()
+                })
+                .collect(),
+            pools: ["n1", "n2", "n3"]
+                .iter()
+                .map(|n| PoolState {
+                    node: n.to_string(),
+                    name: "data".into(),
+                    total_kib: 1000,
+                    free_kib: 500,
+                })
+                .collect(),
+            resources: vec![ResourceState {
+                name: "r1".into(),
+                place_count: view.place_count,
+                size_kib: 100,
+                replicas: view.replicas,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn audit(&self) -> Vec<AuditRecord> {
+        tail(&self.state.audit_log(), usize::MAX).expect("audit log readable")
+    }
+
+    fn kinds(&self) -> Vec<AuditKind> {
+        self.audit().iter().map(|r| r.kind).collect()
+    }
+}
+
+fn fast() -> ExecutorConfig {
+    ExecutorConfig {
+        verify_window_s: 0,
+        poll_interval_s: 1,
+        up_to_date_timeout_s: 30,
+        ..ExecutorConfig::default()
+    }
+}
+
+fn change(action: Action) -> Change {
+    let target = action
+        .resource()
+        .map_or("pipeline".to_string(), |r| format!("resource:{r}"));
+    Change {
+        id: change_id(&target, &action),
+        target,
+        action,
+        reason: Reason::default(),
+        expected_effect: String::new(),
+    }
+}
+
+fn knob_change(rows: u32) -> Change {
+    change(Action::SetKnobs {
+        from: SETTINGS,
+        to: Settings {
+            batch_rows: rows,
+            ..SETTINGS
+        },
+    })
+}
+
+fn move_r1(from: &str, to: &str) -> Change {
+    change(Action::MoveReplica {
+        resource: "r1".into(),
+        from_node: from.into(),
+        from_pool: "data".into(),
+        to_node: to.into(),
+        to_pool: "data".into(),
+    })
+}
+
+fn mode(m: Mode) -> ModeDecision {
+    ModeDecision {
+        mode: m,
+        configured: m,
+        why: None,
+    }
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} timed out, likely deadlocked"))
+}
+
+#[tokio::test]
+async fn a_verb_policy_does_not_grant_never_reaches_an_actuator() {
+    let rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let delete = change(Action::DeleteResource {
+        resource: "r1".into(),
+    });
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&delete, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    match out {
+        ChangeOutcome::Refused { reason } => assert!(
+            reason.contains("verb delete_resource is not granted"),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        rig.placement.calls().is_empty(),
+        "LINSTOR was called: {:?}",
+        rig.placement.calls()
+    );
+    let last = rig.audit().pop().expect("the refusal is audited");
+    assert_eq!(last.kind, AuditKind::Refused);
+    assert_eq!(last.subject, delete.id);
+
+    // Through a whole step in autonomous mode, the gate denies it first, and it is still never called.
+    let plan = Plan {
+        changes: vec![delete.clone()],
+        ..Plan::default()
+    };
+    let report = within(
+        "step",
+        rig.executor.run_step(
+            &rig.gate,
+            &mode(Mode::Autonomous),
+            &plan,
+            &rig.observed(),
+            &SETTINGS,
+            NOW,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            report.outcome(&delete.id),
+            Some(ChangeOutcome::Denied { .. })
+        ),
+        "{report:?}"
+    );
+    assert!(rig.placement.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_verb_removed_from_the_grants_is_refused_before_any_side_effect() {
+    let mut rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["gate.rego", "limits.json"] {
+        std::fs::copy(shipped().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("grants.json"),
+        r#"{"version": 1, "auto": ["set_knobs"], "approval": [], "never": ["delete_resource"]}"#,
+    )
+    .unwrap();
+    rig.gate = Gate::load(dir.path());
+    assert_eq!(rig.gate.load_error(), None);
+    let add = change(Action::AddReplica {
+        resource: "r1".into(),
+        node: "n3".into(),
+        pool: "data".into(),
+    });
+    // Even an approved proposal cannot call a verb that is not granted.
+    let origin = ApplyOrigin::Approved {
+        proposal: "p1".into(),
+        by: "alice".into(),
+    };
+    let out = within("apply", rig.executor.apply(&add, &rig.gate, origin, NOW))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, ChangeOutcome::Refused { ref reason } if reason.contains("add_replica is not granted")),
+        "{out:?}"
+    );
+    assert!(rig.placement.calls().is_empty());
+}
+
+#[tokio::test]
+async fn pause_stops_applying_and_resume_lets_it_continue() {
+    let rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    rig.state.pause("ops", "incident 42", NOW).unwrap();
+    let c = knob_change(60);
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ChangeOutcome::Refused { ref reason } if reason.contains("paused by ops") && reason.contains("incident 42")),
+        "{out:?}"
+    );
+    assert!(rig.knobs.calls().is_empty(), "a knob was set while paused");
+    assert!(rig.state.resume().unwrap());
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    assert_eq!(rig.knobs.settings().batch_rows, 60);
+}
+
+#[tokio::test]
+async fn changes_per_hour_cap_refuses_the_next_change() {
+    let config = ExecutorConfig {
+        max_changes_per_hour: 2,
+        ..fast()
+    };
+    let rig = Rig::new(
+        config,
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    for rows in [60, 70] {
+        let out = within(
+            "apply",
+            rig.executor
+                .apply(&knob_change(rows), &rig.gate, ApplyOrigin::Automatic, NOW),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    }
+    let out = within(
+        "apply",
+        rig.executor.apply(
+            &knob_change(80),
+            &rig.gate,
+            ApplyOrigin::Automatic,
+            NOW + 10,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ChangeOutcome::Refused { ref reason } if reason == "changes in the last hour 3 exceed limit 2"),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings().batch_rows, 70);
+    // An hour later the window has moved on.
+    let out = within(
+        "apply",
+        rig.executor.apply(
+            &knob_change(80),
+            &rig.gate,
+            ApplyOrigin::Automatic,
+            NOW + 3601,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+}
+
+#[tokio::test]
+async fn concurrent_moves_cap_refuses_a_second_move_while_one_runs() {
+    let config = ExecutorConfig {
+        max_concurrent_moves: 1,
+        ..fast()
+    };
+    let rig = Rig::new(
+        config,
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let first = move_r1("n1", "n3");
+    let second = move_r1("n2", "n3");
+    let origin = ApplyOrigin::Approved {
+        proposal: "p".into(),
+        by: "alice".into(),
+    };
+    let (a, b) = within("two moves", async {
+        tokio::join!(
+            rig.executor.apply(&first, &rig.gate, origin.clone(), NOW),
+            async {
+                // Start once the first move is waiting for its new replica to sync.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                rig.executor
+                    .apply(&second, &rig.gate, origin.clone(), NOW)
+                    .await
+            }
+        )
+    })
+    .await;
+    assert!(matches!(a.unwrap(), ChangeOutcome::Applied { .. }));
+    let b = b.unwrap();
+    assert!(
+        matches!(b, ChangeOutcome::Refused { ref reason } if reason == "concurrent moves 2 exceed limit 1"),
+        "{b:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_knob_change_that_worsens_p99_is_rolled_back_and_audited() {
+    let windows = vec![
+        WindowStats {
+            p99_ms: 20.0,
+            throughput_rows_per_s: 1000.0,
+        },
+        WindowStats {
+            p99_ms: 35.0,
+            throughput_rows_per_s: 1010.0,
+        },
+    ];
+    let rig = Rig::new(fast(), 2, vec![], windows);
+    let c = knob_change(200);
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    match &out {
+        ChangeOutcome::RolledBack { detail } => assert!(
+            detail.contains("p99 35.0 ms worse than 20.0 ms"),
+            "{detail}"
+        ),
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    assert_eq!(rig.knobs.settings(), SETTINGS, "the old knobs must be back");
+    assert_eq!(
+        rig.knobs.calls().first().map(String::as_str),
+        Some("batch_rows=200")
+    );
+    assert!(
+        rig.knobs.calls().contains(&"batch_rows=50".to_string()),
+        "{:?}",
+        rig.knobs.calls()
+    );
+    let kinds = rig.kinds();
+    let start = kinds
+        .iter()
+        .position(|k| *k == AuditKind::ApplyStart)
+        .expect("apply start audited");
+    let rollback = kinds
+        .iter()
+        .position(|k| *k == AuditKind::Rollback)
+        .expect("rollback audited");
+    let outcome = kinds
+        .iter()
+        .position(|k| *k == AuditKind::ApplyOutcome)
+        .expect("outcome audited");
+    assert!(start < rollback && rollback < outcome, "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_knob_change_that_helps_stays() {
+    let windows = vec![
+        WindowStats {
+            p99_ms: 20.0,
+            throughput_rows_per_s: 1000.0,
+        },
+        WindowStats {
+            p99_ms: 18.0,
+            throughput_rows_per_s: 1400.0,
+        },
+    ];
+    let rig = Rig::new(fast(), 2, vec![], windows);
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&knob_change(100), &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ChangeOutcome::Applied { ref detail } if detail.contains("1000 → 1400")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings().batch_rows, 100);
+    assert!(!rig.kinds().contains(&AuditKind::Rollback));
+}
+
+#[tokio::test]
+async fn a_move_adds_first_waits_for_up_to_date_then_removes_the_source() {
+    let rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let m = move_r1("n1", "n3");
+    let origin = ApplyOrigin::Approved {
+        proposal: "p".into(),
+        by: "alice".into(),
+    };
+    let out = within("move", rig.executor.apply(&m, &rig.gate, origin, NOW))
+        .await
+        .unwrap();
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    let calls = rig.placement.calls();
+    let add = calls
+        .iter()
+        .position(|c| c == "add_replica r1 n3 data")
+        .expect("added on the target");
+    let remove = calls
+        .iter()
+        .position(|c| c == "remove_replica r1 n1")
+        .expect("removed from the source");
+    assert!(add < remove, "{calls:?}");
+    // The replica state was read until the new replica was UpToDate (it syncs after two reads).
+    assert!(
+        calls[add..remove]
+            .iter()
+            .filter(|c| c.starts_with("replicas"))
+            .count()
+            >= 2,
+        "{calls:?}"
+    );
+    let nodes: Vec<String> = rig
+        .placement
+        .snapshot("r1")
+        .unwrap()
+        .replicas
+        .into_iter()
+        .map(|r| r.node)
+        .collect();
+    assert_eq!(nodes, vec!["n2", "n3"]);
+    let phases: Vec<String> = rig
+        .audit()
+        .into_iter()
+        .filter(|r| r.kind == AuditKind::ApplyStart)
+        .map(|r| r.detail["phase"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(phases, vec!["add_target", "remove_source"]);
+}
+
+#[tokio::test]
+async fn a_move_never_goes_below_the_place_count_nor_removes_a_replica_in_use() {
+    // Place count 3 with two replicas: after adding n3, removing n1 would leave 2 < 3.
+    let rig = Rig::new(
+        fast(),
+        3,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let origin = ApplyOrigin::Approved {
+        proposal: "p".into(),
+        by: "alice".into(),
+    };
+    let out = within(
+        "move",
+        rig.executor
+            .apply(&move_r1("n1", "n3"), &rig.gate, origin.clone(), NOW),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ChangeOutcome::Failed { ref error } if error.contains("below place count 3")),
+        "{out:?}"
+    );
+    assert!(!rig
+        .placement
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("remove_replica")));
+
+    let rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", true), replica("n2", false)],
+        vec![],
+    );
+    let out = within(
+        "move",
+        rig.executor
+            .apply(&move_r1("n1", "n3"), &rig.gate, origin, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ChangeOutcome::Failed { ref error } if error.contains("in use")),
+        "{out:?}"
+    );
+    assert!(!rig
+        .placement
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("remove_replica")));
+}
+
+#[tokio::test]
+async fn recommend_mode_records_proposals_and_applies_nothing() {
+    let rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let add = change(Action::AddReplica {
+        resource: "r1".into(),
+        node: "n3".into(),
+        pool: "data".into(),
+    });
+    let plan = Plan {
+        changes: vec![knob_change(60), add.clone(), move_r1("n1", "n3")],
+        ..Plan::default()
+    };
+    let m = ModeDecision {
+        mode: Mode::Recommend,
+        configured: Mode::Autonomous,
+        why: Some("dropped to recommend: rolling MASE 1.20".into()),
+    };
+    let report = within(
+        "step",
+        rig.executor
+            .run_step(&rig.gate, &m, &plan, &rig.observed(), &SETTINGS, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, ChangeOutcome::Recommended { .. })),
+        "{report:?}"
+    );
+    assert!(
+        rig.placement.calls().is_empty() && rig.knobs.calls().is_empty(),
+        "recommend mode applied something"
+    );
+    assert_eq!(rig.executor.proposals().list().unwrap().len(), 3);
+    let audit = rig.audit();
+    let mode_record = audit
+        .iter()
+        .find(|r| r.kind == AuditKind::Mode)
+        .expect("the mode drop is audited");
+    assert_eq!(
+        mode_record.detail["why"],
+        "dropped to recommend: rolling MASE 1.20"
+    );
+    assert!(!audit.iter().any(|r| r.kind == AuditKind::ApplyStart));
+}
+
+#[tokio::test]
+async fn an_approved_move_runs_exactly_as_approved_and_a_drifted_one_expires() {
+    let rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let m = move_r1("n1", "n3");
+    let plan = Plan {
+        changes: vec![m.clone()],
+        ..Plan::default()
+    };
+    let auto = mode(Mode::Autonomous);
+    let report = within(
+        "step",
+        rig.executor
+            .run_step(&rig.gate, &auto, &plan, &rig.observed(), &SETTINGS, NOW),
+    )
+    .await
+    .unwrap();
+    let Some(ChangeOutcome::Queued { proposal }) = report.outcome(&m.id).cloned() else {
+        panic!("the default policy should queue a move: {report:?}")
+    };
+    assert!(rig.placement.calls().is_empty());
+    // Planning the same change again does not queue it twice.
+    let again = within(
+        "step",
+        rig.executor.run_step(
+            &rig.gate,
+            &auto,
+            &plan,
+            &rig.observed(),
+            &SETTINGS,
+            NOW + 60,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again.outcome(&m.id),
+        Some(&ChangeOutcome::Queued {
+            proposal: proposal.clone()
+        })
+    );
+
+    let store = rig.executor.proposals();
+    let (mut log, _) = AuditLog::open(&rig.state.audit_log()).unwrap();
+    store
+        .approve(&proposal, "alice", &mut log, NOW + 100)
+        .unwrap();
+    let approval = rig
+        .audit()
+        .into_iter()
+        .find(|r| r.kind == AuditKind::Approval)
+        .expect("approval audited");
+    assert_eq!(approval.actor, "alice");
+
+    let ran = within(
+        "approved",
+        rig.executor
+            .run_approved(&rig.gate, &auto, &rig.observed(), &SETTINGS, NOW + 200),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(ran.outcome(&m.id), Some(ChangeOutcome::Applied { .. })),
+        "{ran:?}"
+    );
+    let calls = rig.placement.calls();
+    assert!(
+        calls.iter().position(|c| c == "add_replica r1 n3 data")
+            < calls.iter().position(|c| c == "remove_replica r1 n1")
+    );
+    assert!(matches!(
+        store.get(&proposal).unwrap().status,
+        ProposalStatus::Applied { .. }
+    ));
+
+    // A second move, approved, but the resource changed under it before it ran: it expires, nothing is called.
+    let m2 = move_r1("n2", "n1");
+    let plan = Plan {
+        changes: vec![m2.clone()],
+        ..Plan::default()
+    };
+    let report = within(
+        "step",
+        rig.executor.run_step(
+            &rig.gate,
+            &auto,
+            &plan,
+            &rig.observed(),
+            &SETTINGS,
+            NOW + 300,
+        ),
+    )
+    .await
+    .unwrap();
+    let Some(ChangeOutcome::Queued { proposal: p2 }) = report.outcome(&m2.id).cloned() else {
+        panic!("{report:?}")
+    };
+    store.approve(&p2, "bob", &mut log, NOW + 310).unwrap();
+    let mut drifted = rig.observed();
+    drifted.resources[0].replicas.push(replica("n4", false));
+    let before = rig.placement.calls().len();
+    let ran = within(
+        "approved",
+        rig.executor
+            .run_approved(&rig.gate, &auto, &drifted, &SETTINGS, NOW + 320),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(ran.outcome(&m2.id), Some(ChangeOutcome::Expired { .. })),
+        "{ran:?}"
+    );
+    assert_eq!(
+        rig.placement.calls().len(),
+        before,
+        "an expired proposal must not run"
+    );
+    assert!(rig.kinds().contains(&AuditKind::Expired));
+}
+
+#[tokio::test]
+async fn a_proposal_edited_after_approval_is_refused() {
+    let rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let m = move_r1("n1", "n3");
+    let auto = mode(Mode::Autonomous);
+    let plan = Plan {
+        changes: vec![m.clone()],
+        ..Plan::default()
+    };
+    let report = within(
+        "step",
+        rig.executor
+            .run_step(&rig.gate, &auto, &plan, &rig.observed(), &SETTINGS, NOW),
+    )
+    .await
+    .unwrap();
+    let Some(ChangeOutcome::Queued { proposal }) = report.outcome(&m.id).cloned() else {
+        panic!("{report:?}")
+    };
+    let (mut log, _) = AuditLog::open(&rig.state.audit_log()).unwrap();
+    rig.executor
+        .proposals()
+        .approve(&proposal, "alice", &mut log, NOW + 1)
+        .unwrap();
+    let file = rig.state.proposals_dir().join(format!("{proposal}.json"));
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("\"to_node\": \"n3\"", "\"to_node\": \"n9\"");
+    std::fs::write(&file, text).unwrap();
+    let ran = within(
+        "approved",
+        rig.executor
+            .run_approved(&rig.gate, &auto, &rig.observed(), &SETTINGS, NOW + 2),
+    )
+    .await
+    .unwrap();
+    let outcome = ran.outcomes.first().map(|(_, o)| o.clone());
+    assert!(
+        matches!(outcome, Some(ChangeOutcome::Refused { ref reason }) if reason.contains("changed after it was proposed")),
+        "{ran:?}"
+    );
+    assert!(
+        rig.placement.calls().is_empty(),
+        "a tampered proposal reached LINSTOR"
+    );
+}
