@@ -324,6 +324,32 @@ async fn invented_uncited_numbers_fall_back() {
 }
 
 #[tokio::test]
+async fn an_answer_built_on_no_tool_result_falls_back() {
+    // Also what SmolLM2 does: no tool call, a confident verdict without numbers.
+    let model = FakeModel::start(vec![final_text("The pipeline is healthy.")]).await;
+    let a = ask_with(
+        config(&model.base_url),
+        troubled_state(),
+        "is the pipeline healthy?",
+    )
+    .await;
+    assert_eq!(a.source, AnswerSource::Fallback);
+    assert!(
+        a.llm_failure
+            .as_deref()
+            .unwrap()
+            .contains("without reading any of trimtab's state"),
+        "{:?}",
+        a.llm_failure
+    );
+    assert!(
+        a.text.starts_with("No, 3 problem(s)"),
+        "the templated answer contradicts the model:\n{}",
+        a.text
+    );
+}
+
+#[tokio::test]
 async fn injected_instructions_change_nothing_and_the_refusal_is_reported() {
     let model = FakeModel::start(vec![
         tool_calls(&[

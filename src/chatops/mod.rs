@@ -154,6 +154,9 @@ impl Chatops {
                         numbers: unverified.join(", "),
                     });
                 }
+                if ledger.records().is_empty() {
+                    return Err(LlmError::Unfounded);
+                }
                 Ok((c, citations, unverified))
             });
         match outcome {
