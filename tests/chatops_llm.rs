@@ -593,3 +593,29 @@ async fn trimtab_ask_streams_the_model_answer_and_lists_sources() {
         "text printed once: {stdout}"
     );
 }
+
+#[tokio::test]
+async fn azure_openai_is_addressed_by_deployment_api_version_and_api_key_header() {
+    let model = FakeModel::start(vec![
+        tool_calls(&[("c1", "pending_proposals", "{}")]),
+        final_text("p-17 and p-18 wait for approval [R1, R2]."),
+    ])
+    .await;
+    std::env::set_var("TRIMTAB_CHATOPS_AZURE_KEY", "azure-key-5e3a");
+    let mut cfg = config(&model.origin());
+    let llm = cfg.llm.as_mut().unwrap();
+    llm.provider = Provider::Azure {
+        api_version: "2024-10-21".into(),
+        deployment: "gpt-4o-ops".into(),
+    };
+    llm.api_key_env = Some("TRIMTAB_CHATOPS_AZURE_KEY".into());
+    let a = ask_with(cfg, troubled_state(), "what is waiting for my approval?").await;
+    assert_eq!(a.source, AnswerSource::Llm, "{a:?}");
+    let received = model.received();
+    assert_eq!(
+        received[0].uri,
+        "/openai/deployments/gpt-4o-ops/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(received[0].api_key.as_deref(), Some("azure-key-5e3a"));
+    assert_eq!(a.citations.len(), 2);
+}
