@@ -619,3 +619,31 @@ async fn azure_openai_is_addressed_by_deployment_api_version_and_api_key_header(
     assert_eq!(received[0].api_key.as_deref(), Some("azure-key-5e3a"));
     assert_eq!(a.citations.len(), 2);
 }
+
+#[tokio::test]
+async fn a_cited_answer_with_a_computed_number_is_kept_and_the_number_flagged() {
+    let model = FakeModel::start(vec![
+        tool_calls(&[("c1", "queue_health", r#"{"entity":"orders"}"#)]),
+        final_text("orders has 1840 messages waiting [R1], so about 2000 within the hour."),
+    ])
+    .await;
+    let a = ask_with(
+        config(&model.base_url),
+        troubled_state(),
+        "how deep is orders?",
+    )
+    .await;
+    assert_eq!(a.source, AnswerSource::Llm, "{a:?}");
+    assert_eq!(a.unverified_numbers, ["2000"]);
+    let shown = a.render_text();
+    assert!(
+        shown.contains(
+            "Warning: these numbers are not in trimtab's data (computed or invented): 2000"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[R1] queue_health @ 2026-11-22T03:00:00Z"),
+        "{shown}"
+    );
+}

@@ -270,7 +270,7 @@ async fn health(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
     let id = ctx.next_id();
     let (lag, lrefs) = ctx.ledger.lag(&id, ctx.state, None, None).await?;
     let id = ctx.next_id();
-    let (placement, prefs) = ctx.ledger.placement(&id, ctx.state).await?;
+    let (placement, summary_ref, pool_refs) = ctx.ledger.placement(&id, ctx.state).await?;
     let id = ctx.next_id();
     let (forecasts, frefs) = ctx.ledger.forecasts(&id, ctx.state, None).await?;
 
@@ -317,7 +317,6 @@ async fn health(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
             ));
         }
     }
-    let summary_ref = &prefs[0];
     if !placement.under_replicated.is_empty() {
         problems.push(format!(
             "{} resource(s) are under-replicated: {} [{summary_ref}]",
@@ -332,7 +331,7 @@ async fn health(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
             placement.degraded.join(", ")
         ));
     }
-    for (sample, r) in latest_pool_samples(&placement.pools, &prefs[1..]) {
+    for (sample, r) in latest_pool_samples(&placement.pools, &pool_refs) {
         let share = if sample.total_kib == 0 {
             0.0
         } else {
@@ -430,7 +429,7 @@ async fn lag_growth(
     let id = ctx.next_id();
     let (queues, qrefs) = ctx.ledger.queues(&id, ctx.state, None).await?;
     let id = ctx.next_id();
-    let (settings, srefs) = ctx.ledger.settings(&id, ctx.state).await?;
+    let (settings, settings_ref) = ctx.ledger.settings(&id, ctx.state).await?;
     let id = ctx.next_id();
     let (audit, _, arefs) = ctx.ledger.recent_audit(&id, ctx.state, 60).await?;
     let concurrency = settings.settings.iter().find_map(|s| {
@@ -496,7 +495,7 @@ async fn lag_growth(
                     "{} messages are in flight, at the limit {name} = {} [{lr}, {}]",
                     last.in_flight,
                     num(*limit),
-                    srefs[0]
+                    settings_ref
                 ));
             }
         }
@@ -666,7 +665,7 @@ async fn pool_fill(
     days: u32,
 ) -> Result<(String, Option<String>), ToolError> {
     let id = ctx.next_id();
-    let (placement, prefs) = ctx.ledger.placement(&id, ctx.state).await?;
+    let (placement, _summary_ref, pool_refs) = ctx.ledger.placement(&id, ctx.state).await?;
     let id = ctx.next_id();
     let (forecasts, frefs) = ctx
         .ledger
@@ -674,7 +673,7 @@ async fn pool_fill(
         .await?;
     let now = ctx.state.now();
     let horizon_end = now + Duration::days(i64::from(days));
-    let sample_refs = &prefs[1..];
+    let sample_refs = &pool_refs;
     let mut pool_names: Vec<&str> = placement.pools.iter().map(|p| p.pool.as_str()).collect();
     pool_names.sort_unstable();
     pool_names.dedup();
@@ -834,8 +833,8 @@ async fn pool_fill(
 
 async fn settings(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
     let id = ctx.next_id();
-    let (snapshot, refs) = ctx.ledger.settings(&id, ctx.state).await?;
-    let r = &refs[0];
+    let (snapshot, settings_ref) = ctx.ledger.settings(&id, ctx.state).await?;
+    let r = &settings_ref;
     // Values come from the ledger's copy, which is masked.
     let masked = ctx
         .ledger
