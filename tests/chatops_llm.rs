@@ -324,6 +324,32 @@ async fn invented_uncited_numbers_fall_back() {
 }
 
 #[tokio::test]
+async fn an_answer_built_on_no_tool_result_falls_back() {
+    // Also what SmolLM2 does: no tool call, a confident verdict without numbers.
+    let model = FakeModel::start(vec![final_text("The pipeline is healthy.")]).await;
+    let a = ask_with(
+        config(&model.base_url),
+        troubled_state(),
+        "is the pipeline healthy?",
+    )
+    .await;
+    assert_eq!(a.source, AnswerSource::Fallback);
+    assert!(
+        a.llm_failure
+            .as_deref()
+            .unwrap()
+            .contains("without reading any of trimtab's state"),
+        "{:?}",
+        a.llm_failure
+    );
+    assert!(
+        a.text.starts_with("No, 3 problem(s)"),
+        "the templated answer contradicts the model:\n{}",
+        a.text
+    );
+}
+
+#[tokio::test]
 async fn injected_instructions_change_nothing_and_the_refusal_is_reported() {
     let model = FakeModel::start(vec![
         tool_calls(&[
@@ -565,5 +591,59 @@ async fn trimtab_ask_streams_the_model_answer_and_lists_sources() {
         stdout.matches("1840 messages waiting").count(),
         1,
         "text printed once: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn azure_openai_is_addressed_by_deployment_api_version_and_api_key_header() {
+    let model = FakeModel::start(vec![
+        tool_calls(&[("c1", "pending_proposals", "{}")]),
+        final_text("p-17 and p-18 wait for approval [R1, R2]."),
+    ])
+    .await;
+    std::env::set_var("TRIMTAB_CHATOPS_AZURE_KEY", "azure-key-5e3a");
+    let mut cfg = config(&model.origin());
+    let llm = cfg.llm.as_mut().unwrap();
+    llm.provider = Provider::Azure {
+        api_version: "2024-10-21".into(),
+        deployment: "gpt-4o-ops".into(),
+    };
+    llm.api_key_env = Some("TRIMTAB_CHATOPS_AZURE_KEY".into());
+    let a = ask_with(cfg, troubled_state(), "what is waiting for my approval?").await;
+    assert_eq!(a.source, AnswerSource::Llm, "{a:?}");
+    let received = model.received();
+    assert_eq!(
+        received[0].uri,
+        "/openai/deployments/gpt-4o-ops/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(received[0].api_key.as_deref(), Some("azure-key-5e3a"));
+    assert_eq!(a.citations.len(), 2);
+}
+
+#[tokio::test]
+async fn a_cited_answer_with_a_computed_number_is_kept_and_the_number_flagged() {
+    let model = FakeModel::start(vec![
+        tool_calls(&[("c1", "queue_health", r#"{"entity":"orders"}"#)]),
+        final_text("orders has 1840 messages waiting [R1], so about 2000 within the hour."),
+    ])
+    .await;
+    let a = ask_with(
+        config(&model.base_url),
+        troubled_state(),
+        "how deep is orders?",
+    )
+    .await;
+    assert_eq!(a.source, AnswerSource::Llm, "{a:?}");
+    assert_eq!(a.unverified_numbers, ["2000"]);
+    let shown = a.render_text();
+    assert!(
+        shown.contains(
+            "Warning: these numbers are not in trimtab's data (computed or invented): 2000"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[R1] queue_health @ 2026-11-22T03:00:00Z"),
+        "{shown}"
     );
 }

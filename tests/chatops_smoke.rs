@@ -42,7 +42,14 @@ fn assert_graceful(a: &Answer) {
         AnswerSource::Llm => {
             assert!(!a.text.trim().is_empty());
             assert!(
-                !a.citations.is_empty() || trimtab::chatops::answer::numbers_in(&a.text).iter().all(|n| n.len() <= 2),
+                !a.tool_results.is_empty(),
+                "a model answer rests on tool results: {a:?}"
+            );
+            assert!(
+                !a.citations.is_empty()
+                    || trimtab::chatops::answer::numbers_in(&a.text)
+                        .iter()
+                        .all(|n| n.len() <= 2),
                 "an uncited answer with numbers should have fallen back: {a:?}"
             );
         }
@@ -66,7 +73,10 @@ async fn a_real_small_model_over_http_and_streaming_is_handled_gracefully() {
         .await
         .expect("the real model answers within two minutes")
         .expect("an answer");
-    println!("non-streaming: {:?} {:?}\n{}", a.source, a.llm_failure, a.text);
+    println!(
+        "non-streaming: {:?} {:?}\n{}",
+        a.source, a.llm_failure, a.text
+    );
     assert_graceful(&a);
 
     let pieces = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -74,14 +84,26 @@ async fn a_real_small_model_over_http_and_streaming_is_handled_gracefully() {
     let mut sink = move |t: &str| sink_pieces.lock().unwrap().push(t.to_owned());
     let s = tokio::time::timeout(
         Duration::from_secs(120),
-        c.ask_streaming("what is waiting for my approval? answer in one sentence", &mut sink),
+        c.ask_streaming(
+            "what is waiting for my approval? answer in one sentence",
+            &mut sink,
+        ),
     )
     .await
     .expect("the real model streams within two minutes")
     .expect("an answer");
     let pieces = pieces.lock().unwrap().clone();
-    println!("streaming: {} pieces, {:?} {:?}\n{}", pieces.len(), s.source, s.llm_failure, s.text);
-    assert!(pieces.iter().filter(|p| !p.is_empty()).count() > 1, "real SSE arrives in several pieces: {pieces:?}");
+    println!(
+        "streaming: {} pieces, {:?} {:?}\n{}",
+        pieces.len(),
+        s.source,
+        s.llm_failure,
+        s.text
+    );
+    assert!(
+        pieces.iter().filter(|p| !p.is_empty()).count() > 1,
+        "real SSE arrives in several pieces: {pieces:?}"
+    );
     assert_graceful(&s);
 
     let nonsense = tokio::time::timeout(
@@ -91,6 +113,9 @@ async fn a_real_small_model_over_http_and_streaming_is_handled_gracefully() {
     .await
     .expect("answers within two minutes")
     .expect("an answer");
-    println!("nonsense: {:?} {:?}\n{}", nonsense.source, nonsense.llm_failure, nonsense.text);
+    println!(
+        "nonsense: {:?} {:?}\n{}",
+        nonsense.source, nonsense.llm_failure, nonsense.text
+    );
     assert_graceful(&nonsense);
 }

@@ -245,6 +245,34 @@ mod tests {
     }
 
     #[test]
+    fn numbers_match_tool_results_with_rounding_and_units() {
+        use crate::chatops::redact::Redactor;
+        let mut ledger = Ledger::new(Redactor::new(vec![], vec![], 200));
+        let t = time::macros::datetime!(2026-11-22 03:00 UTC);
+        ledger_push(
+            &mut ledger,
+            serde_json::json!({"oldest_age_s": 96.54, "free_kib": 146800640, "active": 1840}),
+            t,
+        );
+        let check = |text: &str, expected: &[&str]| {
+            assert_eq!(
+                unverified_numbers(text, &ledger, "in the last 24 hours"),
+                expected,
+                "{text}"
+            );
+        };
+        check("lag 96.5 s [R1]", &[]);
+        check("lag 97 s", &[]);
+        check("140 GiB free, 1,840 waiting", &[]);
+        check("24 hours, 3 proposals", &[]);
+        check("batch size 1000, lag 98.9 s", &["1000", "98.9"]);
+    }
+
+    fn ledger_push(ledger: &mut Ledger, data: Value, t: time::OffsetDateTime) {
+        ledger.push_for_test(data, TimeSpan::at(t));
+    }
+
+    #[test]
     fn finds_numbers_as_written() {
         assert_eq!(
             numbers_in("lag 95.5 s on orders-2, 1,234 msgs, v1"),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::config::{ChatopsConfig, LlmConfig, Provider};
-use super::{Chatops, ChatopsError, StaticState};
+use super::{Chatops, ChatopsError, StateSource, StaticState};
 
 /// Ask trimtab a question about the pipeline; answers cite the numbers they use.
 ///
@@ -18,7 +18,7 @@ pub struct AskArgs {
     pub question: String,
     /// A state snapshot (the JSON form of `StaticState`) to answer from.
     #[arg(long, value_name = "FILE")]
-    pub state: PathBuf,
+    pub state: Option<PathBuf>,
     /// A TOML file with a `[chatops]` table (or the chatops settings at top level).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -56,6 +56,11 @@ pub enum AskError {
     /// The state snapshot could not be read.
     #[error(transparent)]
     State(#[from] super::state::StateError),
+    /// No state to answer from.
+    #[error(
+        "no state to answer from: pass --state FILE with a snapshot (the JSON form of StaticState)"
+    )]
+    NoState,
     /// Chat-ops failed.
     #[error(transparent)]
     Chatops(#[from] ChatopsError),
@@ -112,11 +117,17 @@ pub fn run(args: AskArgs) -> Result<(), AskError> {
     runtime.block_on(run_async(args))
 }
 
-/// Runs `trimtab ask` inside an existing runtime.
+/// Runs `trimtab ask` inside an existing runtime, reading state from `--state`.
 pub async fn run_async(args: AskArgs) -> Result<(), AskError> {
+    let path = args.state.as_ref().ok_or(AskError::NoState)?;
+    let state = StaticState::from_json_file(path)?;
+    run_with_state(args, Arc::new(state)).await
+}
+
+/// Runs `trimtab ask` against any state source, such as a running agent's; `--state` is ignored.
+pub async fn run_with_state(args: AskArgs, state: Arc<dyn StateSource>) -> Result<(), AskError> {
     let config = load_config(&args)?;
-    let state = StaticState::from_json_file(&args.state)?;
-    let chatops = Chatops::new(config, Arc::new(state))?;
+    let chatops = Chatops::new(config, state)?;
     let stdout = std::io::stdout();
     if args.stream && !args.json {
         let mut streamed = false;

@@ -90,7 +90,8 @@ pub struct LlmConfig {
     /// Wire dialect; `{ kind = "openai_compatible" }` unless Azure.
     #[serde(default = "default_provider")]
     pub provider: Provider,
-    /// Base URL including the version path, such as `http://127.0.0.1:8088/v1` or `https://api.openai.com/v1`.
+    /// Base URL including the version path, such as `http://127.0.0.1:8088/v1` or `https://api.openai.com/v1`;
+    /// for Azure the resource endpoint, such as `https://my-resource.openai.azure.com`.
     pub base_url: String,
     /// Model name sent with each request (llama-server ignores it).
     pub model: String,
@@ -236,10 +237,22 @@ impl LlmConfig {
     pub fn api_key(&self) -> Result<String, ConfigError> {
         match &self.api_key_env {
             None => Ok("none".to_owned()),
-            Some(var) => std::env::var(var).map_err(|_| ConfigError {
-                field: "llm.api_key_env",
-                problem: format!("environment variable {var} is not set or not unicode"),
-            }),
+            Some(var) => {
+                let key = std::env::var(var).map_err(|_| ConfigError {
+                    field: "llm.api_key_env",
+                    problem: format!("environment variable {var} is not set or not unicode"),
+                })?;
+                // The key becomes an HTTP header; anything else would make the client fail later.
+                if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ConfigError {
+                        field: "llm.api_key_env",
+                        problem: format!(
+                            "environment variable {var} must hold a non-empty key of visible ASCII"
+                        ),
+                    });
+                }
+                Ok(key)
+            }
         }
     }
 }

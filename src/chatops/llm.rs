@@ -74,6 +74,11 @@ pub enum LlmError {
     /// The model replied with neither text nor tool calls.
     #[error("the model replied with nothing")]
     Empty,
+    /// The model answered without calling any tool, so nothing backs its answer.
+    #[error(
+        "the model answered without reading any of trimtab's state, so nothing backs its answer"
+    )]
+    Unfounded,
     /// The model's answer uses numbers found in no tool result and cites none.
     #[error("the model's answer cites none of trimtab's data and contains numbers that are not in it ({numbers})")]
     Uncited {

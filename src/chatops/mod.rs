@@ -154,6 +154,9 @@ impl Chatops {
                         numbers: unverified.join(", "),
                     });
                 }
+                if ledger.records().is_empty() {
+                    return Err(LlmError::Unfounded);
+                }
                 Ok((c, citations, unverified))
             });
         match outcome {
@@ -178,9 +181,11 @@ impl Chatops {
                 })
             }
             Err(e) => {
-                tracing::warn!(error = %e, retriable = e.is_retriable(), "model answer not used; falling back to templates");
+                // The endpoint's own error text is included, so it is scrubbed like everything else.
+                let reason = self.redactor.scrub(&e.to_string());
+                tracing::warn!(error = %reason, retriable = e.is_retriable(), "model answer not used; falling back to templates");
                 let mut answer = self
-                    .templated(question, Some(e.to_string()), AnswerSource::Fallback)
+                    .templated(question, Some(reason), AnswerSource::Fallback)
                     .await?;
                 answer.model = Some(llm.model().to_owned());
                 Ok(answer)

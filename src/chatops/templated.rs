@@ -216,6 +216,17 @@ pub fn capabilities() -> String {
         .to_owned()
 }
 
+/// A pipeline-supplied name or reason, cut for reading; the full value stays in the cited tool result.
+fn short(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}
+
 /// A number for people: integers without decimals, others with one.
 fn num(x: f64) -> String {
     if (x - x.round()).abs() < 1e-9 {
@@ -259,7 +270,7 @@ async fn health(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
     let id = ctx.next_id();
     let (lag, lrefs) = ctx.ledger.lag(&id, ctx.state, None, None).await?;
     let id = ctx.next_id();
-    let (placement, prefs) = ctx.ledger.placement(&id, ctx.state).await?;
+    let (placement, summary_ref, pool_refs) = ctx.ledger.placement(&id, ctx.state).await?;
     let id = ctx.next_id();
     let (forecasts, frefs) = ctx.ledger.forecasts(&id, ctx.state, None).await?;
 
@@ -268,16 +279,21 @@ async fn health(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
     for (q, r) in queues.iter().zip(&qrefs) {
         measured.push(format!(
             "{}: {} active, {} dead-lettered, {} scheduled [{r}]",
-            q.entity, q.active, q.dead_letter, q.scheduled
+            short(&q.entity),
+            q.active,
+            q.dead_letter,
+            q.scheduled
         ));
         if q.dead_letter > 0 {
             problems.push(format!(
                 "{} has {} dead-lettered messages [{r}]",
-                q.entity, q.dead_letter
+                short(&q.entity),
+                q.dead_letter
             ));
         }
     }
     for ((entity, key), windows) in lag_groups(&lag, &lrefs) {
+        let (entity, key) = (short(&entity), short(&key));
         let Some((last, r)) = windows.last() else {
             continue;
         };
@@ -301,22 +317,21 @@ async fn health(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
             ));
         }
     }
-    let summary_ref = &prefs[0];
     if !placement.under_replicated.is_empty() {
         problems.push(format!(
-            "{} resources are under-replicated: {} [{summary_ref}]",
+            "{} resource(s) are under-replicated: {} [{summary_ref}]",
             placement.under_replicated.len(),
             placement.under_replicated.join(", ")
         ));
     }
     if !placement.degraded.is_empty() {
         problems.push(format!(
-            "{} resources are degraded: {} [{summary_ref}]",
+            "{} resource(s) are degraded: {} [{summary_ref}]",
             placement.degraded.len(),
             placement.degraded.join(", ")
         ));
     }
-    for (sample, r) in latest_pool_samples(&placement.pools, &prefs[1..]) {
+    for (sample, r) in latest_pool_samples(&placement.pools, &pool_refs) {
         let share = if sample.total_kib == 0 {
             0.0
         } else {
@@ -414,7 +429,7 @@ async fn lag_growth(
     let id = ctx.next_id();
     let (queues, qrefs) = ctx.ledger.queues(&id, ctx.state, None).await?;
     let id = ctx.next_id();
-    let (settings, srefs) = ctx.ledger.settings(&id, ctx.state).await?;
+    let (settings, settings_ref) = ctx.ledger.settings(&id, ctx.state).await?;
     let id = ctx.next_id();
     let (audit, _, arefs) = ctx.ledger.recent_audit(&id, ctx.state, 60).await?;
     let concurrency = settings.settings.iter().find_map(|s| {
@@ -425,11 +440,12 @@ async fn lag_growth(
     });
 
     for ((entity, key), windows) in chosen {
+        let (shown_entity, shown_key) = (short(entity), short(key));
         let (last, lr) = &windows[windows.len() - 1];
         match windows.len().checked_sub(2).map(|i| &windows[i]) {
             Some((prev, pr)) if last.oldest_age_s - prev.oldest_age_s >= LAG_GROWTH_S => {
                 text.push_str(&format!(
-                    "Lag on {entity}/{key} grew: the oldest unsettled message went from {} s [{pr}] to {} s [{lr}] \
+                    "Lag on {shown_entity}/{shown_key} grew: the oldest unsettled message went from {} s [{pr}] to {} s [{lr}] \
                      between {} and {}.\n",
                     num(prev.oldest_age_s),
                     num(last.oldest_age_s),
@@ -439,18 +455,23 @@ async fn lag_growth(
             }
             Some((prev, pr)) => {
                 text.push_str(&format!(
-                    "Lag on {entity}/{key} is not growing: the oldest unsettled message was {} s [{pr}] and is {} s [{lr}].\n",
+                    "Lag on {shown_entity}/{shown_key} is not growing: the oldest unsettled message was {} s [{pr}] and is {} s [{lr}].\n",
                     num(prev.oldest_age_s),
                     num(last.oldest_age_s)
                 ));
             }
             None => {
                 text.push_str(&format!(
-                    "Only one lag window for {entity}/{key}, so no trend: oldest unsettled message {} s over {} [{lr}].\n",
+                    "Only one lag window for {shown_entity}/{shown_key}, so no trend: oldest unsettled message {} s over {} [{lr}].\n",
                     num(last.oldest_age_s),
                     last.window.render()
                 ));
             }
+        }
+        let growing = growth(windows).is_none_or(|g| g >= LAG_GROWTH_S);
+        if !growing {
+            text.push('\n');
+            continue;
         }
         let mut causes = Vec::new();
         if let Some((prev, pr)) = windows.len().checked_sub(2).map(|i| &windows[i]) {
@@ -474,7 +495,7 @@ async fn lag_growth(
                     "{} messages are in flight, at the limit {name} = {} [{lr}, {}]",
                     last.in_flight,
                     num(*limit),
-                    srefs[0]
+                    settings_ref
                 ));
             }
         }
@@ -486,13 +507,14 @@ async fn lag_growth(
             if q.active > 0 {
                 causes.push(format!(
                     "{} messages are waiting in {} [{r}]",
-                    q.active, q.entity
+                    q.active,
+                    short(&q.entity)
                 ));
             }
             if q.dead_letter > 0 {
                 causes.push(format!(
                     "{} messages of {} were dead-lettered, which may mean retries before that [{r}]",
-                    q.dead_letter, q.entity
+                    q.dead_letter, short(&q.entity)
                 ));
             }
         }
@@ -555,7 +577,7 @@ async fn recent_changes(ctx: &mut Ctx<'_>, minutes: u32) -> Result<String, ToolE
             a.action,
             a.target,
             a.outcome,
-            a.reason
+            short(&a.reason)
         ));
     }
     Ok(text)
@@ -580,7 +602,7 @@ async fn approvals(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
             p.current,
             p.proposed,
             TimeSpan::at(p.created_at).render(),
-            p.reason,
+            short(&p.reason),
             p.policy
         ));
     }
@@ -643,7 +665,7 @@ async fn pool_fill(
     days: u32,
 ) -> Result<(String, Option<String>), ToolError> {
     let id = ctx.next_id();
-    let (placement, prefs) = ctx.ledger.placement(&id, ctx.state).await?;
+    let (placement, _summary_ref, pool_refs) = ctx.ledger.placement(&id, ctx.state).await?;
     let id = ctx.next_id();
     let (forecasts, frefs) = ctx
         .ledger
@@ -651,7 +673,7 @@ async fn pool_fill(
         .await?;
     let now = ctx.state.now();
     let horizon_end = now + Duration::days(i64::from(days));
-    let sample_refs = &prefs[1..];
+    let sample_refs = &pool_refs;
     let mut pool_names: Vec<&str> = placement.pools.iter().map(|p| p.pool.as_str()).collect();
     pool_names.sort_unstable();
     pool_names.dedup();
@@ -811,8 +833,8 @@ async fn pool_fill(
 
 async fn settings(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
     let id = ctx.next_id();
-    let (snapshot, refs) = ctx.ledger.settings(&id, ctx.state).await?;
-    let r = &refs[0];
+    let (snapshot, settings_ref) = ctx.ledger.settings(&id, ctx.state).await?;
+    let r = &settings_ref;
     // Values come from the ledger's copy, which is masked.
     let masked = ctx
         .ledger

@@ -322,12 +322,15 @@ impl Ledger {
             ToolCall::Forecasts { series } => {
                 self.forecasts(call_id, state, series.clone()).await?.1
             }
-            ToolCall::Placement => self.placement(call_id, state).await?.1,
+            ToolCall::Placement => {
+                let (_, summary, pools) = self.placement(call_id, state).await?;
+                std::iter::once(summary).chain(pools).collect()
+            }
             ToolCall::PendingProposals => self.pending_proposals(call_id, state).await?.1,
             ToolCall::RecentAudit { since_minutes } => {
                 self.recent_audit(call_id, state, *since_minutes).await?.2
             }
-            ToolCall::CurrentSettings => self.settings(call_id, state).await?.1,
+            ToolCall::CurrentSettings => vec![self.settings(call_id, state).await?.1],
         })
     }
 
@@ -392,12 +395,12 @@ impl Ledger {
         Ok((f, refs))
     }
 
-    /// `placement`: the first mark is the summary (replicas, degraded, under-replicated), then one per pool sample.
+    /// `placement`: the mark of the summary (replicas, degraded, under-replicated) and one per pool sample.
     pub async fn placement(
         &mut self,
         call_id: &str,
         state: &dyn StateSource,
-    ) -> Result<(PlacementSummary, Vec<String>), ToolError> {
+    ) -> Result<(PlacementSummary, String, Vec<String>), ToolError> {
         let p = state.placement().await.map_err(|source| ToolError::State {
             tool: "placement",
             source,
@@ -410,8 +413,9 @@ impl Ledger {
         });
         let mut raw = vec![(summary, p.span())];
         raw.extend(p.pools.iter().map(|x| (to_value(x), x.span())));
-        let refs = self.record(call_id, &ToolCall::Placement, raw);
-        Ok((p, refs))
+        let mut refs = self.record(call_id, &ToolCall::Placement, raw).into_iter();
+        let summary = refs.next().unwrap_or_default();
+        Ok((p, summary, refs.collect()))
     }
 
     /// `pending_proposals`: one mark per proposal.
@@ -465,14 +469,19 @@ impl Ledger {
         &mut self,
         call_id: &str,
         state: &dyn StateSource,
-    ) -> Result<(SettingsSnapshot, Vec<String>), ToolError> {
+    ) -> Result<(SettingsSnapshot, String), ToolError> {
         let s = state.settings().await.map_err(|source| ToolError::State {
             tool: "current_settings",
             source,
         })?;
         let raw = vec![(to_value(&s), s.span())];
         let refs = self.record(call_id, &ToolCall::CurrentSettings, raw);
-        Ok((s, refs))
+        Ok((s, refs.into_iter().next().unwrap_or_default()))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn push_for_test(&mut self, data: Value, span: TimeSpan) {
+        self.record("test", &ToolCall::Placement, vec![(data, span)]);
     }
 
     fn record(
@@ -572,6 +581,19 @@ mod tests {
                 other => panic!("{tool} {args}: expected bad arguments, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_model_sees_at_most_max_items_and_how_many_were_left_out() {
+        let mut ledger = Ledger::new(Redactor::new(vec![], vec![], 200));
+        let t = TimeSpan::at(time::macros::datetime!(2026-11-22 03:00 UTC));
+        let raw = (0..5).map(|i| (serde_json::json!({ "i": i }), t)).collect();
+        ledger.record("c", &ToolCall::PendingProposals, raw);
+        let view = model_view(&ledger.records()[0], 3);
+        assert_eq!(view["items"].as_array().unwrap().len(), 3);
+        assert_eq!(view["omitted_items"], 2);
+        assert_eq!(view["items"][2]["ref"], "R3");
+        assert_eq!(view["items"][0]["time"], "2026-11-22T03:00:00Z");
     }
 
     #[test]

@@ -371,6 +371,10 @@ pub struct Received {
     pub body: Value,
     /// The `authorization` header.
     pub authorization: Option<String>,
+    /// The `api-key` header (Azure).
+    pub api_key: Option<String>,
+    /// Path and query of the request.
+    pub uri: String,
 }
 
 #[derive(Default)]
@@ -388,6 +392,11 @@ pub struct FakeModel {
 }
 
 impl FakeModel {
+    /// The server's origin, without `/v1`, for Azure-style URLs.
+    pub fn origin(&self) -> String {
+        self.base_url.trim_end_matches("/v1").to_owned()
+    }
+
     /// Starts the server; it answers requests with `replies` in order, then with HTTP 500.
     pub async fn start(replies: Vec<Reply>) -> Self {
         let script = Arc::new(Mutex::new(Script {
@@ -396,6 +405,10 @@ impl FakeModel {
         }));
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(completions),
+            )
             .with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -419,6 +432,7 @@ impl FakeModel {
 
 async fn completions(
     State(script): State<Arc<Mutex<Script>>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
@@ -430,6 +444,11 @@ async fn completions(
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            api_key: headers
+                .get("api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            uri: uri.to_string(),
         });
         s.replies.pop_front()
     };
