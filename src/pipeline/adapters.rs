@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use crate::cassandra::{CassandraError, EventWriter, WriterKnobs};
 use crate::linstor::ops::{VolumeExecutor, VolumeReply};
 use crate::message::VolumeRequest;
 use crate::servicebus::lag::{LagTracker, Settlement as LagSettlement};
@@ -14,8 +15,81 @@ use crate::servicebus::{
     MessageReceiver, MessageSender, OutgoingMessage, ReceivedMessage, ServiceBusError,
 };
 
+use super::knobs::LiveKnobs;
 use super::run::{MessageObserver, Settled};
-use super::sink::{Replier, SinkError, VolumeHandler, VolumeOutcome};
+use super::sink::{EventRecord, EventSink, Replier, SinkError, VolumeHandler, VolumeOutcome};
+
+/// An error with its causes, `outer: inner: innermost`, for dead-letter descriptions.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Writes events with the `scylla` writer.
+pub struct CassandraEvents {
+    writer: Arc<EventWriter>,
+}
+
+impl CassandraEvents {
+    /// Wraps a connected writer.
+    pub fn new(writer: Arc<EventWriter>) -> Self {
+        CassandraEvents { writer }
+    }
+}
+
+fn sink_error(error: CassandraError) -> SinkError {
+    SinkError {
+        retriable: error.is_retriable(),
+        reason: if error.is_retriable() {
+            "WriteFailed"
+        } else {
+            "WriteRejected"
+        },
+        message: error_chain(&error),
+    }
+}
+
+#[async_trait]
+impl EventSink for CassandraEvents {
+    async fn write(&self, rows: Vec<EventRecord>) -> Vec<Result<(), SinkError>> {
+        self.writer
+            .write(rows)
+            .await
+            .into_iter()
+            .map(|outcome| outcome.map_err(sink_error))
+            .collect()
+    }
+}
+
+/// Keeps the writer's batch size, byte cap and requests in flight equal to the live knobs, until `stop`.
+pub fn follow_knobs(
+    knobs: &LiveKnobs,
+    writer: WriterKnobs,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut rx = knobs.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let current = *rx.borrow_and_update();
+            writer.set_rows_per_batch(current.batch_rows as usize);
+            writer.set_max_batch_bytes(current.batch_bytes as usize);
+            writer.set_max_in_flight(current.write_concurrency as usize);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    })
+}
 
 /// Runs volume requests through the LINSTOR executor (write credential).
 pub struct LinstorVolumes {

@@ -4,32 +4,12 @@
 //! The adapters over the real writer and executor live with the components in `crate::pipeline::adapters`.
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
 
 use crate::message::VolumeRequest;
 use crate::servicebus::{OutgoingMessage, ServiceBusError};
 
-/// One event as the writer stores it: the message id is part of the primary key, so a redelivery overwrites.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRecord {
-    /// Partition key.
-    pub stream: String,
-    /// Service Bus message id (or `seq-<sequence number>` when the sender set none).
-    pub message_id: String,
-    /// The event's own time.
-    pub event_time: OffsetDateTime,
-    /// When Service Bus accepted the message.
-    pub enqueued_at: OffsetDateTime,
-    /// The payload as JSON text.
-    pub payload: String,
-}
-
-impl EventRecord {
-    /// Approximate size on the wire, for the batch byte cap.
-    pub fn size_bytes(&self) -> usize {
-        self.stream.len() + self.message_id.len() + self.payload.len() + 16
-    }
-}
+/// One event row: the Cassandra writer's row type (the message id is in its primary key, so a redelivery overwrites).
+pub use crate::cassandra::EventRow as EventRecord;
 
 /// Why a downstream call failed.
 #[derive(Debug, Clone, thiserror::Error)]
