@@ -675,6 +675,8 @@ async fn an_approved_move_runs_exactly_as_approved_and_a_drifted_one_expires() {
         panic!("the default policy should queue a move: {report:?}")
     };
     assert!(rig.placement.calls().is_empty());
+    let in_flight = rig.executor.proposals().in_flight_targets().unwrap();
+    assert!(in_flight.contains("resource:r1"), "{in_flight:?}");
     // Planning the same change again does not queue it twice.
     let again = within(
         "step",

@@ -386,8 +386,8 @@ impl Executor {
             if print != p.fingerprint {
                 let reason = format!(
                     "inputs drifted since proposal (fingerprint {} now {})",
-                    &p.fingerprint[..p.fingerprint.len().min(12)],
-                    &print[..print.len().min(12)]
+                    p.fingerprint.chars().take(12).collect::<String>(),
+                    print.chars().take(12).collect::<String>()
                 );
                 self.audit(
                     AuditKind::Expired,
