@@ -827,3 +827,45 @@ async fn a_proposal_edited_after_approval_is_refused() {
         "a tampered proposal reached LINSTOR"
     );
 }
+
+#[tokio::test]
+async fn p99_is_judged_against_what_the_plan_expected_as_well_as_before() {
+    let windows = |after: f64| {
+        vec![
+            WindowStats {
+                p99_ms: 10.0,
+                throughput_rows_per_s: 1000.0,
+            },
+            WindowStats {
+                p99_ms: after,
+                throughput_rows_per_s: 2500.0,
+            },
+        ]
+    };
+    let mut c = knob_change(100);
+    c.reason.figures.insert("chosen_p99_ms".into(), 25.0);
+    // Up to the p99 the plan measured for the new setting, a rise is the price of the throughput it buys.
+    let rig = Rig::new(fast(), 2, vec![], windows(24.0));
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    // Beyond it, the change is rolled back.
+    let rig = Rig::new(fast(), 2, vec![], windows(40.0));
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ChangeOutcome::RolledBack { ref detail } if detail.contains("p99 40.0 ms worse than 10.0 ms before and 25.0 ms expected")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings(), SETTINGS);
+}
