@@ -869,3 +869,42 @@ async fn p99_is_judged_against_what_the_plan_expected_as_well_as_before() {
     );
     assert_eq!(rig.knobs.settings(), SETTINGS);
 }
+
+#[tokio::test]
+async fn a_failed_policy_reload_is_audited_and_the_old_policy_keeps_deciding() {
+    let mut rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["gate.rego", "grants.json", "limits.json"] {
+        std::fs::copy(shipped().join(f), dir.path().join(f)).unwrap();
+    }
+    rig.gate = Gate::load(dir.path());
+    let digest = rig.gate.digest().unwrap().to_string();
+    std::fs::write(dir.path().join("grants.json"), "{ not json").unwrap();
+    let result = rig.executor.reload_policy(&mut rig.gate).unwrap();
+    assert!(result.is_err());
+    let record = rig.audit().pop().unwrap();
+    assert_eq!(record.kind, AuditKind::Policy);
+    assert_eq!(record.detail["reloaded"], false);
+    assert_eq!(record.detail["kept_digest"], digest.as_str());
+    assert!(
+        record.detail["error"]
+            .as_str()
+            .unwrap()
+            .contains("grants.json"),
+        "{}",
+        record.detail
+    );
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&knob_change(60), &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+}

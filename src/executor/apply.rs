@@ -163,6 +163,7 @@ pub struct Executor {
     config: ExecutorConfig,
     moves_in_progress: AtomicU32,
     last_mode: Mutex<Option<ModeDecision>>,
+    last_policy_error: Mutex<Option<String>>,
 }
 
 struct MoveGuard<'a>(&'a AtomicU32);
@@ -197,6 +198,7 @@ impl Executor {
             config,
             moves_in_progress: AtomicU32::new(0),
             last_mode: Mutex::new(None),
+            last_policy_error: Mutex::new(None),
         }
     }
 
@@ -253,6 +255,25 @@ impl Executor {
         Ok(())
     }
 
+    /// Reloads the policy and audits the outcome. A failed reload keeps the policy in use (see
+    /// [`Gate::reload`]); the inner result says whether it succeeded.
+    pub fn reload_policy(
+        &self,
+        gate: &mut Gate,
+    ) -> Result<Result<(), crate::policy::PolicyError>, ExecutorError> {
+        let result = gate.reload();
+        let detail = match &result {
+            Ok(()) => serde_json::json!({ "reloaded": true, "digest": gate.digest() }),
+            Err(e) => serde_json::json!({
+                "reloaded": false,
+                "error": e.to_string(),
+                "kept_digest": gate.digest(),
+            }),
+        };
+        self.audit(AuditKind::Policy, "gate", "", detail)?;
+        Ok(result)
+    }
+
     /// Runs one plan: audits each change and its gate decision, then applies (autonomous, allowed), queues
     /// (needs approval, or anything in recommend mode) or records the denial.
     pub async fn run_step(
@@ -265,7 +286,16 @@ impl Executor {
         now: i64,
     ) -> Result<StepReport, ExecutorError> {
         self.note_mode(mode)?;
-        if let Some(err) = gate.load_error() {
+        let error = gate.load_error().map(str::to_string);
+        let new_error = match self.last_policy_error.lock() {
+            Ok(mut last) if *last != error => {
+                *last = error.clone();
+                error
+            }
+            _ => None,
+        };
+        if let Some(err) = new_error {
+            // Once per distinct error, not every step.
             self.audit(
                 AuditKind::Policy,
                 "gate",
