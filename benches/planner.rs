@@ -168,11 +168,11 @@ fn time(
 
 fn main() {
     let profile = if cfg!(debug_assertions) {
-        "dev (unoptimised)"
+        "with debug assertions (likely unoptimised)"
     } else {
-        "optimised"
+        "without debug assertions (optimised)"
     };
-    println!("planner benchmark, {profile} build; median of N runs per row, default limits (10 changes per step)");
+    println!("planner benchmark, built {profile}; median of N runs per row, default limits (10 changes per step)");
     let limits = Limits::default();
     let sizes = [
         (100, 10),

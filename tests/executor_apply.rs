@@ -675,6 +675,8 @@ async fn an_approved_move_runs_exactly_as_approved_and_a_drifted_one_expires() {
         panic!("the default policy should queue a move: {report:?}")
     };
     assert!(rig.placement.calls().is_empty());
+    let in_flight = rig.executor.proposals().in_flight_targets().unwrap();
+    assert!(in_flight.contains("resource:r1"), "{in_flight:?}");
     // Planning the same change again does not queue it twice.
     let again = within(
         "step",
@@ -824,4 +826,85 @@ async fn a_proposal_edited_after_approval_is_refused() {
         rig.placement.calls().is_empty(),
         "a tampered proposal reached LINSTOR"
     );
+}
+
+#[tokio::test]
+async fn p99_is_judged_against_what_the_plan_expected_as_well_as_before() {
+    let windows = |after: f64| {
+        vec![
+            WindowStats {
+                p99_ms: 10.0,
+                throughput_rows_per_s: 1000.0,
+            },
+            WindowStats {
+                p99_ms: after,
+                throughput_rows_per_s: 2500.0,
+            },
+        ]
+    };
+    let mut c = knob_change(100);
+    c.reason.figures.insert("chosen_p99_ms".into(), 25.0);
+    // Up to the p99 the plan measured for the new setting, a rise is the price of the throughput it buys.
+    let rig = Rig::new(fast(), 2, vec![], windows(24.0));
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    // Beyond it, the change is rolled back.
+    let rig = Rig::new(fast(), 2, vec![], windows(40.0));
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ChangeOutcome::RolledBack { ref detail } if detail.contains("p99 40.0 ms worse than 10.0 ms before and 25.0 ms expected")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings(), SETTINGS);
+}
+
+#[tokio::test]
+async fn a_failed_policy_reload_is_audited_and_the_old_policy_keeps_deciding() {
+    let mut rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["gate.rego", "grants.json", "limits.json"] {
+        std::fs::copy(shipped().join(f), dir.path().join(f)).unwrap();
+    }
+    rig.gate = Gate::load(dir.path());
+    let digest = rig.gate.digest().unwrap().to_string();
+    std::fs::write(dir.path().join("grants.json"), "{ not json").unwrap();
+    let result = rig.executor.reload_policy(&mut rig.gate).unwrap();
+    assert!(result.is_err());
+    let record = rig.audit().pop().unwrap();
+    assert_eq!(record.kind, AuditKind::Policy);
+    assert_eq!(record.detail["reloaded"], false);
+    assert_eq!(record.detail["kept_digest"], digest.as_str());
+    assert!(
+        record.detail["error"]
+            .as_str()
+            .unwrap()
+            .contains("grants.json"),
+        "{}",
+        record.detail
+    );
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(&knob_change(60), &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
 }

@@ -14,7 +14,12 @@ pub fn log_path(state_dir: &Path) -> PathBuf {
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
     /// trimtab's state directory (proposals, pause flag, audit log).
-    #[arg(long, global = true, env = "TRIMTAB_STATE_DIR", default_value = "./trimtab-state")]
+    #[arg(
+        long,
+        global = true,
+        env = "TRIMTAB_STATE_DIR",
+        default_value = "./trimtab-state"
+    )]
     pub state_dir: PathBuf,
     /// Read this audit file instead of `<state-dir>/audit.log`.
     #[arg(long, global = true)]

@@ -6,6 +6,17 @@
 //!
 //! The HTTP API offers the same as the command line through [`ProposalStore`] (list, get, approve, reject) and
 //! [`StateDir`] (pause, resume).
+//!
+//! # One control step
+//!
+//! 1. Adapt the LINSTOR reader, metric store and forecaster into [`crate::planner::Observed`],
+//!    [`crate::planner::ForecastView`] and [`crate::planner::Settings`]; fill `History::in_flight` from
+//!    [`ProposalStore::in_flight_targets`].
+//! 2. `let mode = policy::effective_mode(configured, &forecast.trust, &limits);`
+//! 3. `let plan = planner::plan(&observed, &forecast, &settings, &history, &limits, now);`
+//! 4. `executor.run_approved(&gate, &mode, &observed, &settings, now)` then
+//!    `executor.run_step(&gate, &mode, &plan, &observed, &settings, now)`.
+//! 5. For every `Applied`/`RolledBack` outcome, `history.record_change(change, now)`.
 
 mod actuator;
 mod apply;

@@ -129,7 +129,13 @@ impl ProposalStore {
         {
             return Ok((open, false));
         }
-        let id = format!("p{now}-{}", &change.id[..change.id.len().min(8)]);
+        let short: String = change
+            .id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect();
+        let id = format!("p{now}-{short}");
         let proposal = Proposal {
             version: PROPOSAL_VERSION,
             id: id.clone(),
@@ -169,6 +175,17 @@ impl ProposalStore {
         }
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
+    }
+
+    /// Target keys with a proposal still open or approved but not yet run: feed these into
+    /// [`crate::planner::History::in_flight`] so the planner does not propose a second change for them.
+    pub fn in_flight_targets(&self) -> Result<std::collections::BTreeSet<String>, ExecutorError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|p| p.status.is_open() || matches!(p.status, ProposalStatus::Approved { .. }))
+            .map(|p| p.change.target)
+            .collect())
     }
 
     /// One proposal.

@@ -23,7 +23,7 @@ pub(crate) fn judge_forecast(forecast: &ForecastView, limits: &Limits) -> Trust 
     } else {
         match t.rolling_mase {
             None => Some("forecast not trusted: no rolling accuracy yet".to_string()),
-            Some(m) if !(m < limits.max_mase) => Some(format!(
+            Some(m) if m.is_nan() || m >= limits.max_mase => Some(format!(
                 "forecast not trusted: rolling MASE {m:.2} is at or above {:.2} (no better than seasonal naive)",
                 limits.max_mase
             )),

@@ -196,14 +196,14 @@ impl Limits {
                 expected,
             })
         };
-        if !(self.p99_objective_ms > 0.0) {
+        if self.p99_objective_ms.is_nan() || self.p99_objective_ms <= 0.0 {
             return bad(
                 "p99_objective_ms",
                 self.p99_objective_ms,
                 "a positive number of milliseconds",
             );
         }
-        if !(self.lag_objective_s > 0.0) {
+        if self.lag_objective_s.is_nan() || self.lag_objective_s <= 0.0 {
             return bad(
                 "lag_objective_s",
                 self.lag_objective_s,

@@ -205,11 +205,16 @@ pub struct History {
 }
 
 impl History {
-    /// Records that every change of `plan` was made at `now` (what the executor does after applying).
+    /// Records that every change of `plan` was made at `now`.
     pub fn record(&mut self, plan: &Plan, now: i64) {
         for change in &plan.changes {
-            self.last_changed.insert(change.target.clone(), now);
+            self.record_change(change, now);
         }
+    }
+
+    /// Records that one change was applied at `now`, starting its target's cooldown.
+    pub fn record_change(&mut self, change: &Change, now: i64) {
+        self.last_changed.insert(change.target.clone(), now);
     }
 }
 

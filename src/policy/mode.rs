@@ -35,7 +35,7 @@ pub fn effective_mode(configured: Mode, trust: &ForecastTrust, limits: &Limits) 
         )),
         Mode::Autonomous => match trust.rolling_mase {
             None => Some("dropped to recommend: forecast accuracy not measured yet".to_string()),
-            Some(m) if !(m < limits.max_mase) => Some(format!(
+            Some(m) if m.is_nan() || m >= limits.max_mase => Some(format!(
                 "dropped to recommend: rolling MASE {m:.2} is at or above {:.2}, no better than seasonal naive",
                 limits.max_mase
             )),
