@@ -162,6 +162,20 @@ impl std::fmt::Debug for LlmClient {
     }
 }
 
+/// What one question needs besides the client.
+pub struct Turn<'a> {
+    /// The prompts to send.
+    pub prompts: &'a Prompts,
+    /// Masks the question and tool data.
+    pub redactor: &'a Redactor,
+    /// The operator's question.
+    pub question: &'a str,
+    /// The state the tools read.
+    pub state: &'a dyn StateSource,
+    /// Most items per tool result shown to the model.
+    pub max_items: usize,
+}
+
 /// The result of a conversation that ended in text.
 pub struct Conversation {
     /// The model's final text.
@@ -211,14 +225,17 @@ impl LlmClient {
     /// answer in text. With `on_text`, the request is streamed and text is passed on as it arrives.
     pub async fn converse(
         &self,
-        prompts: &Prompts,
-        redactor: &Redactor,
-        question: &str,
-        state: &dyn StateSource,
+        turn: Turn<'_>,
         ledger: &mut Ledger,
-        max_items: usize,
         mut on_text: Option<&mut (dyn FnMut(&str) + Send)>,
     ) -> Result<Conversation, LlmError> {
+        let Turn {
+            prompts,
+            redactor,
+            question,
+            state,
+            max_items,
+        } = turn;
         let nonce = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
         let mut messages: Vec<ChatCompletionRequestMessage> = vec![
             ChatCompletionRequestSystemMessage::from(prompts.system(&nonce, state.now())).into(),
@@ -328,11 +345,11 @@ impl LlmClient {
             .tool_calls
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|c| match c {
-                ChatCompletionMessageToolCalls::Function(f) => Some(Ok(f)),
-                ChatCompletionMessageToolCalls::Custom(c) => Some(Err(LlmError::UnknownTool {
+            .map(|c| match c {
+                ChatCompletionMessageToolCalls::Function(f) => Ok(f),
+                ChatCompletionMessageToolCalls::Custom(c) => Err(LlmError::UnknownTool {
                     name: cap(&c.custom_tool.name),
-                })),
+                }),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Round {

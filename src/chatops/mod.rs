@@ -9,7 +9,7 @@
 //! is closed and read-only, and [`redact`] masks secrets and quotes pipeline text before it reaches a model.
 //!
 //! * [`state`]: the `StateSource` trait, snapshot types and `StaticState`.
-//! * [`config`]: `ChatopsConfig`.
+//! * [`config`]: the `ChatopsConfig` settings.
 //! * [`tools`]: the read-only tools and the citation ledger.
 //! * [`redact`]: masking, capping and fencing of untrusted data.
 //! * [`prompts`]: the versioned prompt files.
@@ -135,16 +135,15 @@ impl Chatops {
             return self.ask_templated(question).await;
         };
         let mut ledger = Ledger::new(self.redactor.clone());
+        let turn = llm::Turn {
+            prompts: &self.prompts,
+            redactor: &self.redactor,
+            question,
+            state: self.state.as_ref(),
+            max_items: self.config.max_items_per_tool,
+        };
         let outcome = llm
-            .converse(
-                &self.prompts,
-                &self.redactor,
-                question,
-                self.state.as_ref(),
-                &mut ledger,
-                self.config.max_items_per_tool,
-                on_text,
-            )
+            .converse(turn, &mut ledger, on_text)
             .await
             .and_then(|c| {
                 let citations = answer::citations_for(&c.text, &ledger);

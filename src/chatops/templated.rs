@@ -240,12 +240,15 @@ fn gib(kib: f64) -> String {
     format!("{:.1} GiB", kib / (1024.0 * 1024.0))
 }
 
+/// The lag windows of one (entity, key), oldest first, each with its mark.
+type LagGroup = ((String, String), Vec<(PartitionLag, String)>);
+
+/// A pool sample with its mark.
+type MarkedSample<'a> = (&'a PoolSample, &'a String);
+
 /// Latest and previous window per (entity, key), in input order of first appearance.
-fn lag_groups(
-    lag: &[PartitionLag],
-    refs: &[String],
-) -> Vec<((String, String), Vec<(PartitionLag, String)>)> {
-    let mut groups: Vec<((String, String), Vec<(PartitionLag, String)>)> = Vec::new();
+fn lag_groups(lag: &[PartitionLag], refs: &[String]) -> Vec<LagGroup> {
+    let mut groups: Vec<LagGroup> = Vec::new();
     for (item, r) in lag.iter().zip(refs) {
         let k = (item.entity.clone(), item.key.clone());
         match groups.iter_mut().find(|(g, _)| *g == k) {
@@ -613,11 +616,8 @@ async fn approvals(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
 }
 
 /// The newest sample per (pool, node), with its mark.
-fn latest_pool_samples<'a>(
-    pools: &'a [PoolSample],
-    refs: &'a [String],
-) -> Vec<(&'a PoolSample, &'a String)> {
-    let mut latest: BTreeMap<(&str, &str), (&PoolSample, &String)> = BTreeMap::new();
+fn latest_pool_samples<'a>(pools: &'a [PoolSample], refs: &'a [String]) -> Vec<MarkedSample<'a>> {
+    let mut latest: BTreeMap<(&str, &str), MarkedSample<'a>> = BTreeMap::new();
     for (s, r) in pools.iter().zip(refs) {
         let k = (s.pool.as_str(), s.node.as_str());
         if latest
@@ -632,12 +632,8 @@ fn latest_pool_samples<'a>(
 
 /// Least-squares slope of free KiB over time, in KiB per second, with the first and last sample.
 fn free_trend<'a>(
-    samples: &[(&'a PoolSample, &'a String)],
-) -> Option<(
-    f64,
-    (&'a PoolSample, &'a String),
-    (&'a PoolSample, &'a String),
-)> {
+    samples: &[MarkedSample<'a>],
+) -> Option<(f64, MarkedSample<'a>, MarkedSample<'a>)> {
     let mut s: Vec<_> = samples.to_vec();
     s.sort_by_key(|(p, _)| p.sampled_at);
     let first = *s.first()?;

@@ -42,6 +42,8 @@ fn window(from_min_ago: i64, to_min_ago: i64) -> TimeSpan {
     }
 }
 
+// One argument per field of the snapshot type keeps the fixture table readable.
+#[allow(clippy::too_many_arguments)]
 fn lag(
     entity: &str,
     key: &str,
