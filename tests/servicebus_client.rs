@@ -12,7 +12,7 @@ use trimtab::servicebus::depth::{DepthCollector, DepthError, ManagementAuth};
 use trimtab::servicebus::renewal::{LockRenewer, RenewalConfig};
 use trimtab::servicebus::sas::SecretString;
 use trimtab::servicebus::{Entity, MessageReceiver, MessageSender, OutgoingMessage, ServiceBusError};
-use trimtab::sim::servicebus::{StandIn, StandInConfig, TopicSpec};
+use trimtab::sim::servicebus::{EntityCounts, StandIn, StandInConfig, TopicSpec};
 
 /// Upper bound for any single step; a step that takes longer is a hang.
 const STEP: Duration = Duration::from_secs(20);
@@ -31,6 +31,11 @@ fn queues(names: &[&str]) -> StandInConfig {
 }
 
 async fn standin(config: StandInConfig) -> StandIn {
+    // `RUST_LOG=debug cargo test --test servicebus_client` shows both sides of the wire.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     step("stand-in start", StandIn::start_on_free_loopback(config))
         .await
         .expect("stand-in starts on a free loopback address")
@@ -84,6 +89,20 @@ async fn receive_n(receiver: &AzureReceiver, n: usize) -> Vec<trimtab::servicebu
         out.extend(got);
     }
     out
+}
+
+/// Settlement is a one-way disposition frame, so the broker applies it a moment after the call returns:
+/// poll the stand-in's counts until `done` holds (or fail after 5 s).
+async fn counts_when(standin: &StandIn, path: &str, done: impl Fn(&EntityCounts) -> bool) -> EntityCounts {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts = standin.counts(path).expect("entity exists");
+        if done(&counts) {
+            return counts;
+        }
+        assert!(Instant::now() < deadline, "{path} counts never reached the expected state: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn body(m: &trimtab::servicebus::ReceivedMessage) -> String {
@@ -142,8 +161,7 @@ async fn send_and_send_batch_then_receive_and_complete_keep_every_field() {
     for m in &got {
         step("complete", receiver.complete(m)).await.expect("complete succeeds");
     }
-    let counts = standin.counts("orders").unwrap();
-    assert_eq!((counts.active, counts.locked), (0, 0), "completed messages are gone");
+    counts_when(&standin, "orders", |c| c.active == 0 && c.locked == 0).await;
     let again = step("receive after complete", receiver.receive(10, Duration::from_millis(500)))
         .await
         .unwrap();
@@ -254,13 +272,13 @@ async fn abandon_redelivers_and_dead_letter_keeps_reason_and_description() {
     step("dead-letter", receiver.dead_letter(&second, "SchemaInvalid", "field `volume` is missing"))
         .await
         .expect("dead-letter succeeds");
+    let counts = counts_when(&standin, "work", |c| c.dead_letter == 1).await;
+    assert_eq!(counts.active, 0);
     let dead = standin.peek_dead_letters("work");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, b"retry-me");
     assert_eq!(dead[0].1.as_deref(), Some("SchemaInvalid"));
     assert_eq!(dead[0].2.as_deref(), Some("field `volume` is missing"));
-    let counts = standin.counts("work").unwrap();
-    assert_eq!((counts.active, counts.dead_letter), (0, 1));
     // Settling twice is a lost lock, not a silent success.
     let err = step("settle again", receiver.complete(&second)).await.expect_err("already settled");
     assert!(matches!(err, ServiceBusError::LockLost { lock_token } if lock_token == second.lock_token), "{err:?}");
@@ -290,7 +308,7 @@ async fn renew_lock_moves_locked_until_forward() {
     step("complete after the original lock would have expired", receiver.complete(&m))
         .await
         .expect("complete within the renewed lock succeeds");
-    assert_eq!(standin.counts("renew").unwrap().active, 0);
+    counts_when(&standin, "renew", |c| c.active == 0).await;
     standin.shutdown().await;
 }
 
@@ -313,8 +331,7 @@ async fn lock_renewal_keeps_a_message_through_slow_work_without_redelivery() {
     assert!(!guard.is_lost(), "the lock was lost during renewed work: {:?}", guard.state());
     step("complete", receiver.complete(&m)).await.expect("complete after renewed slow work succeeds");
     drop(guard);
-    let counts = standin.counts("slow").unwrap();
-    assert_eq!((counts.active, counts.locked), (0, 0));
+    counts_when(&standin, "slow", |c| c.active == 0 && c.locked == 0).await;
     let ghost = step("receive after complete", receiver.receive(1, Duration::from_secs(3)))
         .await
         .unwrap();
@@ -396,7 +413,9 @@ async fn throttling_is_server_busy_and_retriable() {
     assert!(matches!(err, ServiceBusError::ServerBusy { .. }), "{err:?}");
     assert!(err.is_retriable());
     assert_eq!(err.backoff_hint(), Some(Duration::from_secs(10)));
-    step("send after throttling", sender.send(text("t"))).await.expect("the next send goes through");
+    step("send after throttling", sender.send(text("t")))
+        .await
+        .expect("the next send goes through");
     assert_eq!(standin.counts("busy").unwrap().active, 1);
 
     standin.faults().throttle_receives(Some(1));
@@ -435,8 +454,8 @@ async fn a_topic_subscription_receives_what_was_sent_to_its_topic() {
             step("complete", receiver.complete(m)).await.unwrap();
         }
     }
-    assert_eq!(standin.counts("events/Subscriptions/audit").unwrap().active, 0);
-    assert_eq!(standin.counts("events/Subscriptions/billing").unwrap().active, 0);
+    counts_when(&standin, "events/Subscriptions/audit", |c| c.active == 0).await;
+    counts_when(&standin, "events/Subscriptions/billing", |c| c.active == 0).await;
     standin.shutdown().await;
 }
 
@@ -540,8 +559,7 @@ async fn a_prefetch_change_reopens_the_link_and_earlier_messages_still_settle() 
     for m in early.iter().chain(later.iter()) {
         step("complete", receiver.complete(m)).await.expect("messages of both links settle");
     }
-    let counts = standin.counts("knob").unwrap();
-    assert_eq!((counts.active, counts.locked), (0, 0));
+    counts_when(&standin, "knob", |c| c.active == 0 && c.locked == 0).await;
     let mut bodies: Vec<String> = early.iter().chain(later.iter()).map(body).collect();
     bodies.sort();
     assert_eq!(bodies, ["0", "1", "2", "3", "4", "5"]);
@@ -565,6 +583,7 @@ async fn the_depth_collector_reads_counts_from_the_management_endpoint() {
     let receiver = receiver(&bus, &depth_q).await;
     let m = receive_n(&receiver, 1).await.remove(0);
     step("dead-letter", receiver.dead_letter(&m, "Bad", "bad")).await.unwrap();
+    counts_when(&standin, "depth", |c| c.dead_letter == 1).await;
 
     let collector = bus.depth_collector().expect("collector builds");
     let reading = step("depth", collector.depth(&depth_q)).await.expect("depth reads");

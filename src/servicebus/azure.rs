@@ -522,7 +522,7 @@ impl AzureServiceBus {
         Ok(AzureSender {
             shared: self.shared.clone(),
             target,
-            sender: AsyncMutex::new(sender),
+            sender: AsyncMutex::new(Some(sender)),
         })
     }
 
@@ -615,7 +615,33 @@ fn classify(
 pub struct AzureSender {
     shared: Arc<Shared>,
     target: String,
-    sender: AsyncMutex<ServiceBusSender>,
+    sender: AsyncMutex<Option<ServiceBusSender>>,
+}
+
+/// Closes an `azservicebus` link in the background. Dropping one without closing it makes `fe2o3-amqp` end
+/// the whole AMQP session when the broker answers the detach, which breaks every other link of the connection.
+fn close_in_background<F>(what: &'static str, entity: String, close: F)
+where
+    F: std::future::Future<Output = Result<(), azure_core::Error>> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                if let Err(e) = close.await {
+                    tracing::debug!(entity = %entity, error = %e, "closing a {what} link failed");
+                }
+            });
+        }
+        Err(_) => tracing::warn!(entity = %entity, "{what} dropped outside a tokio runtime; its link is not closed"),
+    }
+}
+
+impl Drop for AzureSender {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.get_mut().take() {
+            close_in_background("sender", self.target.clone(), sender.dispose());
+        }
+    }
 }
 
 impl std::fmt::Debug for AzureSender {
@@ -685,6 +711,12 @@ impl AzureSender {
         }
     }
 
+    fn closed(&self) -> ServiceBusError {
+        ServiceBusError::Transport {
+            detail: format!("sender for {} is closed", self.target),
+        }
+    }
+
     fn map(&self, e: &azure_core::Error) -> ServiceBusError {
         classify(e, &self.target, None, &self.shared.redactor)
     }
@@ -694,8 +726,9 @@ impl AzureSender {
 impl MessageSender for AzureSender {
     async fn send(&self, message: OutgoingMessage) -> Result<(), ServiceBusError> {
         let message = to_service_bus_message(message)?;
-        let mut sender = self.sender.lock().await;
-        let max = self.new_batch(&sender)?.max_size_in_bytes();
+        let mut guard = self.sender.lock().await;
+        let sender = guard.as_mut().ok_or_else(|| self.closed())?;
+        let max = self.new_batch(sender)?.max_size_in_bytes();
         if encoded_size(&message).is_some_and(|size| size as u64 > max) {
             return Err(self.too_large(&message, max));
         }
@@ -710,8 +743,9 @@ impl MessageSender for AzureSender {
             .into_iter()
             .map(to_service_bus_message)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut sender = self.sender.lock().await;
-        let mut batch = self.new_batch(&sender)?;
+        let mut guard = self.sender.lock().await;
+        let sender = guard.as_mut().ok_or_else(|| self.closed())?;
+        let mut batch = self.new_batch(sender)?;
         let max = batch.max_size_in_bytes();
         // Refuse a message that can never fit before anything is sent.
         if let Some(big) = converted
@@ -729,7 +763,7 @@ impl MessageSender for AzureSender {
                     if batch.is_empty() {
                         return Err(self.too_large(&message, max));
                     }
-                    let full = std::mem::replace(&mut batch, self.new_batch(&sender)?);
+                    let full = std::mem::replace(&mut batch, self.new_batch(sender)?);
                     sender
                         .send_message_batch(full)
                         .await
@@ -806,6 +840,22 @@ pub struct AzureReceiver {
     tracked: std::sync::Mutex<HashMap<Uuid, Tracked>>,
     desired_prefetch: AtomicU32,
     next_generation: AtomicU64,
+}
+
+impl Drop for AzureReceiver {
+    fn drop(&mut self) {
+        self.tracked.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut links = std::mem::take(self.retired.get_mut().unwrap_or_else(|p| p.into_inner()));
+        links.push(self.current.get_mut().clone());
+        for link in links {
+            close_in_background("receiver", self.entity.path(), async move {
+                match link.receiver.lock().await.take() {
+                    Some(receiver) => receiver.dispose().await,
+                    None => Ok(()),
+                }
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for AzureReceiver {
@@ -905,12 +955,10 @@ impl AzureReceiver {
                 return true;
             }
             let link = link.clone();
-            let entity = self.entity.clone();
-            tokio::spawn(async move {
-                if let Some(receiver) = link.receiver.lock().await.take() {
-                    if let Err(e) = receiver.dispose().await {
-                        tracing::debug!(entity = %entity, error = %e, "closing a retired receive link failed");
-                    }
+            close_in_background("retired receiver", self.entity.path(), async move {
+                match link.receiver.lock().await.take() {
+                    Some(receiver) => receiver.dispose().await,
+                    None => Ok(()),
                 }
             });
             false
