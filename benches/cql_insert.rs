@@ -21,7 +21,13 @@ const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
 const BATCH_ROWS: [usize; 5] = [1, 8, 32, 64, 128];
 const CELL_TIME: Duration = Duration::from_millis(1500);
 
-async fn run_cell(session: Arc<Session>, insert: &PreparedStatement, concurrency: usize, rows: usize, cell: usize) -> f64 {
+async fn run_cell(
+    session: Arc<Session>,
+    insert: &PreparedStatement,
+    concurrency: usize,
+    rows: usize,
+    cell: usize,
+) -> f64 {
     let written = Arc::new(AtomicU64::new(0));
     let payload = Arc::new(format!("{{\"payload\":\"{}\"}}", "x".repeat(180)));
     let mut batch = Batch::new(BatchType::Unlogged);
@@ -34,14 +40,27 @@ async fn run_cell(session: Arc<Session>, insert: &PreparedStatement, concurrency
     let deadline = start + CELL_TIME;
     let mut workers = Vec::new();
     for w in 0..concurrency {
-        let (session, insert, batch, written, payload) =
-            (session.clone(), insert.clone(), batch.clone(), written.clone(), payload.clone());
+        let (session, insert, batch, written, payload) = (
+            session.clone(),
+            insert.clone(),
+            batch.clone(),
+            written.clone(),
+            payload.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let stream = format!("bench-{cell}-{w}");
             let mut seq = 0u64;
             while Instant::now() < deadline {
                 let values: Vec<_> = (0..rows)
-                    .map(|i| (stream.as_str(), "2026-11-22", format!("{seq}-{i}"), CqlTimestamp(seq as i64), payload.as_str()))
+                    .map(|i| {
+                        (
+                            stream.as_str(),
+                            "2026-11-22",
+                            format!("{seq}-{i}"),
+                            CqlTimestamp(seq as i64),
+                            payload.as_str(),
+                        )
+                    })
                     .collect();
                 let result = if rows == 1 {
                     session.execute_unpaged(&insert, &values[0]).await.map(drop)
@@ -65,7 +84,10 @@ async fn run_cell(session: Arc<Session>, insert: &PreparedStatement, concurrency
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     runtime.block_on(async {
         let config = CqlServerConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..CqlServerConfig::default() };
         let server = CqlServer::start(config).await.expect("start the CQL stand-in");
