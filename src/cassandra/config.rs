@@ -72,7 +72,9 @@ pub enum Replication {
 
 impl Default for Replication {
     fn default() -> Self {
-        Replication::SimpleStrategy { replication_factor: 1 }
+        Replication::SimpleStrategy {
+            replication_factor: 1,
+        }
     }
 }
 
@@ -197,8 +199,13 @@ impl CassandraConfig {
             return bad("contact_points is empty: expected at least one host:port".into());
         }
         let ks = &self.keyspace;
-        if ks.is_empty() || ks.len() > 48 || !ks.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return bad(format!("keyspace {ks:?} is not a valid name: expected 1 to 48 letters, digits or '_'"));
+        if ks.is_empty()
+            || ks.len() > 48
+            || !ks.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return bad(format!(
+                "keyspace {ks:?} is not a valid name: expected 1 to 48 letters, digits or '_'"
+            ));
         }
         if self.rows_per_batch == 0 || self.max_in_flight == 0 {
             return bad("rows_per_batch and max_in_flight must be at least 1".into());
@@ -214,7 +221,9 @@ impl CassandraConfig {
         }
         if let Replication::NetworkTopologyStrategy { datacenters } = &self.replication {
             if datacenters.is_empty() {
-                return bad("replication.datacenters is empty: expected at least one datacenter".into());
+                return bad(
+                    "replication.datacenters is empty: expected at least one datacenter".into(),
+                );
             }
         }
         Ok(())
@@ -232,21 +241,39 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_parse_from_toml() {
-        CassandraConfig::default().validate().expect("defaults are valid");
+        CassandraConfig::default()
+            .validate()
+            .expect("defaults are valid");
         let c: CassandraConfig = toml::from_str(
             "keyspace = \"ks\"\nrows_per_batch = 8\n[replication]\nclass = \"NetworkTopologyStrategy\"\ndatacenters = { dc1 = 3 }\n",
         )
         .expect("parse");
         assert_eq!(c.rows_per_batch, 8);
-        assert_eq!(c.replication.cql(), "{'class': 'NetworkTopologyStrategy', 'dc1': 3}");
-        assert!(toml::from_str::<CassandraConfig>("keyspaec = \"x\"").is_err(), "unknown fields are refused");
+        assert_eq!(
+            c.replication.cql(),
+            "{'class': 'NetworkTopologyStrategy', 'dc1': 3}"
+        );
+        assert!(
+            toml::from_str::<CassandraConfig>("keyspaec = \"x\"").is_err(),
+            "unknown fields are refused"
+        );
     }
 
     #[test]
     fn validation_names_the_field() {
-        let c = CassandraConfig { keyspace: "bad-name".into(), ..CassandraConfig::default() };
+        let c = CassandraConfig {
+            keyspace: "bad-name".into(),
+            ..CassandraConfig::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("keyspace"));
-        let c = CassandraConfig { contact_points: vec![], ..CassandraConfig::default() };
-        assert!(c.validate().unwrap_err().to_string().contains("contact_points"));
+        let c = CassandraConfig {
+            contact_points: vec![],
+            ..CassandraConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("contact_points"));
     }
 }

@@ -96,9 +96,9 @@ impl CassandraError {
     /// A short label for metrics and observations: `write_timeout`, `overloaded`, `invalid`, ….
     pub fn kind(&self) -> &'static str {
         match self {
-            CassandraError::Write { source, .. } | CassandraError::Schema { source, .. } | CassandraError::Query { source, .. } => {
-                execution_kind(source)
-            }
+            CassandraError::Write { source, .. }
+            | CassandraError::Schema { source, .. }
+            | CassandraError::Query { source, .. } => execution_kind(source),
             CassandraError::Connect { .. } => "connection",
             CassandraError::Prepare { .. } => "prepare",
             CassandraError::Config(_) => "config",
@@ -149,7 +149,8 @@ fn db_is_retriable(db: &DbError) -> bool {
 fn attempt_is_retriable(e: &RequestAttemptError) -> bool {
     match e {
         RequestAttemptError::DbError(db, _) => db_is_retriable(db),
-        RequestAttemptError::SerializationError(_) | RequestAttemptError::CqlRequestSerialization(_) => false,
+        RequestAttemptError::SerializationError(_)
+        | RequestAttemptError::CqlRequestSerialization(_) => false,
         _ => true,
     }
 }
@@ -183,7 +184,9 @@ pub(crate) fn execution_kind(e: &ExecutionError) -> &'static str {
             DbError::SyntaxError => "syntax",
             _ => "server_error",
         },
-        ExecutionError::LastAttemptError(_) | ExecutionError::ConnectionPoolError(_) | ExecutionError::EmptyPlan => "connection",
+        ExecutionError::LastAttemptError(_)
+        | ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::EmptyPlan => "connection",
         ExecutionError::RequestTimeout(_) => "client_timeout",
         ExecutionError::BadQuery(_) => "bad_query",
         _ => "other",

@@ -101,7 +101,8 @@ impl ObservationWindow {
         self.total_batches.fetch_add(1, Ordering::Relaxed);
         match o.outcome {
             BatchOutcome::Ok => {
-                self.total_rows_ok.fetch_add(o.rows as u64, Ordering::Relaxed);
+                self.total_rows_ok
+                    .fetch_add(o.rows as u64, Ordering::Relaxed);
             }
             _ => {
                 self.total_errors.fetch_add(1, Ordering::Relaxed);
@@ -116,7 +117,12 @@ impl ObservationWindow {
 
     /// The observations currently in the window, oldest first.
     pub fn recent(&self) -> Vec<BatchObservation> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// Summarises the window.
@@ -180,7 +186,13 @@ mod tests {
     use super::*;
 
     fn obs(rows: usize, ms: u64, outcome: BatchOutcome) -> BatchObservation {
-        BatchObservation { rows, bytes: rows * 100, latency: Duration::from_millis(ms), outcome, attempt: 1 }
+        BatchObservation {
+            rows,
+            bytes: rows * 100,
+            latency: Duration::from_millis(ms),
+            outcome,
+            attempt: 1,
+        }
     }
 
     #[test]

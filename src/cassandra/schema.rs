@@ -67,14 +67,29 @@ pub fn statements(config: &CassandraConfig) -> Vec<String> {
 }
 
 /// Creates the keyspace and tables if absent. Idempotent: running it against an existing schema changes nothing.
-pub async fn ensure_schema(session: &Session, config: &CassandraConfig) -> Result<(), CassandraError> {
+pub async fn ensure_schema(
+    session: &Session,
+    config: &CassandraConfig,
+) -> Result<(), CassandraError> {
     for statement in statements(config) {
         let mut query = scylla::statement::Statement::new(statement.clone());
-        query.set_request_timeout(Some(config.request_timeout().max(std::time::Duration::from_secs(10))));
-        session.query_unpaged(query, &[]).await.map_err(|source| CassandraError::Schema {
-            statement: statement.split('(').next().unwrap_or(&statement).trim().to_string(),
-            source,
-        })?;
+        query.set_request_timeout(Some(
+            config
+                .request_timeout()
+                .max(std::time::Duration::from_secs(10)),
+        ));
+        session
+            .query_unpaged(query, &[])
+            .await
+            .map_err(|source| CassandraError::Schema {
+                statement: statement
+                    .split('(')
+                    .next()
+                    .unwrap_or(&statement)
+                    .trim()
+                    .to_string(),
+                source,
+            })?;
     }
     tracing::info!(keyspace = %config.keyspace, "cassandra schema ready");
     Ok(())

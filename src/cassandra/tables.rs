@@ -93,21 +93,27 @@ pub struct OwnTables {
 }
 
 fn time_of(t: CqlTimestamp) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 impl OwnTables {
     /// Prepares every statement on a session whose keyspace already has the schema.
-    pub async fn new(session: Arc<Session>, config: &CassandraConfig) -> Result<OwnTables, CassandraError> {
+    pub async fn new(
+        session: Arc<Session>,
+        config: &CassandraConfig,
+    ) -> Result<OwnTables, CassandraError> {
         let ks = &config.keyspace;
         let prepare = |text: String| {
             let session = session.clone();
             let config = config.clone();
             async move {
-                let mut p = session
-                    .prepare(text.as_str())
-                    .await
-                    .map_err(|source| CassandraError::Prepare { statement: text.clone(), source })?;
+                let mut p = session.prepare(text.as_str()).await.map_err(|source| {
+                    CassandraError::Prepare {
+                        statement: text.clone(),
+                        source,
+                    }
+                })?;
                 p.set_is_idempotent(true);
                 p.set_consistency(config.consistency.driver());
                 p.set_request_timeout(Some(config.request_timeout()));
@@ -148,29 +154,54 @@ impl OwnTables {
     }
 
     fn query_err(what: &str) -> impl Fn(ExecutionError) -> CassandraError + '_ {
-        move |source| CassandraError::Query { what: what.to_string(), source }
+        move |source| CassandraError::Query {
+            what: what.to_string(),
+            source,
+        }
     }
 
     fn decode_err(what: &str) -> impl Fn(String) -> CassandraError + '_ {
-        move |reason| CassandraError::Decode { what: what.to_string(), reason }
+        move |reason| CassandraError::Decode {
+            what: what.to_string(),
+            reason,
+        }
     }
 
-    async fn rows<R>(&self, what: &str, statement: &PreparedStatement, values: impl scylla::serialize::row::SerializeRow) -> Result<Vec<R>, CassandraError>
+    async fn rows<R>(
+        &self,
+        what: &str,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, CassandraError>
     where
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
-        let result = self.session.execute_unpaged(statement, values).await.map_err(Self::query_err(what))?;
-        let rows = result.into_rows_result().map_err(|e| Self::decode_err(what)(e.to_string()))?;
-        let typed = rows.rows::<R>().map_err(|e| Self::decode_err(what)(e.to_string()))?;
-        typed.collect::<Result<Vec<R>, _>>().map_err(|e| Self::decode_err(what)(e.to_string()))
+        let result = self
+            .session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(Self::query_err(what))?;
+        let rows = result
+            .into_rows_result()
+            .map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        let typed = rows
+            .rows::<R>()
+            .map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        typed
+            .collect::<Result<Vec<R>, _>>()
+            .map_err(|e| Self::decode_err(what)(e.to_string()))
     }
 
     /// Stores metric samples `(series, time, value)`; writing the same series and time again overwrites.
-    pub async fn insert_metric_samples(&self, samples: &[(String, OffsetDateTime, f64)]) -> Result<(), CassandraError> {
+    pub async fn insert_metric_samples(
+        &self,
+        samples: &[(String, OffsetDateTime, f64)],
+    ) -> Result<(), CassandraError> {
         let writes = samples.iter().map(|(series, ts, value)| {
             let t = timestamp(*ts);
             let bucket = t.0.div_euclid(MS_PER_DAY);
-            self.session.execute_unpaged(&self.insert_sample, (series.as_str(), bucket, t, *value))
+            self.session
+                .execute_unpaged(&self.insert_sample, (series.as_str(), bucket, t, *value))
         });
         for result in futures::future::join_all(writes).await {
             result.map_err(Self::query_err("insert metric samples"))?;
@@ -179,24 +210,44 @@ impl OwnTables {
     }
 
     /// The samples of a series with `from <= ts < to`, oldest first.
-    pub async fn load_metric_samples(&self, series: &str, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<(OffsetDateTime, f64)>, CassandraError> {
+    pub async fn load_metric_samples(
+        &self,
+        series: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<(OffsetDateTime, f64)>, CassandraError> {
         let (from, to) = (timestamp(from), timestamp(to));
         let mut out = Vec::new();
         if to.0 <= from.0 {
             return Ok(out);
         }
         for bucket in from.0.div_euclid(MS_PER_DAY)..=(to.0 - 1).div_euclid(MS_PER_DAY) {
-            let rows: Vec<(CqlTimestamp, f64)> = self.rows("load metric samples", &self.load_samples, (series, bucket, from, to)).await?;
+            let rows: Vec<(CqlTimestamp, f64)> = self
+                .rows(
+                    "load metric samples",
+                    &self.load_samples,
+                    (series, bucket, from, to),
+                )
+                .await?;
             out.extend(rows.into_iter().map(|(t, v)| (time_of(t), v)));
         }
         Ok(out)
     }
 
     /// Appends one audit record. Writing the same `seq` again overwrites it (the caller owns the chain).
-    pub async fn append_audit(&self, seq: u64, prev_hash: &str, hash: &str, record_json: &str) -> Result<(), CassandraError> {
+    pub async fn append_audit(
+        &self,
+        seq: u64,
+        prev_hash: &str,
+        hash: &str,
+        record_json: &str,
+    ) -> Result<(), CassandraError> {
         let bucket = (seq / AUDIT_BUCKET) as i64;
         self.session
-            .execute_unpaged(&self.append_audit, (bucket, seq as i64, prev_hash, hash, record_json))
+            .execute_unpaged(
+                &self.append_audit,
+                (bucket, seq as i64, prev_hash, hash, record_json),
+            )
             .await
             .map_err(Self::query_err("append audit record"))?;
         Ok(())
@@ -206,8 +257,9 @@ impl OwnTables {
     pub async fn load_audit(&self) -> Result<Vec<AuditRow>, CassandraError> {
         let mut out = Vec::new();
         for bucket in 0i64.. {
-            let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> =
-                self.rows("load audit log", &self.load_audit, (bucket,)).await?;
+            let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = self
+                .rows("load audit log", &self.load_audit, (bucket,))
+                .await?;
             if rows.is_empty() {
                 break;
             }
@@ -222,7 +274,12 @@ impl OwnTables {
     }
 
     /// Writes a proposal's state and JSON, replacing what was there.
-    pub async fn upsert_proposal(&self, id: &str, state: &str, json: &str) -> Result<(), CassandraError> {
+    pub async fn upsert_proposal(
+        &self,
+        id: &str,
+        state: &str,
+        json: &str,
+    ) -> Result<(), CassandraError> {
         let now = timestamp(OffsetDateTime::now_utc());
         self.session
             .execute_unpaged(&self.upsert_proposal, (id, state, json, now))
@@ -233,10 +290,19 @@ impl OwnTables {
 
     /// Every proposal, in no particular order.
     pub async fn load_proposals(&self) -> Result<Vec<ProposalRow>, CassandraError> {
-        let query = format!("SELECT id, state, json, updated FROM {}.proposals", self.keyspace);
+        let query = format!(
+            "SELECT id, state, json, updated FROM {}.proposals",
+            self.keyspace
+        );
         let what = "load proposals";
-        let result = self.session.query_unpaged(query, &[]).await.map_err(Self::query_err(what))?;
-        let rows = result.into_rows_result().map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        let result = self
+            .session
+            .query_unpaged(query, &[])
+            .await
+            .map_err(Self::query_err(what))?;
+        let rows = result
+            .into_rows_result()
+            .map_err(|e| Self::decode_err(what)(e.to_string()))?;
         let typed = rows
             .rows::<(String, Option<String>, Option<String>, Option<CqlTimestamp>)>()
             .map_err(|e| Self::decode_err(what)(e.to_string()))?;
@@ -258,7 +324,15 @@ impl OwnTables {
         self.session
             .execute_unpaged(
                 &self.insert_forecast,
-                (f.series.as_str(), timestamp(f.made_at), f.step, timestamp(f.target_ts), f.point, f.lo, f.hi),
+                (
+                    f.series.as_str(),
+                    timestamp(f.made_at),
+                    f.step,
+                    timestamp(f.target_ts),
+                    f.point,
+                    f.lo,
+                    f.hi,
+                ),
             )
             .await
             .map_err(Self::query_err("insert forecast"))?;
@@ -266,9 +340,19 @@ impl OwnTables {
     }
 
     /// Records the observed value and score of one forecast step.
-    pub async fn score_forecast(&self, series: &str, made_at: OffsetDateTime, step: i32, actual: f64, score: f64) -> Result<(), CassandraError> {
+    pub async fn score_forecast(
+        &self,
+        series: &str,
+        made_at: OffsetDateTime,
+        step: i32,
+        actual: f64,
+        score: f64,
+    ) -> Result<(), CassandraError> {
         self.session
-            .execute_unpaged(&self.score_forecast, (series, timestamp(made_at), step, actual, score))
+            .execute_unpaged(
+                &self.score_forecast,
+                (series, timestamp(made_at), step, actual, score),
+            )
             .await
             .map_err(Self::query_err("score forecast"))?;
         Ok(())
@@ -276,21 +360,34 @@ impl OwnTables {
 
     /// Every forecast step of a series, by `made_at` then step.
     pub async fn load_forecasts(&self, series: &str) -> Result<Vec<ForecastRow>, CassandraError> {
-        type Row = (CqlTimestamp, i32, Option<CqlTimestamp>, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
-        let rows: Vec<Row> = self.rows("load forecasts", &self.load_forecasts, (series,)).await?;
+        type Row = (
+            CqlTimestamp,
+            i32,
+            Option<CqlTimestamp>,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+        );
+        let rows: Vec<Row> = self
+            .rows("load forecasts", &self.load_forecasts, (series,))
+            .await?;
         Ok(rows
             .into_iter()
-            .map(|(made_at, step, target, point, lo, hi, actual, score)| ForecastRow {
-                series: series.to_string(),
-                made_at: time_of(made_at),
-                step,
-                target_ts: target.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
-                point: point.unwrap_or(f64::NAN),
-                lo: lo.unwrap_or(f64::NAN),
-                hi: hi.unwrap_or(f64::NAN),
-                actual,
-                score,
-            })
+            .map(
+                |(made_at, step, target, point, lo, hi, actual, score)| ForecastRow {
+                    series: series.to_string(),
+                    made_at: time_of(made_at),
+                    step,
+                    target_ts: target.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
+                    point: point.unwrap_or(f64::NAN),
+                    lo: lo.unwrap_or(f64::NAN),
+                    hi: hi.unwrap_or(f64::NAN),
+                    actual,
+                    score,
+                },
+            )
             .collect())
     }
 
@@ -298,24 +395,44 @@ impl OwnTables {
     pub async fn count_events(&self) -> Result<u64, CassandraError> {
         let what = "count events";
         let query = format!("SELECT COUNT(*) FROM {}.events", self.keyspace);
-        let result = self.session.query_unpaged(query, &[]).await.map_err(Self::query_err(what))?;
-        let rows = result.into_rows_result().map_err(|e| Self::decode_err(what)(e.to_string()))?;
-        let (n,): (i64,) = rows.single_row().map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        let result = self
+            .session
+            .query_unpaged(query, &[])
+            .await
+            .map_err(Self::query_err(what))?;
+        let rows = result
+            .into_rows_result()
+            .map_err(|e| Self::decode_err(what)(e.to_string()))?;
+        let (n,): (i64,) = rows
+            .single_row()
+            .map_err(|e| Self::decode_err(what)(e.to_string()))?;
         Ok(n as u64)
     }
 
     /// The events of one stream on one UTC day (the day of `on`), by message id.
-    pub async fn load_events(&self, stream: &str, on: OffsetDateTime) -> Result<Vec<StoredEvent>, CassandraError> {
-        let rows: Vec<(String, Option<CqlTimestamp>, Option<CqlTimestamp>, Option<String>)> =
-            self.rows("load events", &self.load_events, (stream, day_of(on))).await?;
+    pub async fn load_events(
+        &self,
+        stream: &str,
+        on: OffsetDateTime,
+    ) -> Result<Vec<StoredEvent>, CassandraError> {
+        let rows: Vec<(
+            String,
+            Option<CqlTimestamp>,
+            Option<CqlTimestamp>,
+            Option<String>,
+        )> = self
+            .rows("load events", &self.load_events, (stream, day_of(on)))
+            .await?;
         Ok(rows
             .into_iter()
-            .map(|(message_id, event_time, enqueued_at, payload)| StoredEvent {
-                message_id,
-                event_time: event_time.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
-                enqueued_at: enqueued_at.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
-                payload: payload.unwrap_or_default(),
-            })
+            .map(
+                |(message_id, event_time, enqueued_at, payload)| StoredEvent {
+                    message_id,
+                    event_time: event_time.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
+                    enqueued_at: enqueued_at.map_or(OffsetDateTime::UNIX_EPOCH, time_of),
+                    payload: payload.unwrap_or_default(),
+                },
+            )
             .collect())
     }
 }

@@ -114,7 +114,9 @@ impl WriterKnobs {
 
     /// Sets the most bytes per batch (at least 1; a single row larger than this still goes alone).
     pub fn set_max_batch_bytes(&self, n: usize) {
-        self.inner.max_batch_bytes.store(n.max(1), Ordering::Relaxed);
+        self.inner
+            .max_batch_bytes
+            .store(n.max(1), Ordering::Relaxed);
     }
 
     /// Sets the most batches in flight (at least 1). Lowering it waits for running batches to finish
@@ -139,7 +141,10 @@ impl WriterKnobs {
                             }
                         });
                     }
-                    Err(_) => tracing::warn!(rest, "max_in_flight lowered outside a runtime: some permits stay until restart"),
+                    Err(_) => tracing::warn!(
+                        rest,
+                        "max_in_flight lowered outside a runtime: some permits stay until restart"
+                    ),
                 }
             }
         }
@@ -158,7 +163,10 @@ pub async fn connect_session(config: &CassandraConfig) -> Result<Arc<Session>, C
         .build()
         .await
         .map(Arc::new)
-        .map_err(|e| CassandraError::Connect { contact_points: config.contact_points.join(","), source: Arc::new(e) })
+        .map_err(|e| CassandraError::Connect {
+            contact_points: config.contact_points.join(","),
+            source: Arc::new(e),
+        })
 }
 
 /// Writes event rows to `events`. Cheap to share behind an `Arc`; `write` may be called concurrently.
@@ -179,7 +187,10 @@ impl EventWriter {
     }
 
     /// Prepares the INSERT on an existing session whose keyspace already has the schema.
-    pub async fn new(session: Arc<Session>, config: &CassandraConfig) -> Result<EventWriter, CassandraError> {
+    pub async fn new(
+        session: Arc<Session>,
+        config: &CassandraConfig,
+    ) -> Result<EventWriter, CassandraError> {
         config.validate()?;
         let statement = format!(
             "INSERT INTO {}.events (stream, day, message_id, event_time, enqueued_at, written_at, payload) \
@@ -189,14 +200,21 @@ impl EventWriter {
         let mut insert = session
             .prepare(statement.as_str())
             .await
-            .map_err(|source| CassandraError::Prepare { statement: statement.clone(), source })?;
+            .map_err(|source| CassandraError::Prepare {
+                statement: statement.clone(),
+                source,
+            })?;
         insert.set_is_idempotent(true);
         insert.set_consistency(config.consistency.driver());
         insert.set_request_timeout(Some(config.request_timeout()));
         Ok(EventWriter {
             session,
             insert,
-            knobs: WriterKnobs::new(config.rows_per_batch, config.max_batch_bytes, config.max_in_flight),
+            knobs: WriterKnobs::new(
+                config.rows_per_batch,
+                config.max_batch_bytes,
+                config.max_in_flight,
+            ),
             window: Arc::new(ObservationWindow::new(config.observation_window)),
             config: config.clone(),
         })
@@ -261,7 +279,12 @@ impl EventWriter {
                 chunks.push(chunk);
             }
         }
-        let done = futures::future::join_all(chunks.into_iter().map(|chunk| self.send_chunk(&rows, chunk))).await;
+        let done = futures::future::join_all(
+            chunks
+                .into_iter()
+                .map(|chunk| self.send_chunk(&rows, chunk)),
+        )
+        .await;
         for (i, outcome) in done.into_iter().flatten() {
             outcomes[i] = Some(outcome);
         }
@@ -270,23 +293,35 @@ impl EventWriter {
             .zip(&rows)
             .map(|(o, row)| {
                 o.unwrap_or_else(|| {
-                    Err(CassandraError::InvalidRow { message_id: row.message_id.clone(), reason: "row was never sent".into() })
+                    Err(CassandraError::InvalidRow {
+                        message_id: row.message_id.clone(),
+                        reason: "row was never sent".into(),
+                    })
                 })
             })
             .collect()
     }
 
     fn check(&self, row: &EventRow) -> Result<(), CassandraError> {
-        let invalid = |reason: &str| CassandraError::InvalidRow { message_id: row.message_id.clone(), reason: reason.into() };
+        let invalid = |reason: &str| CassandraError::InvalidRow {
+            message_id: row.message_id.clone(),
+            reason: reason.into(),
+        };
         if row.message_id.is_empty() {
-            return Err(invalid("empty message id: expected the Service Bus message id"));
+            return Err(invalid(
+                "empty message id: expected the Service Bus message id",
+            ));
         }
         if row.stream.is_empty() {
             return Err(invalid("empty stream: expected a stream name"));
         }
         let bytes = row.bytes();
         if bytes > self.config.max_row_bytes {
-            return Err(CassandraError::RowTooLarge { message_id: row.message_id.clone(), bytes, limit: self.config.max_row_bytes });
+            return Err(CassandraError::RowTooLarge {
+                message_id: row.message_id.clone(),
+                bytes,
+                limit: self.config.max_row_bytes,
+            });
         }
         Ok(())
     }
@@ -296,16 +331,26 @@ impl EventWriter {
             Ok(()) => chunk.into_iter().map(|i| (i, Ok(()))).collect(),
             Err(e) if execution_is_retriable(&e) || chunk.len() == 1 => chunk
                 .into_iter()
-                .map(|i| (i, Err(CassandraError::Write { message_id: rows[i].message_id.clone(), source: e.clone() })))
+                .map(|i| {
+                    (
+                        i,
+                        Err(CassandraError::Write {
+                            message_id: rows[i].message_id.clone(),
+                            source: e.clone(),
+                        }),
+                    )
+                })
                 .collect(),
             Err(e) => {
                 tracing::warn!(rows = chunk.len(), error = %e, "batch failed permanently; retrying its rows one by one");
                 let mut out = Vec::with_capacity(chunk.len());
                 for i in chunk {
-                    let outcome = self
-                        .send_with_retry(rows, &[i])
-                        .await
-                        .map_err(|source| CassandraError::Write { message_id: rows[i].message_id.clone(), source });
+                    let outcome = self.send_with_retry(rows, &[i]).await.map_err(|source| {
+                        CassandraError::Write {
+                            message_id: rows[i].message_id.clone(),
+                            source,
+                        }
+                    });
                     out.push((i, outcome));
                 }
                 out
@@ -313,7 +358,11 @@ impl EventWriter {
         }
     }
 
-    async fn send_with_retry(&self, rows: &[EventRow], chunk: &[usize]) -> Result<(), ExecutionError> {
+    async fn send_with_retry(
+        &self,
+        rows: &[EventRow],
+        chunk: &[usize],
+    ) -> Result<(), ExecutionError> {
         let now = timestamp(OffsetDateTime::now_utc());
         let days: Vec<String> = chunk.iter().map(|&i| rows[i].day()).collect();
         let values: Vec<_> = chunk
@@ -351,21 +400,35 @@ impl EventWriter {
                 let started = Instant::now();
                 let result = match &batch {
                     Some(b) => self.session.batch(b, &values).await.map(drop),
-                    None => self.session.execute_unpaged(&self.insert, &values[0]).await.map(drop),
+                    None => self
+                        .session
+                        .execute_unpaged(&self.insert, &values[0])
+                        .await
+                        .map(drop),
                 };
                 let latency = started.elapsed();
                 self.window.in_flight.fetch_sub(1, Ordering::Relaxed);
                 let outcome = match &result {
                     Ok(()) => BatchOutcome::Ok,
-                    Err(e) if execution_is_retriable(e) => BatchOutcome::Retriable(execution_kind(e)),
+                    Err(e) if execution_is_retriable(e) => {
+                        BatchOutcome::Retriable(execution_kind(e))
+                    }
                     Err(e) => BatchOutcome::Permanent(execution_kind(e)),
                 };
-                self.window.record(BatchObservation { rows: chunk.len(), bytes, latency, outcome, attempt });
+                self.window.record(BatchObservation {
+                    rows: chunk.len(),
+                    bytes,
+                    latency,
+                    outcome,
+                    attempt,
+                });
                 result
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(e) if !execution_is_retriable(&e) || attempt >= self.config.max_attempts => return Err(e),
+                Err(e) if !execution_is_retriable(&e) || attempt >= self.config.max_attempts => {
+                    return Err(e)
+                }
                 Err(e) => {
                     let wait = self.backoff(attempt);
                     tracing::debug!(attempt, rows = chunk.len(), error = %e, wait_ms = wait.as_millis() as u64, "retrying batch");
@@ -378,7 +441,10 @@ impl EventWriter {
 
     /// Exponential backoff with jitter between half and the full step.
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.config.initial_backoff_ms.saturating_mul(1u64 << (attempt - 1).min(20));
+        let base = self
+            .config
+            .initial_backoff_ms
+            .saturating_mul(1u64 << (attempt - 1).min(20));
         let capped = base.min(self.config.max_backoff_ms).max(1);
         Duration::from_millis(rand::thread_rng().gen_range(capped / 2..=capped))
     }
@@ -412,7 +478,11 @@ mod tests {
         k.set_max_in_flight(2);
         tokio::task::yield_now().await;
         assert_eq!(k.max_in_flight(), 2);
-        assert_eq!(k.inner.permits.available_permits(), 1, "one permit held, one left");
+        assert_eq!(
+            k.inner.permits.available_permits(),
+            1,
+            "one permit held, one left"
+        );
         drop(held);
         assert_eq!(k.inner.permits.available_permits(), 2);
     }

@@ -12,8 +12,8 @@ use cassandra_protocol::frame::message_error::{
 };
 use cassandra_protocol::frame::message_request::RequestBody;
 use cassandra_protocol::frame::message_result::{
-    BodyResResultPrepared, BodyResResultRows, BodyResResultSetKeyspace, ColSpec, PreparedMetadata, ResResultBody,
-    RowsMetadata, RowsMetadataFlags, TableSpec,
+    BodyResResultPrepared, BodyResResultRows, BodyResResultSetKeyspace, ColSpec, PreparedMetadata,
+    ResResultBody, RowsMetadata, RowsMetadataFlags, TableSpec,
 };
 use cassandra_protocol::frame::message_supported::BodyResSupported;
 use cassandra_protocol::frame::{Direction, Envelope, Flags, Opcode, Serialize, Version};
@@ -46,17 +46,26 @@ pub async fn serve(stream: TcpStream, engine: Arc<Engine>, cancel: CancellationT
     }
 }
 
-async fn serve_inner(stream: TcpStream, engine: Arc<Engine>, cancel: CancellationToken) -> std::io::Result<()> {
+async fn serve_inner(
+    stream: TcpStream,
+    engine: Arc<Engine>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut session = Session { keyspace: None, prepared: HashMap::new() };
+    let mut session = Session {
+        keyspace: None,
+        prepared: HashMap::new(),
+    };
     loop {
         while buf.len() >= HEADER {
             let len = i32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
             if len < 0 || len as usize > MAX_FRAME_BYTES {
-                return Err(std::io::Error::other(format!("frame length {len} out of range")));
+                return Err(std::io::Error::other(format!(
+                    "frame length {len} out of range"
+                )));
             }
             if buf.len() < HEADER + len as usize {
                 buf.reserve(HEADER + len as usize - buf.len());
@@ -90,43 +99,79 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
         let message = format!(
             "Invalid or unsupported protocol version ({version}); supported versions are (4/v4)"
         );
-        return (error_frame(stream, Failure::Protocol(message), Consistency::One), true);
+        return (
+            error_frame(stream, Failure::Protocol(message), Consistency::One),
+            true,
+        );
     }
     let envelope = match Envelope::from_buffer(frame, Compression::None) {
         Ok(parsed) => parsed.envelope,
-        Err(e) => return (error_frame(stream, Failure::Protocol(format!("malformed frame: {e}")), Consistency::One), true),
+        Err(e) => {
+            return (
+                error_frame(
+                    stream,
+                    Failure::Protocol(format!("malformed frame: {e}")),
+                    Consistency::One,
+                ),
+                true,
+            )
+        }
     };
     let body = match envelope.request_body() {
         Ok(body) => body,
         Err(e) => {
             let message = format!("malformed {:?} request: {e}", envelope.opcode);
-            return (error_frame(stream, Failure::Protocol(message), Consistency::One), false);
+            return (
+                error_frame(stream, Failure::Protocol(message), Consistency::One),
+                false,
+            );
         }
     };
     let (result, consistency) = match body {
         RequestBody::Options(_) => {
             let mut supported = BodyResSupported::default();
-            supported.data.insert("CQL_VERSION".into(), vec!["3.4.5".into()]);
+            supported
+                .data
+                .insert("CQL_VERSION".into(), vec!["3.4.5".into()]);
             supported.data.insert("COMPRESSION".into(), Vec::new());
-            supported.data.insert("PROTOCOL_VERSIONS".into(), vec!["4/v4".into()]);
-            return (frame_of(stream, Opcode::Supported, supported.serialize_to_vec(Version::V4), Vec::new()), false);
+            supported
+                .data
+                .insert("PROTOCOL_VERSIONS".into(), vec!["4/v4".into()]);
+            return (
+                frame_of(
+                    stream,
+                    Opcode::Supported,
+                    supported.serialize_to_vec(Version::V4),
+                    Vec::new(),
+                ),
+                false,
+            );
         }
         RequestBody::Startup(_) | RequestBody::Register(_) => {
-            return (frame_of(stream, Opcode::Ready, Vec::new(), Vec::new()), false);
+            return (
+                frame_of(stream, Opcode::Ready, Vec::new(), Vec::new()),
+                false,
+            );
         }
         RequestBody::Query(q) => {
             let params = q.query_params;
             let keyspace = params.keyspace.clone().or_else(|| session.keyspace.clone());
-            let values = simple_values(params.values.as_ref());
-            let result = values.and_then(|v| engine.query(&q.query, keyspace.as_deref(), &v));
-            (result.map(|o| (o, params.page_size, params.paging_state)), params.consistency)
+            let values = simple_values(params.values);
+            let result = values.and_then(|v| engine.query(&q.query, keyspace.as_deref(), v));
+            (
+                result.map(|o| (o, params.page_size, params.paging_state)),
+                params.consistency,
+            )
         }
         RequestBody::Prepare(p) => {
             let keyspace = p.keyspace.clone().or_else(|| session.keyspace.clone());
             return match engine.prepare(&p.query, keyspace.as_deref()) {
                 Ok(prepared) => {
-                    session.prepared.insert(prepared.id.clone(), prepared.clone());
-                    let body = ResResultBody::Prepared(prepared_body(&prepared)).serialize_to_vec(Version::V4);
+                    session
+                        .prepared
+                        .insert(prepared.id.clone(), prepared.clone());
+                    let body = ResResultBody::Prepared(prepared_body(&prepared))
+                        .serialize_to_vec(Version::V4);
                     (frame_of(stream, Opcode::Result, body, Vec::new()), false)
                 }
                 Err(f) => (error_frame(stream, f, Consistency::One), false),
@@ -143,16 +188,21 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
             };
             let result = match prepared {
                 None => Err(Failure::Unprepared(id)),
-                Some(p) => simple_values(params.values.as_ref()).and_then(|v| engine.execute_prepared(&p, &v)),
+                Some(p) => {
+                    simple_values(params.values).and_then(|v| engine.execute_prepared(&p, v))
+                }
             };
-            (result.map(|o| (o, params.page_size, params.paging_state)), params.consistency)
+            (
+                result.map(|o| (o, params.page_size, params.paging_state)),
+                params.consistency,
+            )
         }
         RequestBody::Batch(b) => {
             let logged = b.batch_type == BatchType::Logged;
             let mut items = Vec::with_capacity(b.queries.len());
             let mut failure = None;
             for q in b.queries {
-                let values = match simple_values(Some(&q.values)) {
+                let values = match simple_values(Some(q.values)) {
                     Ok(v) => v,
                     Err(f) => {
                         failure = Some(f);
@@ -162,8 +212,12 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
                 let prepared = match q.subject {
                     BatchQuerySubj::PreparedId(id) => {
                         let id = id.into_bytes().unwrap_or_default();
-                        match session.prepared.get(&id).cloned().or_else(|| engine.prepared(&id)) {
-                            Some(p) => p,
+                        let known = session.prepared.get(&id).cloned();
+                        match known.or_else(|| engine.prepared(&id)) {
+                            Some(p) => {
+                                session.prepared.entry(id).or_insert_with(|| p.clone());
+                                p
+                            }
                             None => {
                                 failure = Some(Failure::Unprepared(id));
                                 break;
@@ -189,17 +243,33 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
             };
             (result.map(|o| (o, None, None)), b.consistency)
         }
-        RequestBody::AuthResponse(_) => (Err(Failure::Protocol("authentication is not enabled".into())), Consistency::One),
-        _ => (Err(Failure::Protocol(format!("unexpected opcode {:?}", envelope.opcode))), Consistency::One),
+        RequestBody::AuthResponse(_) => (
+            Err(Failure::Protocol("authentication is not enabled".into())),
+            Consistency::One,
+        ),
+        _ => (
+            Err(Failure::Protocol(format!(
+                "unexpected opcode {:?}",
+                envelope.opcode
+            ))),
+            Consistency::One,
+        ),
     };
     match result {
         Err(f) => (error_frame(stream, f, consistency), false),
-        Ok((Outcome::Void { warnings }, _, _)) => {
-            (frame_of(stream, Opcode::Result, ResResultBody::Void.serialize_to_vec(Version::V4), warnings), false)
-        }
+        Ok((Outcome::Void { warnings }, _, _)) => (
+            frame_of(
+                stream,
+                Opcode::Result,
+                ResResultBody::Void.serialize_to_vec(Version::V4),
+                warnings,
+            ),
+            false,
+        ),
         Ok((Outcome::SetKeyspace(ks), _, _)) => {
             session.keyspace = Some(ks.clone());
-            let body = ResResultBody::SetKeyspace(BodyResResultSetKeyspace::new(ks)).serialize_to_vec(Version::V4);
+            let body = ResResultBody::SetKeyspace(BodyResResultSetKeyspace::new(ks))
+                .serialize_to_vec(Version::V4);
             (frame_of(stream, Opcode::Result, body, Vec::new()), false)
         }
         Ok((Outcome::Rows(rows), page_size, paging_state)) => {
@@ -208,25 +278,35 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
                 .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                 .map_or(0, u64::from_be_bytes) as usize;
             let page = page_size.filter(|&n| n > 0).map(|n| n as usize);
-            let body = ResResultBody::Rows(rows_body(rows, offset, page)).serialize_to_vec(Version::V4);
+            let body =
+                ResResultBody::Rows(rows_body(rows, offset, page)).serialize_to_vec(Version::V4);
             (frame_of(stream, Opcode::Result, body, Vec::new()), false)
         }
     }
 }
 
-fn simple_values(values: Option<&QueryValues>) -> Result<Vec<Value>, Failure> {
+fn simple_values(values: Option<QueryValues>) -> Result<Vec<Value>, Failure> {
     match values {
         None => Ok(Vec::new()),
-        Some(QueryValues::SimpleValues(v)) => Ok(v.clone()),
-        Some(QueryValues::NamedValues(_)) => Err(Failure::Invalid("named bind values are not supported".into())),
+        Some(QueryValues::SimpleValues(v)) => Ok(v),
+        Some(QueryValues::NamedValues(_)) => Err(Failure::Invalid(
+            "named bind values are not supported".into(),
+        )),
     }
 }
 
-fn col_specs(keyspace: &str, table: &str, columns: &[(String, super::types::CqlType)]) -> Vec<ColSpec> {
+fn col_specs(
+    keyspace: &str,
+    table: &str,
+    columns: &[(String, super::types::CqlType)],
+) -> Vec<ColSpec> {
     columns
         .iter()
         .map(|(name, ty)| ColSpec {
-            table_spec: Some(TableSpec { ks_name: keyspace.to_string(), table_name: table.to_string() }),
+            table_spec: Some(TableSpec {
+                ks_name: keyspace.to_string(),
+                table_name: table.to_string(),
+            }),
             name: name.clone(),
             col_type: ty.wire(),
         })
@@ -238,7 +318,10 @@ fn prepared_body(p: &Prepared) -> BodyResResultPrepared {
         .binds
         .iter()
         .map(|s| ColSpec {
-            table_spec: Some(TableSpec { ks_name: s.keyspace.clone(), table_name: s.table.clone() }),
+            table_spec: Some(TableSpec {
+                ks_name: s.keyspace.clone(),
+                table_name: s.table.clone(),
+            }),
             name: s.name.clone(),
             col_type: s.ty.wire(),
         })
@@ -264,7 +347,11 @@ fn prepared_body(p: &Prepared) -> BodyResResultPrepared {
     BodyResResultPrepared {
         id: CBytesShort::new(p.id.clone()),
         result_metadata_id: None,
-        metadata: PreparedMetadata { pk_indexes: p.pk_indexes.clone(), global_table_spec: None, col_specs: bind_specs },
+        metadata: PreparedMetadata {
+            pk_indexes: p.pk_indexes.clone(),
+            global_table_spec: None,
+            col_specs: bind_specs,
+        },
         result_metadata,
     }
 }
@@ -278,11 +365,19 @@ fn rows_body(rows: RowSet, offset: usize, page: Option<usize>) -> BodyResResultR
         .into_iter()
         .skip(offset)
         .take(end.saturating_sub(offset))
-        .map(|row| row.into_iter().map(|c| c.map_or_else(CBytes::new_null, CBytes::new)).collect())
+        .map(|row| {
+            row.into_iter()
+                .map(|c| c.map_or_else(CBytes::new_null, CBytes::new))
+                .collect()
+        })
         .collect();
     BodyResResultRows {
         metadata: RowsMetadata {
-            flags: if more { RowsMetadataFlags::HAS_MORE_PAGES } else { RowsMetadataFlags::empty() },
+            flags: if more {
+                RowsMetadataFlags::HAS_MORE_PAGES
+            } else {
+                RowsMetadataFlags::empty()
+            },
             columns_count: rows.columns.len() as i32,
             paging_state: more.then(|| CBytes::new((end as u64).to_be_bytes().to_vec())),
             new_metadata_id: None,
@@ -302,7 +397,9 @@ fn error_frame(stream: i16, failure: Failure, cl: Consistency) -> Vec<u8> {
         Failure::Protocol(m) => (m, ErrorType::Protocol),
         Failure::Unprepared(id) => (
             format!("Prepared query with ID {} not found", hex::encode(&id)),
-            ErrorType::Unprepared(UnpreparedError { id: CBytesShort::new(id) }),
+            ErrorType::Unprepared(UnpreparedError {
+                id: CBytesShort::new(id),
+            }),
         ),
         Failure::Write(WriteFault::WriteTimeout, write_type) => (
             format!("Operation timed out - received only 0 responses (write type {write_type})"),
@@ -318,10 +415,16 @@ fn error_frame(stream: i16, failure: Failure, cl: Consistency) -> Vec<u8> {
                 contentions: None,
             }),
         ),
-        Failure::Write(WriteFault::Overloaded, _) => ("Server is overloaded".to_string(), ErrorType::Overloaded),
+        Failure::Write(WriteFault::Overloaded, _) => {
+            ("Server is overloaded".to_string(), ErrorType::Overloaded)
+        }
         Failure::Write(WriteFault::Unavailable, _) => (
             "Cannot achieve consistency level".to_string(),
-            ErrorType::Unavailable(UnavailableError { cl, required: 1, alive: 0 }),
+            ErrorType::Unavailable(UnavailableError {
+                cl,
+                required: 1,
+                alive: 0,
+            }),
         ),
     };
     let body = ErrorBody { message, ty }.serialize_to_vec(Version::V4);
@@ -329,8 +432,21 @@ fn error_frame(stream: i16, failure: Failure, cl: Consistency) -> Vec<u8> {
 }
 
 fn frame_of(stream: i16, opcode: Opcode, body: Vec<u8>, warnings: Vec<String>) -> Vec<u8> {
-    let flags = if warnings.is_empty() { Flags::empty() } else { Flags::WARNING };
-    let envelope = Envelope::new(Version::V4, Direction::Response, flags, opcode, stream, body, None, warnings);
+    let flags = if warnings.is_empty() {
+        Flags::empty()
+    } else {
+        Flags::WARNING
+    };
+    let envelope = Envelope::new(
+        Version::V4,
+        Direction::Response,
+        flags,
+        opcode,
+        stream,
+        body,
+        None,
+        warnings,
+    );
     // Encoding only fails for a tracing flag without a tracing id, which this server never sets.
     envelope.encode_with(Compression::None).unwrap_or_default()
 }

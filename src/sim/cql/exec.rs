@@ -70,13 +70,21 @@ struct InsertPlan {
 #[derive(Debug)]
 enum Source {
     Table(Arc<Table>),
-    System { keyspace: String, name: String, columns: Vec<(String, CqlType)> },
+    System {
+        keyspace: String,
+        name: String,
+        columns: Vec<(String, CqlType)>,
+    },
 }
 
 impl Source {
     fn columns(&self) -> Vec<(String, CqlType)> {
         match self {
-            Source::Table(t) => t.columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect(),
+            Source::Table(t) => t
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.clone()))
+                .collect(),
             Source::System { columns, .. } => columns.clone(),
         }
     }
@@ -139,17 +147,30 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(db: Database, faults: FaultHandle, ip: IpAddr, max_mutation_bytes: usize) -> Engine {
-        Engine { db, prepared: RwLock::default(), faults, ip: RwLock::new(ip), max_mutation_bytes }
+        Engine {
+            db,
+            prepared: RwLock::default(),
+            faults,
+            ip: RwLock::new(ip),
+            max_mutation_bytes,
+        }
     }
 
     /// Forgets every prepared statement, as a restarted node does.
     pub fn forget_prepared(&self) {
-        self.prepared.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.prepared
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Looks up a prepared statement.
     pub fn prepared(&self, id: &[u8]) -> Option<Arc<Prepared>> {
-        self.prepared.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.prepared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Parses, plans and stores a statement; the id is stable for the same text and keyspace.
@@ -164,18 +185,30 @@ impl Engine {
         }
         let statement = parse::parse(query).map_err(Failure::Syntax)?;
         let prepared = Arc::new(self.plan(statement, keyspace, id.clone())?);
-        self.prepared.write().unwrap_or_else(|p| p.into_inner()).insert(id, prepared.clone());
+        self.prepared
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, prepared.clone());
         Ok(prepared)
     }
 
     /// Parses, plans and runs a statement sent as a simple QUERY.
-    pub fn query(&self, query: &str, keyspace: Option<&str>, values: &[Value]) -> Result<Outcome, Failure> {
+    pub fn query(
+        &self,
+        query: &str,
+        keyspace: Option<&str>,
+        mut values: Vec<Value>,
+    ) -> Result<Outcome, Failure> {
         let statement = parse::parse(query).map_err(Failure::Syntax)?;
         let prepared = self.plan(statement, keyspace, Vec::new())?;
-        self.execute(&prepared.plan, values)
+        self.execute(&prepared.plan, &mut values)
     }
 
-    fn resolve_keyspace<'a>(&self, table: &'a TableName, keyspace: Option<&'a str>) -> Result<&'a str, Failure> {
+    fn resolve_keyspace<'a>(
+        &self,
+        table: &'a TableName,
+        keyspace: Option<&'a str>,
+    ) -> Result<&'a str, Failure> {
         table.keyspace.as_deref().or(keyspace).ok_or_else(|| {
             Failure::Invalid("No keyspace has been specified. USE a keyspace, or explicitly specify keyspace.tablename".into())
         })
@@ -208,70 +241,133 @@ impl Engine {
         let mut slots = Vec::with_capacity(columns.len());
         let mut seen = HashSet::new();
         for (name, term) in columns.iter().zip(values) {
-            let i = t.column(name).ok_or_else(|| Failure::Invalid(format!("Undefined column name {name} in table {}.{}", t.keyspace, t.name)))?;
+            let i = t.column(name).ok_or_else(|| {
+                Failure::Invalid(format!(
+                    "Undefined column name {name} in table {}.{}",
+                    t.keyspace, t.name
+                ))
+            })?;
             if !seen.insert(i) {
-                return Err(Failure::Invalid(format!("Multiple definitions found for column {name}")));
+                return Err(Failure::Invalid(format!(
+                    "Multiple definitions found for column {name}"
+                )));
             }
             let ty = &t.columns[i].ty;
-            slots.push((i, match term {
-                Term::Bind(b) => {
-                    binds.push((*b, Spec { keyspace: t.keyspace.clone(), table: t.name.clone(), name: name.clone(), ty: ty.clone() }));
-                    Slot::Bind(*b)
-                }
-                Term::Literal(l) => Slot::Fixed(ty.encode_literal(l).map_err(|e| Failure::Invalid(format!("Invalid value for column {name}: {e}")))?),
-            }));
+            slots.push((
+                i,
+                match term {
+                    Term::Bind(b) => {
+                        binds.push((
+                            *b,
+                            Spec {
+                                keyspace: t.keyspace.clone(),
+                                table: t.name.clone(),
+                                name: name.clone(),
+                                ty: ty.clone(),
+                            },
+                        ));
+                        Slot::Bind(*b)
+                    }
+                    Term::Literal(l) => Slot::Fixed(ty.encode_literal(l).map_err(|e| {
+                        Failure::Invalid(format!("Invalid value for column {name}: {e}"))
+                    })?),
+                },
+            ));
         }
         for &k in t.partition_key.iter().chain(&t.clustering) {
             if !seen.contains(&k) {
-                return Err(Failure::Invalid(format!("Some partition key parts are missing: {}", t.columns[k].name)));
+                return Err(Failure::Invalid(format!(
+                    "Some partition key parts are missing: {}",
+                    t.columns[k].name
+                )));
             }
         }
         Ok(InsertPlan { table: t, slots })
     }
 
-    fn plan(&self, statement: Statement, keyspace: Option<&str>, id: Vec<u8>) -> Result<Prepared, Failure> {
+    fn plan(
+        &self,
+        statement: Statement,
+        keyspace: Option<&str>,
+        id: Vec<u8>,
+    ) -> Result<Prepared, Failure> {
         let mut binds: Vec<(usize, Spec)> = Vec::new();
         let mut result = None;
         let plan = match statement {
-            Statement::Insert { table, columns, values } => {
-                Plan::Insert(self.plan_insert(&table, &columns, &values, keyspace, &mut binds)?)
-            }
+            Statement::Insert {
+                table,
+                columns,
+                values,
+            } => Plan::Insert(self.plan_insert(&table, &columns, &values, keyspace, &mut binds)?),
             Statement::Batch(inner) => {
                 let mut plans = Vec::new();
                 for s in inner {
-                    let Statement::Insert { table, columns, values } = s else {
-                        return Err(Failure::Invalid("only INSERT statements are supported inside a BATCH here".into()));
+                    let Statement::Insert {
+                        table,
+                        columns,
+                        values,
+                    } = s
+                    else {
+                        return Err(Failure::Invalid(
+                            "only INSERT statements are supported inside a BATCH here".into(),
+                        ));
                     };
                     plans.push(self.plan_insert(&table, &columns, &values, keyspace, &mut binds)?);
                 }
                 Plan::Batch(plans)
             }
-            Statement::Select { table, selection, relations, limit } => {
+            Statement::Select {
+                table,
+                selection,
+                relations,
+                limit,
+            } => {
                 let ks = self.resolve_keyspace(&table, keyspace)?.to_string();
                 let source = match self.system(&ks, &table.name) {
-                    Some(Ok(v)) => Source::System { keyspace: ks.clone(), name: table.name.clone(), columns: v.columns },
+                    Some(Ok(v)) => Source::System {
+                        keyspace: ks.clone(),
+                        name: table.name.clone(),
+                        columns: v.columns,
+                    },
                     Some(Err(e)) => return Err(Failure::Invalid(e)),
                     None => Source::Table(self.user_table(&table, keyspace)?),
                 };
                 let columns = source.columns();
                 let find = |name: &str| {
-                    columns
-                        .iter()
-                        .position(|(c, _)| c == name)
-                        .ok_or_else(|| Failure::Invalid(format!("Undefined column name {name} in table {ks}.{}", table.name)))
+                    columns.iter().position(|(c, _)| c == name).ok_or_else(|| {
+                        Failure::Invalid(format!(
+                            "Undefined column name {name} in table {ks}.{}",
+                            table.name
+                        ))
+                    })
                 };
                 let (output, count) = match selection {
                     Selection::All => (None, false),
                     Selection::Count => (None, true),
-                    Selection::Columns(names) => (Some(names.iter().map(|n| find(n)).collect::<Result<Vec<_>, _>>()?), false),
+                    Selection::Columns(names) => (
+                        Some(
+                            names
+                                .iter()
+                                .map(|n| find(n))
+                                .collect::<Result<Vec<_>, _>>()?,
+                        ),
+                        false,
+                    ),
                 };
                 let mut filters = Vec::new();
                 for r in relations {
                     let column = find(&r.column)?;
                     let ty = columns[column].1.clone();
-                    let spec = |ty: CqlType| Spec { keyspace: ks.clone(), table: table.name.clone(), name: r.column.clone(), ty };
+                    let spec = |ty: CqlType| Spec {
+                        keyspace: ks.clone(),
+                        table: table.name.clone(),
+                        name: r.column.clone(),
+                        ty,
+                    };
                     match &r.rhs {
-                        Rhs::One(Term::Bind(b)) if r.op == Op::In => binds.push((*b, spec(CqlType::List(Box::new(ty.clone()))))),
+                        Rhs::One(Term::Bind(b)) if r.op == Op::In => {
+                            binds.push((*b, spec(CqlType::List(Box::new(ty.clone())))))
+                        }
                         Rhs::One(Term::Bind(b)) => binds.push((*b, spec(ty.clone()))),
                         Rhs::List(terms) => {
                             for t in terms {
@@ -282,10 +378,22 @@ impl Engine {
                         }
                         Rhs::One(Term::Literal(_)) => {}
                     }
-                    filters.push(Filter { column, op: r.op, rhs: r.rhs });
+                    filters.push(Filter {
+                        column,
+                        op: r.op,
+                        rhs: r.rhs,
+                    });
                 }
                 if let Some(Term::Bind(b)) = &limit {
-                    binds.push((*b, Spec { keyspace: ks.clone(), table: table.name.clone(), name: "[limit]".into(), ty: CqlType::Int }));
+                    binds.push((
+                        *b,
+                        Spec {
+                            keyspace: ks.clone(),
+                            table: table.name.clone(),
+                            name: "[limit]".into(),
+                            ty: CqlType::Int,
+                        },
+                    ));
                 }
                 let out_columns = if count {
                     vec![("count".to_string(), CqlType::Bigint)]
@@ -296,20 +404,52 @@ impl Engine {
                     }
                 };
                 result = Some((ks.clone(), table.name.clone(), out_columns));
-                Plan::Select(SelectPlan { source, keyspace: ks, table: table.name.clone(), output, count, filters, limit })
+                Plan::Select(SelectPlan {
+                    source,
+                    keyspace: ks,
+                    table: table.name.clone(),
+                    output,
+                    count,
+                    filters,
+                    limit,
+                })
             }
-            Statement::CreateTable { table, if_not_exists, columns, partition_key, clustering } => {
+            Statement::CreateTable {
+                table,
+                if_not_exists,
+                columns,
+                partition_key,
+                clustering,
+            } => {
                 let ks = self.resolve_keyspace(&table, keyspace)?.to_string();
-                let table = TableName { keyspace: Some(ks), name: table.name };
-                Plan::Other(Statement::CreateTable { table, if_not_exists, columns, partition_key, clustering })
+                let table = TableName {
+                    keyspace: Some(ks),
+                    name: table.name,
+                };
+                Plan::Other(Statement::CreateTable {
+                    table,
+                    if_not_exists,
+                    columns,
+                    partition_key,
+                    clustering,
+                })
             }
             Statement::Truncate(table) => {
                 let ks = self.resolve_keyspace(&table, keyspace)?.to_string();
-                Plan::Other(Statement::Truncate(TableName { keyspace: Some(ks), name: table.name }))
+                Plan::Other(Statement::Truncate(TableName {
+                    keyspace: Some(ks),
+                    name: table.name,
+                }))
             }
             Statement::DropTable { table, if_exists } => {
                 let ks = self.resolve_keyspace(&table, keyspace)?.to_string();
-                Plan::Other(Statement::DropTable { table: TableName { keyspace: Some(ks), name: table.name }, if_exists })
+                Plan::Other(Statement::DropTable {
+                    table: TableName {
+                        keyspace: Some(ks),
+                        name: table.name,
+                    },
+                    if_exists,
+                })
             }
             other => Plan::Other(other),
         };
@@ -319,10 +459,15 @@ impl Engine {
                 .table
                 .partition_key
                 .iter()
-                .filter_map(|k| p.slots.iter().find(|(c, _)| c == k).and_then(|(_, s)| match s {
-                    Slot::Bind(b) => Some(*b as i16),
-                    Slot::Fixed(_) => None,
-                }))
+                .filter_map(|k| {
+                    p.slots
+                        .iter()
+                        .find(|(c, _)| c == k)
+                        .and_then(|(_, s)| match s {
+                            Slot::Bind(b) => Some(*b as i16),
+                            Slot::Fixed(_) => None,
+                        })
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -330,22 +475,35 @@ impl Engine {
             Plan::Insert(p) if pk_indexes.len() == p.table.partition_key.len() => pk_indexes,
             _ => Vec::new(),
         };
-        Ok(Prepared { id, plan, binds: binds.into_iter().map(|(_, s)| s).collect(), result, pk_indexes })
+        Ok(Prepared {
+            id,
+            plan,
+            binds: binds.into_iter().map(|(_, s)| s).collect(),
+            result,
+            pk_indexes,
+        })
     }
 
     /// Runs a prepared statement with its bound values.
-    pub fn execute_prepared(&self, prepared: &Prepared, values: &[Value]) -> Result<Outcome, Failure> {
-        self.execute(&prepared.plan, values)
+    pub fn execute_prepared(
+        &self,
+        prepared: &Prepared,
+        mut values: Vec<Value>,
+    ) -> Result<Outcome, Failure> {
+        self.execute(&prepared.plan, &mut values)
     }
 
-    fn execute(&self, plan: &Plan, values: &[Value]) -> Result<Outcome, Failure> {
+    fn execute(&self, plan: &Plan, values: &mut [Value]) -> Result<Outcome, Failure> {
         match plan {
             Plan::Insert(p) => {
                 let m = self.mutation(p, values)?;
                 self.apply(vec![m], "SIMPLE")
             }
             Plan::Batch(plans) => {
-                let ms = plans.iter().map(|p| self.mutation(p, values)).collect::<Result<Vec<_>, _>>()?;
+                let ms = plans
+                    .iter()
+                    .map(|p| self.mutation(p, &mut *values))
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.apply(ms, "UNLOGGED_BATCH")
             }
             Plan::Select(s) => self.select(s, values).map(Outcome::Rows),
@@ -354,14 +512,18 @@ impl Engine {
     }
 
     /// Runs a BATCH request: each item is a prepared statement or a query string with its values.
-    pub fn batch(&self, items: Vec<(Arc<Prepared>, Vec<Value>)>, logged: bool) -> Result<Outcome, Failure> {
+    pub fn batch(
+        &self,
+        items: Vec<(Arc<Prepared>, Vec<Value>)>,
+        logged: bool,
+    ) -> Result<Outcome, Failure> {
         let mut mutations = Vec::with_capacity(items.len());
-        for (prepared, values) in &items {
+        for (prepared, mut values) in items {
             match &prepared.plan {
-                Plan::Insert(p) => mutations.push(self.mutation(p, values)?),
+                Plan::Insert(p) => mutations.push(self.mutation(p, &mut values)?),
                 Plan::Batch(ps) => {
                     for p in ps {
-                        mutations.push(self.mutation(p, values)?);
+                        mutations.push(self.mutation(p, &mut values)?);
                     }
                 }
                 _ => return Err(Failure::Invalid("Invalid statement in batch: only UPDATE, INSERT and DELETE statements are allowed.".into())),
@@ -370,17 +532,23 @@ impl Engine {
         self.apply(mutations, if logged { "BATCH" } else { "UNLOGGED_BATCH" })
     }
 
-    fn mutation(&self, plan: &InsertPlan, values: &[Value]) -> Result<Mutation, Failure> {
+    fn mutation(&self, plan: &InsertPlan, values: &mut [Value]) -> Result<Mutation, Failure> {
         let mut row: Vec<Option<Cell>> = vec![None; plan.table.columns.len()];
         let mut bytes = 0;
         for (column, slot) in &plan.slots {
             let cell = match slot {
                 Slot::Fixed(cell) => Some(cell.clone()),
-                Slot::Bind(b) => match values.get(*b) {
+                // Each bind marker appears once in an INSERT, so its value can be moved, not copied.
+                Slot::Bind(b) => match values
+                    .get_mut(*b)
+                    .map(|v| std::mem::replace(v, Value::NotSet))
+                {
                     Some(Value::Some(v)) => {
                         let c = &plan.table.columns[*column];
-                        c.ty.check(v).map_err(|e| Failure::Invalid(format!("Invalid value for column {}: {e}", c.name)))?;
-                        Some(Some(v.clone()))
+                        c.ty.check(&v).map_err(|e| {
+                            Failure::Invalid(format!("Invalid value for column {}: {e}", c.name))
+                        })?;
+                        Some(Some(v))
                     }
                     Some(Value::Null) => Some(None),
                     Some(Value::NotSet) => None,
@@ -396,20 +564,40 @@ impl Engine {
             bytes += cell.as_ref().and_then(|c| c.as_ref()).map_or(0, Vec::len);
             row[*column] = cell;
         }
-        Ok(Mutation { table: plan.table.clone(), row, bytes })
+        Ok(Mutation {
+            table: plan.table.clone(),
+            row,
+            bytes,
+        })
     }
 
-    fn apply(&self, mutations: Vec<Mutation>, write_type: &'static str) -> Result<Outcome, Failure> {
+    fn apply(
+        &self,
+        mutations: Vec<Mutation>,
+        write_type: &'static str,
+    ) -> Result<Outcome, Failure> {
         let mut per_partition: HashMap<(*const Table, Vec<u8>), usize> = HashMap::new();
+        let mut keys = Vec::with_capacity(mutations.len());
         let mut total = 0;
         for m in &mutations {
             let key = m.table.partition_of(&m.row).map_err(Failure::Invalid)?;
-            *per_partition.entry((Arc::as_ptr(&m.table), key)).or_default() += m.bytes;
+            *per_partition
+                .entry((Arc::as_ptr(&m.table), key.clone()))
+                .or_default() += m.bytes;
+            keys.push(key);
             total += m.bytes;
         }
-        if let Some(((t, _), size)) = per_partition.iter().find(|(_, &size)| size > self.max_mutation_bytes) {
+        if let Some(((t, _), size)) = per_partition
+            .iter()
+            .find(|(_, &size)| size > self.max_mutation_bytes)
+        {
             // The pointer only identifies the table; find the Arc it came from to name it.
-            let name = mutations.iter().find(|m| Arc::as_ptr(&m.table) == *t).map_or(String::new(), |m| format!("{}.{}", m.table.keyspace, m.table.name));
+            let name = mutations
+                .iter()
+                .find(|m| Arc::as_ptr(&m.table) == *t)
+                .map_or(String::new(), |m| {
+                    format!("{}.{}", m.table.keyspace, m.table.name)
+                });
             return Err(Failure::Invalid(format!(
                 "Rejected an oversized mutation ({size} bytes) for table {name}: the limit is {} bytes",
                 self.max_mutation_bytes
@@ -435,8 +623,8 @@ impl Engine {
         if let Some(fault) = self.faults.next_write() {
             return Err(Failure::Write(fault, write_type));
         }
-        for m in mutations {
-            m.table.upsert(m.row).map_err(Failure::Invalid)?;
+        for (m, key) in mutations.into_iter().zip(keys) {
+            m.table.upsert_at(key, m.row).map_err(Failure::Invalid)?;
         }
         self.db.writes.fetch_add(1, Ordering::Relaxed);
         Ok(Outcome::Void { warnings })
@@ -459,9 +647,20 @@ impl Engine {
         for f in &plan.filters {
             let ty = &columns[f.column].1;
             let cells = match (&f.rhs, f.op) {
-                (Rhs::List(terms), _) => terms.iter().map(|t| encode(t, ty)).collect::<Result<Vec<_>, _>>()?,
-                (Rhs::One(t @ Term::Bind(_)), Op::In) => split_list(encode(t, &CqlType::List(Box::new(ty.clone())))?)
-                    .ok_or_else(|| Failure::Invalid(format!("Invalid list value for IN on {}", columns[f.column].0)))?,
+                (Rhs::List(terms), _) => terms
+                    .iter()
+                    .map(|t| encode(t, ty))
+                    .collect::<Result<Vec<_>, _>>()?,
+                (Rhs::One(t @ Term::Bind(_)), Op::In) => {
+                    split_list(encode(t, &CqlType::List(Box::new(ty.clone())))?).ok_or_else(
+                        || {
+                            Failure::Invalid(format!(
+                                "Invalid list value for IN on {}",
+                                columns[f.column].0
+                            ))
+                        },
+                    )?
+                }
                 (Rhs::One(t), _) => vec![encode(t, ty)?],
             };
             resolved.push((f.column, f.op, cells));
@@ -475,18 +674,24 @@ impl Engine {
             Source::Table(t) => {
                 let mut keys: Option<Vec<Vec<Option<Cell>>>> = Some(vec![Vec::new()]);
                 for &k in &t.partition_key {
-                    let Some(values) = resolved.iter().find(|(c, op, _)| *c == k && matches!(op, Op::Eq | Op::In)).map(|(_, _, v)| v) else {
+                    let Some(values) = resolved
+                        .iter()
+                        .find(|(c, op, _)| *c == k && matches!(op, Op::Eq | Op::In))
+                        .map(|(_, _, v)| v)
+                    else {
                         keys = None;
                         break;
                     };
                     keys = keys.map(|prefixes| {
                         prefixes
                             .into_iter()
-                            .flat_map(|p| values.iter().map(move |v| {
-                                let mut p = p.clone();
-                                p.push(Some(v.clone()));
-                                p
-                            }))
+                            .flat_map(|p| {
+                                values.iter().map(move |v| {
+                                    let mut p = p.clone();
+                                    p.push(Some(v.clone()));
+                                    p
+                                })
+                            })
                             .collect()
                     });
                 }
@@ -546,14 +751,23 @@ impl Engine {
             None => (columns, rows),
             Some(idx) => (
                 idx.iter().map(|&i| columns[i].clone()).collect(),
-                rows.into_iter().map(|r| idx.iter().map(|&i| r[i].clone()).collect()).collect(),
+                rows.into_iter()
+                    .map(|r| idx.iter().map(|&i| r[i].clone()).collect())
+                    .collect(),
             ),
         };
-        Ok(RowSet { keyspace: plan.keyspace.clone(), table: plan.table.clone(), columns: out_columns, rows })
+        Ok(RowSet {
+            keyspace: plan.keyspace.clone(),
+            table: plan.table.clone(),
+            columns: out_columns,
+            rows,
+        })
     }
 
     fn ddl(&self, statement: &Statement) -> Result<Outcome, Failure> {
-        let void = Ok(Outcome::Void { warnings: Vec::new() });
+        let void = Ok(Outcome::Void {
+            warnings: Vec::new(),
+        });
         match statement {
             Statement::Use(ks) => {
                 if self.db.has_keyspace(ks) || matches!(ks.as_str(), "system" | "system_schema") {
@@ -562,23 +776,48 @@ impl Engine {
                     Err(Failure::Invalid(format!("Keyspace '{ks}' does not exist")))
                 }
             }
-            Statement::CreateKeyspace { name, if_not_exists, replication, durable_writes } => {
+            Statement::CreateKeyspace {
+                name,
+                if_not_exists,
+                replication,
+                durable_writes,
+            } => {
                 let replication = replication
                     .iter()
                     .map(|(k, v)| {
-                        let v = if k == "class" && !v.contains('.') { format!("org.apache.cassandra.locator.{v}") } else { v.clone() };
+                        let v = if k == "class" && !v.contains('.') {
+                            format!("org.apache.cassandra.locator.{v}")
+                        } else {
+                            v.clone()
+                        };
                         (k.clone(), v)
                     })
                     .collect();
                 self.db
-                    .create_keyspace(Keyspace { name: name.clone(), replication, durable_writes: *durable_writes }, *if_not_exists)
+                    .create_keyspace(
+                        Keyspace {
+                            name: name.clone(),
+                            replication,
+                            durable_writes: *durable_writes,
+                        },
+                        *if_not_exists,
+                    )
                     .map_err(Failure::Invalid)?;
                 void
             }
-            Statement::CreateTable { table, if_not_exists, columns, partition_key, clustering } => {
+            Statement::CreateTable {
+                table,
+                if_not_exists,
+                columns,
+                partition_key,
+                clustering,
+            } => {
                 let ks = self.resolve_keyspace(table, None)?;
-                let t = Table::new(ks, &table.name, columns, partition_key, clustering).map_err(Failure::Invalid)?;
-                self.db.create_table(t, *if_not_exists).map_err(Failure::Invalid)?;
+                let t = Table::new(ks, &table.name, columns, partition_key, clustering)
+                    .map_err(Failure::Invalid)?;
+                self.db
+                    .create_table(t, *if_not_exists)
+                    .map_err(Failure::Invalid)?;
                 void
             }
             Statement::Truncate(t) => {
@@ -589,7 +828,10 @@ impl Engine {
             Statement::DropTable { table, if_exists } => {
                 let ks = self.resolve_keyspace(table, None)?;
                 if !self.db.drop_table(ks, &table.name) && !if_exists {
-                    return Err(Failure::Invalid(format!("Table '{ks}.{}' doesn't exist", table.name)));
+                    return Err(Failure::Invalid(format!(
+                        "Table '{ks}.{}' doesn't exist",
+                        table.name
+                    )));
                 }
                 void
             }

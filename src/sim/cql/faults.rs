@@ -37,7 +37,9 @@ impl FaultHandle {
 
     /// Answers this fraction (0.0 to 1.0) of writes with WriteTimeout until set back to 0.
     pub fn set_write_timeout_fraction(&self, fraction: f64) {
-        self.inner.write_timeout_ppm.store(to_ppm(fraction), Ordering::SeqCst);
+        self.inner
+            .write_timeout_ppm
+            .store(to_ppm(fraction), Ordering::SeqCst);
     }
 
     /// Answers the next `n` writes with Overloaded (0x1001).
@@ -47,7 +49,9 @@ impl FaultHandle {
 
     /// Answers this fraction (0.0 to 1.0) of writes with Overloaded until set back to 0.
     pub fn set_overloaded_fraction(&self, fraction: f64) {
-        self.inner.overloaded_ppm.store(to_ppm(fraction), Ordering::SeqCst);
+        self.inner
+            .overloaded_ppm
+            .store(to_ppm(fraction), Ordering::SeqCst);
     }
 
     /// Answers the next `n` writes with Unavailable.
@@ -57,7 +61,9 @@ impl FaultHandle {
 
     /// While set, new connections are closed as soon as they are accepted.
     pub fn set_refuse_connections(&self, refuse: bool) {
-        self.inner.refuse_connections.store(refuse, Ordering::SeqCst);
+        self.inner
+            .refuse_connections
+            .store(refuse, Ordering::SeqCst);
     }
 
     /// Turns every switch off.
@@ -86,7 +92,10 @@ impl FaultHandle {
         if take_one(&s.unavailable) {
             return Some(WriteFault::Unavailable);
         }
-        let (timeout_ppm, overload_ppm) = (s.write_timeout_ppm.load(Ordering::Relaxed), s.overloaded_ppm.load(Ordering::Relaxed));
+        let (timeout_ppm, overload_ppm) = (
+            s.write_timeout_ppm.load(Ordering::Relaxed),
+            s.overloaded_ppm.load(Ordering::Relaxed),
+        );
         if timeout_ppm == 0 && overload_ppm == 0 {
             return None;
         }
@@ -102,7 +111,10 @@ impl FaultHandle {
 
     /// A uniform number below one million (splitmix64 over a shared counter).
     fn roll(&self) -> u32 {
-        let mut z = self.inner.seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        let mut z = self
+            .inner
+            .seed
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         ((z ^ (z >> 31)) % 1_000_000) as u32
@@ -114,7 +126,9 @@ fn to_ppm(fraction: f64) -> u32 {
 }
 
 fn take_one(counter: &AtomicU64) -> bool {
-    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 #[cfg(test)]

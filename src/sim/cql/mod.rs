@@ -131,9 +131,24 @@ impl CqlServer {
             persist::load(&db, path)?;
         }
         let listener = bind(config.bind).await?;
-        let addr = listener.local_addr().map_err(|source| CqlServerError::Bind { addr: config.bind, source })?;
-        let engine = Arc::new(Engine::new(db, FaultHandle::default(), addr.ip(), config.max_mutation_bytes));
-        let server = CqlServer { addr, engine, running: Mutex::new(None), config };
+        let addr = listener
+            .local_addr()
+            .map_err(|source| CqlServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let engine = Arc::new(Engine::new(
+            db,
+            FaultHandle::default(),
+            addr.ip(),
+            config.max_mutation_bytes,
+        ));
+        let server = CqlServer {
+            addr,
+            engine,
+            running: Mutex::new(None),
+            config,
+        };
         *server.running.lock().await = Some(server.launch(listener));
         tracing::info!(%addr, persist = ?server.config.persist_path, "cql server listening");
         Ok(server)
@@ -142,7 +157,12 @@ impl CqlServer {
     fn launch(&self, listener: TcpListener) -> Running {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let acceptor = tokio::spawn(accept_loop(listener, self.engine.clone(), cancel.clone(), tracker.clone()));
+        let acceptor = tokio::spawn(accept_loop(
+            listener,
+            self.engine.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
         let snapshotter = self.config.persist_path.clone().map(|path| {
             let (engine, cancel) = (self.engine.clone(), cancel.clone());
             let every = Duration::from_millis(self.config.snapshot_interval_ms.max(10));
@@ -159,13 +179,20 @@ impl CqlServer {
                         match tokio::task::spawn_blocking(move || persist::save(&e.db, &p)).await {
                             Ok(Ok(())) => saved = now,
                             Ok(Err(error)) => tracing::warn!(error = %error, "cql snapshot failed"),
-                            Err(error) => tracing::warn!(error = %error, "cql snapshot task failed"),
+                            Err(error) => {
+                                tracing::warn!(error = %error, "cql snapshot task failed")
+                            }
                         }
                     }
                 }
             })
         });
-        Running { cancel, tracker, acceptor, snapshotter }
+        Running {
+            cancel,
+            tracker,
+            acceptor,
+            snapshotter,
+        }
     }
 
     /// The address the server listens on (with the real port when configured with port 0).
@@ -180,7 +207,10 @@ impl CqlServer {
 
     /// How many rows a table holds; 0 when the table does not exist.
     pub fn row_count(&self, keyspace: &str, table: &str) -> usize {
-        self.engine.db.table(keyspace, table).map_or(0, |t| t.row_count())
+        self.engine
+            .db
+            .table(keyspace, table)
+            .map_or(0, |t| t.row_count())
     }
 
     /// Stops accepting, closes every connection and writes the snapshot. The data stays in memory for
@@ -222,7 +252,10 @@ impl CqlServer {
             let engine = self.engine.clone();
             tokio::task::spawn_blocking(move || persist::save(&engine.db, &path))
                 .await
-                .map_err(|e| PersistError::Io { path: "snapshot".into(), source: std::io::Error::other(e) })??;
+                .map_err(|e| PersistError::Io {
+                    path: "snapshot".into(),
+                    source: std::io::Error::other(e),
+                })??;
         }
         Ok(())
     }
@@ -251,7 +284,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, CqlServerError> {
     }
 }
 
-async fn accept_loop(listener: TcpListener, engine: Arc<Engine>, cancel: CancellationToken, tracker: TaskTracker) {
+async fn accept_loop(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

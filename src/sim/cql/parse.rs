@@ -81,8 +81,14 @@ pub enum Statement {
     },
     Batch(Vec<Statement>),
     Truncate(TableName),
-    DropTable { table: TableName, if_exists: bool },
-    DropKeyspace { name: String, if_exists: bool },
+    DropTable {
+        table: TableName,
+        if_exists: bool,
+    },
+    DropKeyspace {
+        name: String,
+        if_exists: bool,
+    },
 }
 
 #[cfg(test)]
@@ -96,7 +102,9 @@ impl Statement {
         };
         match self {
             Statement::Insert { values, .. } => values.iter().for_each(&mut count_term),
-            Statement::Select { relations, limit, .. } => {
+            Statement::Select {
+                relations, limit, ..
+            } => {
                 for r in relations {
                     match &r.rhs {
                         Rhs::One(t) => count_term(t),
@@ -125,7 +133,9 @@ enum Token {
 }
 
 fn tokenize(text: &str) -> Result<Vec<Token>, String> {
-    const PUNCT: [&str; 17] = ["<=", ">=", "!=", "(", ")", ",", ";", "=", "<", ">", "*", ".", "{", "}", "[", "]", ":"];
+    const PUNCT: [&str; 17] = [
+        "<=", ">=", "!=", "(", ")", ",", ";", "=", "<", ">", "*", ".", "{", "}", "[", "]", ":",
+    ];
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
@@ -157,7 +167,11 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                     }
                 }
             }
-            tokens.push(if c == '\'' { Token::Str(s) } else { Token::Quoted(s) });
+            tokens.push(if c == '\'' {
+                Token::Str(s)
+            } else {
+                Token::Quoted(s)
+            });
         } else if c == '?' {
             tokens.push(Token::Bind);
             i += 1;
@@ -168,11 +182,17 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 i += 1;
             }
             let hex: String = chars[start..i].iter().collect();
-            tokens.push(Token::Blob(hex::decode(&hex).map_err(|_| format!("bad blob literal 0x{hex}"))?));
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            tokens.push(Token::Blob(
+                hex::decode(&hex).map_err(|_| format!("bad blob literal 0x{hex}"))?,
+            ));
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let start = i;
             i += 1;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+')) {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+'))
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
@@ -183,7 +203,11 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             }
         } else if c.is_alphanumeric() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || (chars[i] == '-' && looks_like_uuid(&chars[start..]))) {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric()
+                    || chars[i] == '_'
+                    || (chars[i] == '-' && looks_like_uuid(&chars[start..])))
+            {
                 i += 1;
             }
             tokens.push(Token::Word(chars[start..i].iter().collect()));
@@ -237,7 +261,11 @@ impl Parser {
         if self.eat_keyword(word) {
             Ok(())
         } else {
-            Err(format!("expected {}, found {}", word.to_ascii_uppercase(), self.describe()))
+            Err(format!(
+                "expected {}, found {}",
+                word.to_ascii_uppercase(),
+                self.describe()
+            ))
         }
     }
 
@@ -284,9 +312,15 @@ impl Parser {
     fn table_name(&mut self) -> Result<TableName, String> {
         let first = self.ident()?;
         if self.eat_punct(".") {
-            Ok(TableName { keyspace: Some(first), name: self.ident()? })
+            Ok(TableName {
+                keyspace: Some(first),
+                name: self.ident()?,
+            })
         } else {
-            Ok(TableName { keyspace: None, name: first })
+            Ok(TableName {
+                keyspace: None,
+                name: first,
+            })
         }
     }
 
@@ -308,7 +342,9 @@ impl Parser {
                 if let Ok(i) = n.parse::<i64>() {
                     Ok(Literal::Int(i))
                 } else {
-                    n.parse::<f64>().map(Literal::Float).map_err(|_| format!("bad number '{n}'"))
+                    n.parse::<f64>()
+                        .map(Literal::Float)
+                        .map_err(|_| format!("bad number '{n}'"))
                 }
             }
             Some(Token::Word(w)) if w.eq_ignore_ascii_case("null") => Ok(Literal::Null),
@@ -341,7 +377,11 @@ impl Parser {
                         break;
                     }
                 }
-                Ok(if items.is_empty() { Literal::Map(pairs) } else { Literal::List(items) })
+                Ok(if items.is_empty() {
+                    Literal::Map(pairs)
+                } else {
+                    Literal::List(items)
+                })
             }
             _ => {
                 self.pos -= 1;
@@ -380,7 +420,10 @@ impl Parser {
             if self.eat_keyword("table") || self.eat_keyword("columnfamily") {
                 return self.create_table();
             }
-            return Err(format!("expected KEYSPACE or TABLE after CREATE, found {}", self.describe()));
+            return Err(format!(
+                "expected KEYSPACE or TABLE after CREATE, found {}",
+                self.describe()
+            ));
         }
         if self.eat_keyword("insert") {
             return self.insert();
@@ -398,14 +441,23 @@ impl Parser {
         if self.eat_keyword("drop") {
             if self.eat_keyword("table") {
                 let if_exists = self.eat_keyword("if") && self.eat_keyword("exists");
-                return Ok(Statement::DropTable { if_exists, table: self.table_name()? });
+                return Ok(Statement::DropTable {
+                    if_exists,
+                    table: self.table_name()?,
+                });
             }
             if self.eat_keyword("keyspace") {
                 let if_exists = self.eat_keyword("if") && self.eat_keyword("exists");
-                return Ok(Statement::DropKeyspace { if_exists, name: self.ident()? });
+                return Ok(Statement::DropKeyspace {
+                    if_exists,
+                    name: self.ident()?,
+                });
             }
         }
-        Err(format!("unsupported statement starting at {}", self.describe()))
+        Err(format!(
+            "unsupported statement starting at {}",
+            self.describe()
+        ))
     }
 
     fn create_keyspace(&mut self) -> Result<Statement, String> {
@@ -431,7 +483,12 @@ impl Parser {
                 }
             }
         }
-        Ok(Statement::CreateKeyspace { name, if_not_exists, replication, durable_writes })
+        Ok(Statement::CreateKeyspace {
+            name,
+            if_not_exists,
+            replication,
+            durable_writes,
+        })
     }
 
     fn create_table(&mut self) -> Result<Statement, String> {
@@ -455,7 +512,8 @@ impl Parser {
             } else {
                 let name = self.ident()?;
                 let ty = self.type_text()?;
-                let ty = CqlType::parse(&ty).ok_or_else(|| format!("unknown type '{ty}' for column {name}"))?;
+                let ty = CqlType::parse(&ty)
+                    .ok_or_else(|| format!("unknown type '{ty}' for column {name}"))?;
                 if self.eat_keyword("primary") {
                     self.keyword("key")?;
                     partition_key = vec![name.clone()];
@@ -478,7 +536,13 @@ impl Parser {
                 return Err(format!("unknown primary key column '{key}'"));
             }
         }
-        Ok(Statement::CreateTable { table, if_not_exists, columns, partition_key, clustering })
+        Ok(Statement::CreateTable {
+            table,
+            if_not_exists,
+            columns,
+            partition_key,
+            clustering,
+        })
     }
 
     /// Reads a type such as `map<text, frozen<list<int>>>` back into text.
@@ -509,13 +573,20 @@ impl Parser {
         }
         self.punct(")")?;
         if columns.len() != values.len() {
-            return Err(format!("{} columns but {} values in INSERT", columns.len(), values.len()));
+            return Err(format!(
+                "{} columns but {} values in INSERT",
+                columns.len(),
+                values.len()
+            ));
         }
         self.if_not_exists()?;
         if self.eat_keyword("using") {
             loop {
                 if !(self.eat_keyword("ttl") || self.eat_keyword("timestamp")) {
-                    return Err(format!("expected TTL or TIMESTAMP after USING, found {}", self.describe()));
+                    return Err(format!(
+                        "expected TTL or TIMESTAMP after USING, found {}",
+                        self.describe()
+                    ));
                 }
                 self.term()?;
                 if !self.eat_keyword("and") {
@@ -523,7 +594,11 @@ impl Parser {
                 }
             }
         }
-        Ok(Statement::Insert { table, columns, values })
+        Ok(Statement::Insert {
+            table,
+            columns,
+            values,
+        })
     }
 
     fn select(&mut self) -> Result<Statement, String> {
@@ -531,7 +606,9 @@ impl Parser {
         self.eat_keyword("distinct");
         let selection = if self.eat_punct("*") {
             Selection::All
-        } else if self.at_keyword("count") && matches!(self.tokens.get(self.pos + 1), Some(Token::Punct("("))) {
+        } else if self.at_keyword("count")
+            && matches!(self.tokens.get(self.pos + 1), Some(Token::Punct("(")))
+        {
             self.pos += 2;
             if !self.eat_punct("*") {
                 self.ident()?;
@@ -560,7 +637,10 @@ impl Parser {
                     Some(Token::Word(w)) if w.eq_ignore_ascii_case("in") => Op::In,
                     _ => {
                         self.pos -= 1;
-                        return Err(format!("expected a comparison after {column}, found {}", self.describe()));
+                        return Err(format!(
+                            "expected a comparison after {column}, found {}",
+                            self.describe()
+                        ));
                     }
                 };
                 let rhs = if op == Op::In && self.eat_punct("(") {
@@ -596,11 +676,18 @@ impl Parser {
                 break;
             }
         }
-        Ok(Statement::Select { table, selection, relations, limit })
+        Ok(Statement::Select {
+            table,
+            selection,
+            relations,
+            limit,
+        })
     }
 
     fn batch(&mut self) -> Result<Statement, String> {
-        let _ = self.eat_keyword("unlogged") || self.eat_keyword("logged") || self.eat_keyword("counter");
+        let _ = self.eat_keyword("unlogged")
+            || self.eat_keyword("logged")
+            || self.eat_keyword("counter");
         self.keyword("batch")?;
         let mut inner = Vec::new();
         while !self.eat_keyword("apply") {
@@ -629,11 +716,18 @@ fn literal_text(l: &Literal) -> String {
 pub fn parse(text: &str) -> Result<Statement, String> {
     let describe = |e: String| format!("line 1: {e} in statement \"{}\"", text.trim());
     let tokens = tokenize(text).map_err(describe)?;
-    let mut parser = Parser { tokens, pos: 0, binds: 0 };
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        binds: 0,
+    };
     let statement = parser.statement().map_err(describe)?;
     parser.eat_punct(";");
     if parser.pos < parser.tokens.len() {
-        return Err(describe(format!("unexpected {} after the statement", parser.describe())));
+        return Err(describe(format!(
+            "unexpected {} after the statement",
+            parser.describe()
+        )));
     }
     Ok(statement)
 }
@@ -649,7 +743,14 @@ mod tests {
              PRIMARY KEY ((stream, day), message_id)) WITH CLUSTERING ORDER BY (message_id ASC)",
         )
         .expect("parse");
-        let Statement::CreateTable { table, if_not_exists, partition_key, clustering, columns } = s else {
+        let Statement::CreateTable {
+            table,
+            if_not_exists,
+            partition_key,
+            clustering,
+            columns,
+        } = s
+        else {
             panic!("not a create table: {s:?}")
         };
         assert_eq!(table.keyspace.as_deref(), Some("ks"));
@@ -661,7 +762,8 @@ mod tests {
 
     #[test]
     fn numbers_bind_markers_in_order() {
-        let s = parse("SELECT * FROM t WHERE a = ? AND b IN (?, 3) AND c > ? LIMIT ?").expect("parse");
+        let s =
+            parse("SELECT * FROM t WHERE a = ? AND b IN (?, 3) AND c > ? LIMIT ?").expect("parse");
         let mut n = 0;
         s.bind_count(&mut n);
         assert_eq!(n, 4);
@@ -677,7 +779,9 @@ mod tests {
     fn parses_keyspace_replication_and_batches() {
         let s = parse("CREATE KEYSPACE IF NOT EXISTS k WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}")
             .expect("parse");
-        assert!(matches!(s, Statement::CreateKeyspace { ref replication, .. } if replication.len() == 2));
+        assert!(
+            matches!(s, Statement::CreateKeyspace { ref replication, .. } if replication.len() == 2)
+        );
         let b = parse("BEGIN UNLOGGED BATCH INSERT INTO t (a) VALUES (1); INSERT INTO t (a) VALUES (?); APPLY BATCH")
             .expect("parse");
         assert!(matches!(b, Statement::Batch(ref v) if v.len() == 2));

@@ -66,7 +66,11 @@ pub fn save(db: &Database, path: &Path) -> Result<(), PersistError> {
         keyspaces: db
             .keyspaces()
             .into_iter()
-            .map(|k| KeyspaceSnapshot { name: k.name, replication: k.replication, durable_writes: k.durable_writes })
+            .map(|k| KeyspaceSnapshot {
+                name: k.name,
+                replication: k.replication,
+                durable_writes: k.durable_writes,
+            })
             .collect(),
         tables: db
             .tables()
@@ -88,9 +92,15 @@ pub fn save(db: &Database, path: &Path) -> Result<(), PersistError> {
             })
             .collect(),
     };
-    let io = |source| PersistError::Io { path: path.display().to_string(), source };
+    let io = |source| PersistError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec(&snapshot).map_err(|source| PersistError::Format { path: path.display().to_string(), source })?;
+    let bytes = serde_json::to_vec(&snapshot).map_err(|source| PersistError::Format {
+        path: path.display().to_string(),
+        source,
+    })?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -104,28 +114,62 @@ pub fn load(db: &Database, path: &Path) -> Result<(), PersistError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(PersistError::Io { path: display, source }),
+        Err(source) => {
+            return Err(PersistError::Io {
+                path: display,
+                source,
+            })
+        }
     };
     let snapshot: Snapshot =
-        serde_json::from_slice(&bytes).map_err(|source| PersistError::Format { path: display.clone(), source })?;
-    let content = |reason: String| PersistError::Content { path: display.clone(), reason };
+        serde_json::from_slice(&bytes).map_err(|source| PersistError::Format {
+            path: display.clone(),
+            source,
+        })?;
+    let content = |reason: String| PersistError::Content {
+        path: display.clone(),
+        reason,
+    };
     if snapshot.version != SNAPSHOT_VERSION {
-        return Err(content(format!("version {} found, expected {SNAPSHOT_VERSION}", snapshot.version)));
+        return Err(content(format!(
+            "version {} found, expected {SNAPSHOT_VERSION}",
+            snapshot.version
+        )));
     }
     for k in snapshot.keyspaces {
-        db.create_keyspace(Keyspace { name: k.name, replication: k.replication, durable_writes: k.durable_writes }, true)
-            .map_err(content)?;
+        db.create_keyspace(
+            Keyspace {
+                name: k.name,
+                replication: k.replication,
+                durable_writes: k.durable_writes,
+            },
+            true,
+        )
+        .map_err(content)?;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     for t in snapshot.tables {
         let columns = t
             .columns
             .iter()
-            .map(|(n, ty)| CqlType::parse(ty).map(|ty| (n.clone(), ty)).ok_or_else(|| content(format!("unknown type '{ty}'"))))
+            .map(|(n, ty)| {
+                CqlType::parse(ty)
+                    .map(|ty| (n.clone(), ty))
+                    .ok_or_else(|| content(format!("unknown type '{ty}'")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let table = Table::new(&t.keyspace, &t.name, &columns, &t.partition_key, &t.clustering).map_err(content)?;
+        let table = Table::new(
+            &t.keyspace,
+            &t.name,
+            &columns,
+            &t.partition_key,
+            &t.clustering,
+        )
+        .map_err(content)?;
         db.create_table(table, true).map_err(content)?;
-        let table = db.table(&t.keyspace, &t.name).ok_or_else(|| content(format!("table {} vanished", t.name)))?;
+        let table = db
+            .table(&t.keyspace, &t.name)
+            .ok_or_else(|| content(format!("table {} vanished", t.name)))?;
         for row in t.rows {
             let cells = row
                 .into_iter()

@@ -61,8 +61,14 @@ impl Table {
                 .position(|(c, _)| c == key)
                 .ok_or_else(|| format!("unknown primary key column '{key}'"))
         };
-        let pk = partition_key.iter().map(index).collect::<Result<Vec<_>, _>>()?;
-        let ck = clustering.iter().map(index).collect::<Result<Vec<_>, _>>()?;
+        let pk = partition_key
+            .iter()
+            .map(index)
+            .collect::<Result<Vec<_>, _>>()?;
+        let ck = clustering
+            .iter()
+            .map(index)
+            .collect::<Result<Vec<_>, _>>()?;
         let columns = columns
             .iter()
             .enumerate()
@@ -100,7 +106,12 @@ impl Table {
         for &i in &self.partition_key {
             match &row[i] {
                 Some(Some(bytes)) => push_cell(&mut key, Some(bytes)),
-                _ => return Err(format!("Invalid null value in condition for column {}", self.columns[i].name)),
+                _ => {
+                    return Err(format!(
+                        "Invalid null value in condition for column {}",
+                        self.columns[i].name
+                    ))
+                }
             }
         }
         Ok(key)
@@ -111,14 +122,19 @@ impl Table {
             .iter()
             .map(|&i| match &row[i] {
                 Some(Some(bytes)) => Ok(self.columns[i].ty.sort_key(Some(bytes))),
-                _ => Err(format!("Missing mandatory PRIMARY KEY part {}", self.columns[i].name)),
+                _ => Err(format!(
+                    "Missing mandatory PRIMARY KEY part {}",
+                    self.columns[i].name
+                )),
             })
             .collect()
     }
 
     fn shard(&self, partition: &[u8]) -> &Mutex<HashMap<Vec<u8>, Partition>> {
         // FNV-1a: cheap and good enough to spread partition keys over the shards.
-        let hash = partition.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+        let hash = partition.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+        });
         &self.shards[(hash % SHARDS as u64) as usize]
     }
 
@@ -126,8 +142,16 @@ impl Table {
     /// primary key is overwritten column by column, as Cassandra does.
     pub fn upsert(&self, row: Vec<Option<Cell>>) -> Result<(), String> {
         let partition = self.partition_of(&row)?;
+        self.upsert_at(partition, row)
+    }
+
+    /// [`Table::upsert`] with the partition key already computed by [`Table::partition_of`].
+    pub fn upsert_at(&self, partition: Vec<u8>, row: Vec<Option<Cell>>) -> Result<(), String> {
         let clustering = self.clustering_of(&row)?;
-        let mut shard = self.shard(&partition).lock().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self
+            .shard(&partition)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let rows = shard.entry(partition).or_default();
         match rows.get_mut(&clustering) {
             Some(existing) => {
@@ -191,9 +215,18 @@ impl Table {
     /// The `CREATE TABLE` body columns, for snapshots.
     pub fn definition(&self) -> (Vec<(String, String)>, Vec<String>, Vec<String>) {
         (
-            self.columns.iter().map(|c| (c.name.clone(), c.ty.name())).collect(),
-            self.partition_key.iter().map(|&i| self.columns[i].name.clone()).collect(),
-            self.clustering.iter().map(|&i| self.columns[i].name.clone()).collect(),
+            self.columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.name()))
+                .collect(),
+            self.partition_key
+                .iter()
+                .map(|&i| self.columns[i].name.clone())
+                .collect(),
+            self.clustering
+                .iter()
+                .map(|&i| self.columns[i].name.clone())
+                .collect(),
         )
     }
 }
@@ -239,7 +272,11 @@ impl Database {
     pub fn create_keyspace(&self, ks: Keyspace, if_not_exists: bool) -> Result<(), String> {
         let mut keyspaces = self.keyspaces.write().unwrap_or_else(|p| p.into_inner());
         if keyspaces.contains_key(&ks.name) {
-            return if if_not_exists { Ok(()) } else { Err(format!("Keyspace {} already exists", ks.name)) };
+            return if if_not_exists {
+                Ok(())
+            } else {
+                Err(format!("Keyspace {} already exists", ks.name))
+            };
         }
         keyspaces.insert(ks.name.clone(), ks);
         self.generation.fetch_add(1, AtomicOrdering::Relaxed);
@@ -247,7 +284,10 @@ impl Database {
     }
 
     pub fn has_keyspace(&self, name: &str) -> bool {
-        self.keyspaces.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+        self.keyspaces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
     }
 
     pub fn create_table(&self, table: Table, if_not_exists: bool) -> Result<(), String> {
@@ -280,8 +320,16 @@ impl Database {
     }
 
     pub fn drop_keyspace(&self, name: &str) -> bool {
-        let removed = self.keyspaces.write().unwrap_or_else(|p| p.into_inner()).remove(name).is_some();
-        self.tables.write().unwrap_or_else(|p| p.into_inner()).retain(|(ks, _), _| ks != name);
+        let removed = self
+            .keyspaces
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .is_some();
+        self.tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(ks, _), _| ks != name);
         self.generation.fetch_add(1, AtomicOrdering::Relaxed);
         removed
     }
@@ -295,11 +343,21 @@ impl Database {
     }
 
     pub fn keyspaces(&self) -> Vec<Keyspace> {
-        self.keyspaces.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.keyspaces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn tables(&self) -> Vec<Arc<Table>> {
-        self.tables.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn schema_version(&self) -> uuid::Uuid {
@@ -309,10 +367,19 @@ impl Database {
 
     /// The system tables, by keyspace and name. `None` means "not a system table"; an `Err` names a
     /// table that does not exist here (such as Scylla's own `system_schema.scylla_*`).
-    pub fn system_table(&self, keyspace: &str, name: &str, ip: IpAddr) -> Option<Result<Virtual, String>> {
+    pub fn system_table(
+        &self,
+        keyspace: &str,
+        name: &str,
+        ip: IpAddr,
+    ) -> Option<Result<Virtual, String>> {
         use CqlType::*;
         let text = |s: &str| Some(s.as_bytes().to_vec());
-        let col = |cols: &[(&str, CqlType)]| cols.iter().map(|(n, t)| (n.to_string(), t.clone())).collect::<Vec<_>>();
+        let col = |cols: &[(&str, CqlType)]| {
+            cols.iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect::<Vec<_>>()
+        };
         let map_tt = || Map(Box::new(Text), Box::new(Text));
         let list_t = || List(Box::new(Text));
         let inet = |ip: IpAddr| match ip {
@@ -331,7 +398,12 @@ impl Database {
                 ("type", Text),
             ])
         };
-        let empty = |columns| Some(Ok(Virtual { columns, rows: Vec::new() }));
+        let empty = |columns| {
+            Some(Ok(Virtual {
+                columns,
+                rows: Vec::new(),
+            }))
+        };
         match (keyspace, name) {
             ("system", "local") => {
                 let columns = col(&[
@@ -370,7 +442,10 @@ impl Database {
                     Some(self.schema_version().as_bytes().to_vec()),
                     Some(tokens),
                 ];
-                Some(Ok(Virtual { columns, rows: vec![row] }))
+                Some(Ok(Virtual {
+                    columns,
+                    rows: vec![row],
+                }))
             }
             ("system", "peers") => empty(col(&[
                 ("peer", Inet),
@@ -407,10 +482,18 @@ impl Database {
                             push_cell(&mut replication, Some(k.as_bytes()));
                             push_cell(&mut replication, Some(v.as_bytes()));
                         }
-                        vec![text(&ks.name), Some(vec![u8::from(ks.durable_writes)]), Some(replication)]
+                        vec![
+                            text(&ks.name),
+                            Some(vec![u8::from(ks.durable_writes)]),
+                            Some(replication),
+                        ]
                     })
                     .collect();
-                let columns = col(&[("keyspace_name", Text), ("durable_writes", Boolean), ("replication", map_tt())]);
+                let columns = col(&[
+                    ("keyspace_name", Text),
+                    ("durable_writes", Boolean),
+                    ("replication", map_tt()),
+                ]);
                 Some(Ok(Virtual { columns, rows }))
             }
             ("system_schema", "tables") => {
@@ -442,7 +525,10 @@ impl Database {
                     .map(|t| {
                         let mut h = Sha256::new();
                         h.update(format!("{}.{}", t.keyspace, t.name).as_bytes());
-                        let id = uuid::Builder::from_random_bytes(h.finalize()[..16].try_into().unwrap_or_default()).into_uuid();
+                        let id = uuid::Builder::from_random_bytes(
+                            h.finalize()[..16].try_into().unwrap_or_default(),
+                        )
+                        .into_uuid();
                         vec![
                             text(&t.keyspace),
                             text(&t.name),
@@ -487,7 +573,10 @@ impl Database {
                         ]);
                     }
                 }
-                Some(Ok(Virtual { columns: schema_columns(), rows }))
+                Some(Ok(Virtual {
+                    columns: schema_columns(),
+                    rows,
+                }))
             }
             ("system_schema", "types") => empty(col(&[
                 ("keyspace_name", Text),
@@ -544,13 +633,21 @@ impl Database {
                 ("type", Text),
             ])),
             ("system_virtual_schema", "keyspaces") => empty(col(&[("keyspace_name", Text)])),
-            ("system_virtual_schema", "tables") => {
-                empty(col(&[("keyspace_name", Text), ("table_name", Text), ("comment", Text)]))
-            }
+            ("system_virtual_schema", "tables") => empty(col(&[
+                ("keyspace_name", Text),
+                ("table_name", Text),
+                ("comment", Text),
+            ])),
             ("system_virtual_schema", "columns") => empty(schema_columns()),
-            ("system" | "system_schema" | "system_virtual_schema" | "system_auth" | "system_distributed" | "system_traces", _) => {
-                Some(Err(format!("unconfigured table {keyspace}.{name}")))
-            }
+            (
+                "system"
+                | "system_schema"
+                | "system_virtual_schema"
+                | "system_auth"
+                | "system_distributed"
+                | "system_traces",
+                _,
+            ) => Some(Err(format!("unconfigured table {keyspace}.{name}"))),
             _ => None,
         }
     }

@@ -142,7 +142,10 @@ impl CqlType {
             },
             CqlType::Map(k, v) => ColTypeOption {
                 id: ColType::Map,
-                value: Some(ColTypeOptionValue::CMap(Box::new(k.wire()), Box::new(v.wire()))),
+                value: Some(ColTypeOptionValue::CMap(
+                    Box::new(k.wire()),
+                    Box::new(v.wire()),
+                )),
             },
         }
     }
@@ -153,12 +156,20 @@ impl CqlType {
             if bytes.len() == n {
                 Ok(())
             } else {
-                Err(format!("expected {n} bytes for {}, got {}", self.name(), bytes.len()))
+                Err(format!(
+                    "expected {n} bytes for {}, got {}",
+                    self.name(),
+                    bytes.len()
+                ))
             }
         };
         match self {
             CqlType::Uuid | CqlType::Timeuuid => fixed(16),
-            CqlType::Timestamp | CqlType::Bigint | CqlType::Counter | CqlType::Double | CqlType::Time => fixed(8),
+            CqlType::Timestamp
+            | CqlType::Bigint
+            | CqlType::Counter
+            | CqlType::Double
+            | CqlType::Time => fixed(8),
             CqlType::Int | CqlType::Float | CqlType::Date => fixed(4),
             CqlType::Smallint => fixed(2),
             CqlType::Tinyint | CqlType::Boolean => fixed(1),
@@ -187,20 +198,35 @@ impl CqlType {
             (_, Literal::Null) => return Ok(None),
             (CqlType::Text | CqlType::Ascii, Literal::Str(s)) => s.as_bytes().to_vec(),
             (CqlType::Timestamp, Literal::Str(s)) => {
-                let parsed = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| format!("expected an rfc 3339 timestamp, got '{s}'"))?;
-                ((parsed.unix_timestamp_nanos() / 1_000_000) as i64).to_be_bytes().to_vec()
+                let parsed =
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                        .map_err(|_| format!("expected an rfc 3339 timestamp, got '{s}'"))?;
+                ((parsed.unix_timestamp_nanos() / 1_000_000) as i64)
+                    .to_be_bytes()
+                    .to_vec()
             }
-            (CqlType::Uuid | CqlType::Timeuuid, Literal::Str(s) | Literal::Word(s)) => uuid::Uuid::parse_str(s)
+            (CqlType::Uuid | CqlType::Timeuuid, Literal::Str(s) | Literal::Word(s)) => {
+                uuid::Uuid::parse_str(s)
+                    .map_err(|_| mismatch())?
+                    .as_bytes()
+                    .to_vec()
+            }
+            (
+                CqlType::Bigint | CqlType::Timestamp | CqlType::Counter | CqlType::Time,
+                Literal::Int(i),
+            ) => i.to_be_bytes().to_vec(),
+            (CqlType::Int, Literal::Int(i)) => i32::try_from(*i)
                 .map_err(|_| mismatch())?
-                .as_bytes()
+                .to_be_bytes()
                 .to_vec(),
-            (CqlType::Bigint | CqlType::Timestamp | CqlType::Counter | CqlType::Time, Literal::Int(i)) => {
-                i.to_be_bytes().to_vec()
-            }
-            (CqlType::Int, Literal::Int(i)) => i32::try_from(*i).map_err(|_| mismatch())?.to_be_bytes().to_vec(),
-            (CqlType::Smallint, Literal::Int(i)) => i16::try_from(*i).map_err(|_| mismatch())?.to_be_bytes().to_vec(),
-            (CqlType::Tinyint, Literal::Int(i)) => i8::try_from(*i).map_err(|_| mismatch())?.to_be_bytes().to_vec(),
+            (CqlType::Smallint, Literal::Int(i)) => i16::try_from(*i)
+                .map_err(|_| mismatch())?
+                .to_be_bytes()
+                .to_vec(),
+            (CqlType::Tinyint, Literal::Int(i)) => i8::try_from(*i)
+                .map_err(|_| mismatch())?
+                .to_be_bytes()
+                .to_vec(),
             (CqlType::Varint, Literal::Int(i)) => varint(*i),
             (CqlType::Double, Literal::Int(i)) => (*i as f64).to_be_bytes().to_vec(),
             (CqlType::Double, Literal::Float(f)) => f.to_be_bytes().to_vec(),
@@ -223,7 +249,9 @@ impl CqlType {
                 }
                 out
             }
-            (CqlType::Map(_, _), Literal::List(items)) if items.is_empty() => 0i32.to_be_bytes().to_vec(),
+            (CqlType::Map(_, _), Literal::List(items)) if items.is_empty() => {
+                0i32.to_be_bytes().to_vec()
+            }
             (CqlType::List(_) | CqlType::Set(_), Literal::Map(pairs)) if pairs.is_empty() => {
                 0i32.to_be_bytes().to_vec()
             }
@@ -236,12 +264,30 @@ impl CqlType {
         let Some(bytes) = bytes else {
             return SortKey::Null;
         };
-        let signed = |b: &[u8]| b.iter().fold(if b.first().is_some_and(|x| x & 0x80 != 0) { -1i64 } else { 0 }, |acc, x| (acc << 8) | i64::from(*x));
+        let signed = |b: &[u8]| {
+            b.iter().fold(
+                if b.first().is_some_and(|x| x & 0x80 != 0) {
+                    -1i64
+                } else {
+                    0
+                },
+                |acc, x| (acc << 8) | i64::from(*x),
+            )
+        };
         match self {
-            CqlType::Bigint | CqlType::Timestamp | CqlType::Counter | CqlType::Int | CqlType::Smallint
-            | CqlType::Tinyint | CqlType::Time | CqlType::Varint => SortKey::Int(signed(bytes)),
+            CqlType::Bigint
+            | CqlType::Timestamp
+            | CqlType::Counter
+            | CqlType::Int
+            | CqlType::Smallint
+            | CqlType::Tinyint
+            | CqlType::Time
+            | CqlType::Varint => SortKey::Int(signed(bytes)),
             CqlType::Double => SortKey::Float(
-                <[u8; 8]>::try_from(bytes).map(f64::from_be_bytes).unwrap_or_default().to_bits() as i64,
+                <[u8; 8]>::try_from(bytes)
+                    .map(f64::from_be_bytes)
+                    .unwrap_or_default()
+                    .to_bits() as i64,
             ),
             _ => SortKey::Bytes(bytes.to_vec()),
         }
@@ -336,7 +382,10 @@ mod tests {
         let t = CqlType::parse("frozen<map<text, list<int>>>").expect("parse");
         assert_eq!(
             t,
-            CqlType::Map(Box::new(CqlType::Text), Box::new(CqlType::List(Box::new(CqlType::Int))))
+            CqlType::Map(
+                Box::new(CqlType::Text),
+                Box::new(CqlType::List(Box::new(CqlType::Int)))
+            )
         );
         assert_eq!(t.name(), "frozen<map<text, frozen<list<int>>>>");
         assert_eq!(CqlType::parse("wat"), None);
@@ -349,14 +398,21 @@ mod tests {
         let b = t.sort_key(Some(&3i64.to_be_bytes()));
         assert!(a < b);
         let d = CqlType::Double;
-        assert!(d.sort_key(Some(&(-1.5f64).to_be_bytes())) < d.sort_key(Some(&(0.25f64).to_be_bytes())));
-        assert!(d.sort_key(Some(&(-2.5f64).to_be_bytes())) < d.sort_key(Some(&(-1.5f64).to_be_bytes())));
+        assert!(
+            d.sort_key(Some(&(-1.5f64).to_be_bytes())) < d.sort_key(Some(&(0.25f64).to_be_bytes()))
+        );
+        assert!(
+            d.sort_key(Some(&(-2.5f64).to_be_bytes())) < d.sort_key(Some(&(-1.5f64).to_be_bytes()))
+        );
     }
 
     #[test]
     fn checks_fixed_width_values() {
         assert!(CqlType::Uuid.check(&[0; 16]).is_ok());
-        assert!(CqlType::Uuid.check(&[0; 3]).unwrap_err().contains("16 bytes"));
+        assert!(CqlType::Uuid
+            .check(&[0; 3])
+            .unwrap_err()
+            .contains("16 bytes"));
         assert!(CqlType::Text.check(&[0xff]).is_err());
     }
 }
