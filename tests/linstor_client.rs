@@ -418,6 +418,11 @@ async fn bearer_token_is_enforced_and_denials_are_permanent() {
     let good = LinstorConfig::for_controller(&fake.base_url(), Some("s3cret"), Some("s3cret"))
         .validate()
         .unwrap();
+    let shown = format!("{:?}", LinstorWriter::new(&good).unwrap());
+    assert!(
+        !shown.contains("s3cret"),
+        "debug output never shows the token: {shown}"
+    );
     assert_eq!(
         within("with token", LinstorReader::new(&good).unwrap().nodes())
             .await
@@ -754,6 +759,14 @@ async fn volume_executor_separates_permanent_from_retriable_failures() {
         err.reason()
     );
     assert!(err.reason().contains("pool-nvme"), "{}", err.reason());
+    let (reader, _) = clients(&fake);
+    let leftover = within("leftover", reader.resource_definition("pvc-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        leftover.is_not_found(),
+        "the unplaceable definition is removed again: {leftover}"
+    );
     let reply =
         trimtab::linstor::ops::VolumeReply::failed(&create("pvc-1", GIB, 2, "pool-nvme"), &err);
     assert!(!reply.ok && reply.error.as_deref() == Some(err.reason().as_str()));

@@ -35,7 +35,6 @@ fn seg(name: &str) -> String {
 const BODY_SNIPPET: usize = 300;
 
 /// One HTTP client towards a list of controllers, carrying one credential.
-#[derive(Debug)]
 struct Transport {
     controllers: Vec<Url>,
     /// Index of the controller that answered last; requests start there.
@@ -43,6 +42,20 @@ struct Transport {
     client: reqwest::Client,
     token: Option<String>,
     timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is never printed, only whether there is one.
+        f.debug_struct("Transport")
+            .field(
+                "controllers",
+                &self.controllers.iter().map(Url::as_str).collect::<Vec<_>>(),
+            )
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Transport {

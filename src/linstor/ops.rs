@@ -169,11 +169,22 @@ impl VolumeExecutor {
                     },
                     ..AutoPlaceRequest::default()
                 };
-                let replies = self
-                    .writer
-                    .autoplace(resource, &place)
-                    .await
-                    .map_err(wrap)?;
+                let replies = match self.writer.autoplace(resource, &place).await {
+                    Ok(replies) => replies,
+                    Err(e) if !e.is_retriable() && rd == Outcome::Changed => {
+                        // The definition was made by this very call and can never be placed as asked:
+                        // remove it so a corrected request under the same name starts clean.
+                        if let Err(cleanup) = self
+                            .writer
+                            .ensure_resource_definition_deleted(resource)
+                            .await
+                        {
+                            tracing::warn!(resource, error = %cleanup, "could not remove the unplaceable resource definition");
+                        }
+                        return Err(wrap(e));
+                    }
+                    Err(e) => return Err(wrap(e)),
+                };
                 let placed_before = replies.has_code(super::retcode::WARN_RSC_ALREADY_DEPLOYED);
                 if let Some(pool) = storage_pool {
                     let current = self.replicas(resource).await.map_err(wrap)?;
