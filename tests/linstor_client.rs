@@ -854,3 +854,44 @@ async fn volume_executor_separates_permanent_from_retriable_failures() {
     assert_eq!(reply.replicas.iter().filter(|r| !r.diskless).count(), 2);
     fake.shutdown().await;
 }
+
+#[tokio::test]
+async fn resource_groups_and_single_objects_round_trip() {
+    let fake = fake().await;
+    let (reader, writer) = clients(&fake);
+    let group = trimtab::linstor::types::ResourceGroup {
+        name: "rg-hdd".into(),
+        description: "bulk".into(),
+        select_filter: AutoSelectFilter {
+            place_count: Some(3),
+            storage_pool_list: Some(vec!["pool-hdd".into()]),
+            ..AutoSelectFilter::default()
+        },
+        ..Default::default()
+    };
+    within("create group", writer.create_resource_group(&group)).await.unwrap();
+    let read = within("get group", reader.resource_group("rg-hdd")).await.unwrap();
+    assert_eq!(read.select_filter.place_count, Some(3));
+    assert_eq!(read.description, "bulk");
+    let err = within("create group again", writer.create_resource_group(&group)).await.unwrap_err();
+    assert_eq!(err.api_code(), Some(retcode::FAIL_EXISTS_RSC_GRP));
+    let missing = within("missing group", reader.resource_group("nope")).await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+
+    // A definition in the group is placed by the group's filter when the request gives none.
+    within("rd", writer.create_resource_definition("bulk-1", Some("rg-hdd"))).await.unwrap();
+    within("vd", writer.create_volume_definition("bulk-1", 0, GIB)).await.unwrap();
+    within("place", writer.autoplace("bulk-1", &AutoPlaceRequest::default())).await.unwrap();
+    let placed: Vec<_> = fake.resources().into_iter().filter(|p| p.resource == "bulk-1").collect();
+    assert_eq!(placed.len(), 3);
+    assert!(placed.iter().all(|p| p.pool.as_deref() == Some("pool-hdd")), "{placed:?}");
+    let definitions = within("definitions", reader.resource_definitions()).await.unwrap();
+    assert_eq!(definitions[0].resource_group_name.as_deref(), Some("rg-hdd"));
+    assert_eq!(definitions[0].volume_definitions.as_ref().unwrap()[0].size_kib, GIB);
+
+    let node = within("node", reader.node("n4")).await.unwrap();
+    assert_eq!(node.props.get("Aux/zone").map(String::as_str), Some("z2"));
+    let missing = within("missing node", reader.node("n9")).await.unwrap_err();
+    assert_eq!(missing.api_code(), Some(retcode::FAIL_NOT_FOUND_NODE));
+    fake.shutdown().await;
+}

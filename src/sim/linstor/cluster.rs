@@ -1145,7 +1145,7 @@ impl Cluster {
                     )]);
                 }
                 if let Some(from) = &toggle.migrate_from {
-                    if !d.resources.get(from).is_some_and(|r| r.pool.is_some()) {
+                    if d.resources.get(from).is_none_or(|r| r.pool.is_none()) {
                         return Err(fail(
                             retcode::FAIL_NOT_FOUND_RSC,
                             obj,
@@ -1240,7 +1240,7 @@ impl Cluster {
             ));
         }
         for node in &nodes {
-            if !d.resources.get(node).is_some_and(|r| r.pool.is_some()) {
+            if d.resources.get(node).is_none_or(|r| r.pool.is_none()) {
                 return Err(fail(
                     retcode::FAIL_NOT_FOUND_RSC,
                     obj,

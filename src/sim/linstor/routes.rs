@@ -63,6 +63,8 @@ fn not_found(code: u32, message: String) -> Response {
     )
 }
 
+/// Parses a request body; the error is the finished 400 reply, which is why it is large.
+#[allow(clippy::result_large_err)]
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
         let entry = ApiCallRc::new(
