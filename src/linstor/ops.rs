@@ -7,6 +7,7 @@
 //! carrying LINSTOR's own message, which the pipeline uses as the dead-letter reason and reply text.
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::client::{LinstorWriter, Outcome};
 use super::types::{AutoPlaceRequest, AutoSelectFilter, ResourceWithVolumes};
@@ -121,6 +122,15 @@ impl VolumeExecutor {
 
     /// Runs one request to completion. Safe to call again with the same request after any failure.
     pub async fn execute(&self, request: &VolumeRequest) -> Result<VolumeReply, VolumeOpError> {
+        let span = tracing::info_span!(
+            "volume_op",
+            op = request.op(),
+            resource = request.resource()
+        );
+        self.run(request).instrument(span).await
+    }
+
+    async fn run(&self, request: &VolumeRequest) -> Result<VolumeReply, VolumeOpError> {
         let op = request.op();
         let resource = request.resource();
         let wrap = |source: LinstorError| VolumeOpError::Linstor {
@@ -128,8 +138,6 @@ impl VolumeExecutor {
             resource: resource.to_owned(),
             source,
         };
-        let span = tracing::info_span!("volume_op", op, resource);
-        let _entered = span.enter();
         let already_done = match request {
             VolumeRequest::Create {
                 resource,

@@ -1454,10 +1454,26 @@ impl Cluster {
                 .collect();
             groups.entry(key).or_default().push(c);
         }
+        // At most N replicas per value of each `x_replicas_on_different_map` key, existing ones included.
+        let x_limits: Vec<(String, u32)> = filter
+            .x_replicas_on_different_map
+            .iter()
+            .flatten()
+            .map(|(k, n)| (split_prop(k).0, *n))
+            .collect();
+        let mut x_existing: BTreeMap<(String, String), u32> = BTreeMap::new();
+        for node in &existing {
+            for (key, _) in &x_limits {
+                if let Some(value) = prop_of(node, key) {
+                    *x_existing.entry((key.clone(), value)).or_default() += 1;
+                }
+            }
+        }
         let mut best: Option<Vec<&Candidate>> = None;
         for members in groups.values() {
             let mut picked: Vec<&Candidate> = Vec::new();
             let mut taken = used_different.clone();
+            let mut x_counts = x_existing.clone();
             for c in members {
                 if picked.len() == additional {
                     break;
@@ -1468,6 +1484,21 @@ impl Cluster {
                     .collect();
                 if values.iter().any(|v| taken.contains(v)) {
                     continue;
+                }
+                let x_values: Vec<((String, String), u32)> = x_limits
+                    .iter()
+                    .filter_map(|(k, limit)| {
+                        c.props.get(k).map(|v| ((k.clone(), v.clone()), *limit))
+                    })
+                    .collect();
+                if x_values
+                    .iter()
+                    .any(|(kv, limit)| x_counts.get(kv).copied().unwrap_or(0) >= *limit)
+                {
+                    continue;
+                }
+                for (kv, _) in x_values {
+                    *x_counts.entry(kv).or_default() += 1;
                 }
                 taken.extend(values);
                 picked.push(c);
@@ -1912,6 +1943,27 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("differ in the values of the properties [\"Aux/zone\"]"));
+    }
+
+    #[test]
+    fn x_replicas_on_different_caps_replicas_per_zone() {
+        let mut c = cluster();
+        create(&mut c, "r1", 1024);
+        let request = |count: u32| AutoPlaceRequest {
+            select_filter: AutoSelectFilter {
+                place_count: Some(count),
+                storage_pool_list: Some(vec!["pool-ssd".into()]),
+                x_replicas_on_different_map: Some([("zone".to_owned(), 1)].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // Three zones hold ssd pools, so four replicas at one per zone cannot be placed.
+        let err = c.autoplace("r1", request(4), Instant::now()).unwrap_err();
+        assert_eq!(err[0].ret_code.code(), retcode::FAIL_NOT_ENOUGH_NODES);
+        c.autoplace("r1", request(3), Instant::now()).unwrap();
+        // Without the cap n2 (z1) would come before n3 (z2) on the name tie-break.
+        assert_eq!(nodes_of(&c, "r1"), vec!["n1", "n3", "n5"]);
     }
 
     #[test]
