@@ -470,6 +470,15 @@ async fn server_errors_timeouts_and_unreachable_controllers_are_retriable() {
     assert_eq!(within("recovered", reader.nodes()).await.unwrap().len(), 6);
     assert_eq!(fake.faults().injected_failures(), 1);
 
+    fake.faults().fail_fraction(1.0);
+    assert!(within("all failing", reader.version())
+        .await
+        .unwrap_err()
+        .is_retriable());
+    assert!(within("all failing", reader.storage_pools()).await.is_err());
+    fake.faults().fail_fraction(0.0);
+    assert!(within("none failing", reader.version()).await.is_ok());
+
     fake.faults().slow_replies(Duration::from_millis(1500));
     let mut config = LinstorConfig::for_controller(&fake.base_url(), None, None);
     config.timeout_ms = 200;
@@ -869,25 +878,60 @@ async fn resource_groups_and_single_objects_round_trip() {
         },
         ..Default::default()
     };
-    within("create group", writer.create_resource_group(&group)).await.unwrap();
-    let read = within("get group", reader.resource_group("rg-hdd")).await.unwrap();
+    within("create group", writer.create_resource_group(&group))
+        .await
+        .unwrap();
+    let read = within("get group", reader.resource_group("rg-hdd"))
+        .await
+        .unwrap();
     assert_eq!(read.select_filter.place_count, Some(3));
     assert_eq!(read.description, "bulk");
-    let err = within("create group again", writer.create_resource_group(&group)).await.unwrap_err();
+    let err = within("create group again", writer.create_resource_group(&group))
+        .await
+        .unwrap_err();
     assert_eq!(err.api_code(), Some(retcode::FAIL_EXISTS_RSC_GRP));
-    let missing = within("missing group", reader.resource_group("nope")).await.unwrap_err();
+    let missing = within("missing group", reader.resource_group("nope"))
+        .await
+        .unwrap_err();
     assert!(missing.is_not_found(), "{missing}");
 
     // A definition in the group is placed by the group's filter when the request gives none.
-    within("rd", writer.create_resource_definition("bulk-1", Some("rg-hdd"))).await.unwrap();
-    within("vd", writer.create_volume_definition("bulk-1", 0, GIB)).await.unwrap();
-    within("place", writer.autoplace("bulk-1", &AutoPlaceRequest::default())).await.unwrap();
-    let placed: Vec<_> = fake.resources().into_iter().filter(|p| p.resource == "bulk-1").collect();
+    within(
+        "rd",
+        writer.create_resource_definition("bulk-1", Some("rg-hdd")),
+    )
+    .await
+    .unwrap();
+    within("vd", writer.create_volume_definition("bulk-1", 0, GIB))
+        .await
+        .unwrap();
+    within(
+        "place",
+        writer.autoplace("bulk-1", &AutoPlaceRequest::default()),
+    )
+    .await
+    .unwrap();
+    let placed: Vec<_> = fake
+        .resources()
+        .into_iter()
+        .filter(|p| p.resource == "bulk-1")
+        .collect();
     assert_eq!(placed.len(), 3);
-    assert!(placed.iter().all(|p| p.pool.as_deref() == Some("pool-hdd")), "{placed:?}");
-    let definitions = within("definitions", reader.resource_definitions()).await.unwrap();
-    assert_eq!(definitions[0].resource_group_name.as_deref(), Some("rg-hdd"));
-    assert_eq!(definitions[0].volume_definitions.as_ref().unwrap()[0].size_kib, GIB);
+    assert!(
+        placed.iter().all(|p| p.pool.as_deref() == Some("pool-hdd")),
+        "{placed:?}"
+    );
+    let definitions = within("definitions", reader.resource_definitions())
+        .await
+        .unwrap();
+    assert_eq!(
+        definitions[0].resource_group_name.as_deref(),
+        Some("rg-hdd")
+    );
+    assert_eq!(
+        definitions[0].volume_definitions.as_ref().unwrap()[0].size_kib,
+        GIB
+    );
 
     let node = within("node", reader.node("n4")).await.unwrap();
     assert_eq!(node.props.get("Aux/zone").map(String::as_str), Some("z2"));

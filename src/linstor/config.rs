@@ -359,6 +359,42 @@ mod tests {
     }
 
     #[test]
+    fn environment_follows_ls_variables_and_never_grants_the_executor() {
+        // Only this test touches the LS_* variables.
+        std::env::set_var("LS_CONTROLLERS", "linstor://a, linstor+ssl://b:4000,");
+        std::env::set_var("LS_ROOT_CA", "/etc/linstor/ca.pem");
+        let config = LinstorConfig::from_env();
+        std::env::remove_var("LS_CONTROLLERS");
+        std::env::remove_var("LS_ROOT_CA");
+        let validated = config.validate().unwrap();
+        let urls: Vec<&str> = validated.controllers.iter().map(Url::as_str).collect();
+        assert_eq!(urls, vec!["http://a:3370/", "https://b:4000/"]);
+        assert_eq!(
+            validated.root_ca.as_deref(),
+            Some(std::path::Path::new("/etc/linstor/ca.pem"))
+        );
+        assert!(validated.executor.is_none());
+    }
+
+    #[test]
+    fn missing_tls_files_are_named_in_the_error() {
+        let mut config = LinstorConfig::for_controller("linstor+ssl://ctrl", None, None);
+        config.root_ca = Some("/nonexistent/ca.pem".into());
+        let err = super::super::LinstorReader::new(&config.validate().unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("root ca from /nonexistent/ca.pem"),
+            "{err}"
+        );
+        let mut config = LinstorConfig::for_controller("ctrl", None, None);
+        config.reader.token_file = Some("/nonexistent/token".into());
+        let err = super::super::LinstorReader::new(&config.validate().unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("token from /nonexistent/token"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn debug_output_never_shows_a_token() {
         let text = format!(
             "{:?}",
