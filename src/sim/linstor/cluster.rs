@@ -1347,6 +1347,18 @@ impl Cluster {
         }
         let additional = additional as usize;
         let size = d.size_kib();
+        if filter
+            .not_place_with_rsc_regex
+            .as_deref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            // Refused loudly rather than ignored, so a test never passes on a filter the fake did not apply.
+            return Err(fail(
+                retcode::FAIL_INVLD_REQUEST,
+                obj,
+                "not_place_with_rsc_regex is not supported by the fake controller".into(),
+            ));
+        }
         let pools_named = filter.pools();
         let same: Vec<(String, Option<String>)> = filter
             .replicas_on_same

@@ -273,6 +273,17 @@ impl FakeLinstor {
         })
     }
 
+    /// Serves until `shutdown` completes, then stops: what `trimtab sim` runs.
+    pub async fn serve(
+        config: FakeLinstorConfig,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), FakeLinstorError> {
+        let fake = FakeLinstor::start(config).await?;
+        shutdown.await;
+        fake.shutdown().await;
+        Ok(())
+    }
+
     /// `http://ip:port`, for `LS_CONTROLLERS` or python-linstor's `linstor://ip:port`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
