@@ -20,7 +20,11 @@ use super::types::*;
 use super::LinstorError;
 
 /// Characters escaped in path segments: everything but letters, digits and `-_.~`.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Escapes one path segment (a resource, node or snapshot name).
 fn seg(name: &str) -> String {
@@ -31,7 +35,6 @@ fn seg(name: &str) -> String {
 const BODY_SNIPPET: usize = 300;
 
 /// One HTTP client towards a list of controllers, carrying one credential.
-#[derive(Debug)]
 struct Transport {
     controllers: Vec<Url>,
     /// Index of the controller that answered last; requests start there.
@@ -41,17 +44,36 @@ struct Transport {
     timeout_ms: u64,
 }
 
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is never printed, only whether there is one.
+        f.debug_struct("Transport")
+            .field(
+                "controllers",
+                &self.controllers.iter().map(Url::as_str).collect::<Vec<_>>(),
+            )
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Transport {
-    fn build(config: &ValidatedLinstorConfig, credential: &Credential) -> Result<Transport, LinstorError> {
+    fn build(
+        config: &ValidatedLinstorConfig,
+        credential: &Credential,
+    ) -> Result<Transport, LinstorError> {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .user_agent(concat!("trimtab/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.root_ca {
             let pem = read_file("root ca", path)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| LinstorError::Client {
-                reason: format!("root ca {} is not a PEM certificate bundle", path.display()),
-                source,
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                LinstorError::Client {
+                    reason: format!("root ca {} is not a PEM certificate bundle", path.display()),
+                    source,
+                }
             })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -61,10 +83,15 @@ impl Transport {
             let mut pem = read_file("user certificate", cert)?;
             pem.push(b'\n');
             pem.extend(read_file("user key", key)?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|source| LinstorError::Client {
-                reason: format!("{} and {} are not a PEM certificate and key", cert.display(), key.display()),
-                source,
-            })?;
+            let identity =
+                reqwest::Identity::from_pem(&pem).map_err(|source| LinstorError::Client {
+                    reason: format!(
+                        "{} and {} are not a PEM certificate and key",
+                        cert.display(),
+                        key.display()
+                    ),
+                    source,
+                })?;
             builder = builder.identity(identity);
         }
         let client = builder.build().map_err(|source| LinstorError::Client {
@@ -99,7 +126,9 @@ impl Transport {
                 request = request.bearer_auth(token);
             }
             if let Some(body) = body {
-                request = request.header("content-type", "application/json").body(body.to_json());
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body.to_json());
             }
             let result = async {
                 let response = request.send().await?;
@@ -140,7 +169,11 @@ impl Transport {
     }
 
     /// A GET whose success body is `T`.
-    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, LinstorError> {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, LinstorError> {
         let (status, body) = self.send(Method::GET, path, query, None).await?;
         if !status.is_success() {
             return Err(failure("GET", path, status, &body));
@@ -267,7 +300,9 @@ impl LinstorReader {
 
     /// `GET /v1/nodes/{node}`.
     pub async fn node(&self, node: &str) -> Result<Node, LinstorError> {
-        self.transport.get(&format!("/v1/nodes/{}", seg(node)), &[]).await
+        self.transport
+            .get(&format!("/v1/nodes/{}", seg(node)), &[])
+            .await
     }
 
     /// `GET /v1/view/storage-pools`: every pool on every node, with capacities in KiB.
@@ -282,44 +317,72 @@ impl LinstorReader {
 
     /// `GET /v1/resource-groups/{rg}`.
     pub async fn resource_group(&self, name: &str) -> Result<ResourceGroup, LinstorError> {
-        self.transport.get(&format!("/v1/resource-groups/{}", seg(name)), &[]).await
+        self.transport
+            .get(&format!("/v1/resource-groups/{}", seg(name)), &[])
+            .await
     }
 
     /// `GET /v1/resource-definitions?with_volume_definitions=true`.
     pub async fn resource_definitions(&self) -> Result<Vec<ResourceDefinition>, LinstorError> {
         self.transport
-            .get("/v1/resource-definitions", &[("with_volume_definitions", "true".into())])
+            .get(
+                "/v1/resource-definitions",
+                &[("with_volume_definitions", "true".into())],
+            )
             .await
     }
 
     /// `GET /v1/resource-definitions/{rsc}`.
-    pub async fn resource_definition(&self, name: &str) -> Result<ResourceDefinition, LinstorError> {
-        self.transport.get(&format!("/v1/resource-definitions/{}", seg(name)), &[]).await
+    pub async fn resource_definition(
+        &self,
+        name: &str,
+    ) -> Result<ResourceDefinition, LinstorError> {
+        self.transport
+            .get(&format!("/v1/resource-definitions/{}", seg(name)), &[])
+            .await
     }
 
     /// `GET /v1/resource-definitions/{rsc}/volume-definitions`.
-    pub async fn volume_definitions(&self, resource: &str) -> Result<Vec<VolumeDefinition>, LinstorError> {
+    pub async fn volume_definitions(
+        &self,
+        resource: &str,
+    ) -> Result<Vec<VolumeDefinition>, LinstorError> {
         self.transport
-            .get(&format!("/v1/resource-definitions/{}/volume-definitions", seg(resource)), &[])
+            .get(
+                &format!(
+                    "/v1/resource-definitions/{}/volume-definitions",
+                    seg(resource)
+                ),
+                &[],
+            )
             .await
     }
 
     /// `GET /v1/view/resources`, optionally only for some resources: placements with volume disk states and in-use.
     pub async fn resources(&self, only: &[&str]) -> Result<Vec<ResourceWithVolumes>, LinstorError> {
-        let query: Vec<(&str, String)> = only.iter().map(|r| ("resources", (*r).to_owned())).collect();
+        let query: Vec<(&str, String)> = only
+            .iter()
+            .map(|r| ("resources", (*r).to_owned()))
+            .collect();
         self.transport.get("/v1/view/resources", &query).await
     }
 
     /// `GET /v1/resource-definitions/{rsc}/snapshots`.
     pub async fn snapshots(&self, resource: &str) -> Result<Vec<Snapshot>, LinstorError> {
         self.transport
-            .get(&format!("/v1/resource-definitions/{}/snapshots", seg(resource)), &[])
+            .get(
+                &format!("/v1/resource-definitions/{}/snapshots", seg(resource)),
+                &[],
+            )
             .await
     }
 
     /// `GET /metrics`, parsed into samples.
     pub async fn metrics(&self) -> Result<Vec<MetricSample>, LinstorError> {
-        let (status, body) = self.transport.send(Method::GET, "/metrics", &[], None).await?;
+        let (status, body) = self
+            .transport
+            .send(Method::GET, "/metrics", &[], None)
+            .await?;
         if !status.is_success() {
             return Err(failure("GET", "/metrics", status, &body));
         }
@@ -352,10 +415,14 @@ pub struct LinstorWriter {
 impl LinstorWriter {
     /// Builds a writer with the configuration's `executor` credential; an error when none is configured.
     pub fn new(config: &ValidatedLinstorConfig) -> Result<LinstorWriter, LinstorError> {
-        let credential = config.executor.as_ref().ok_or_else(|| LinstorError::InvalidConfig {
-            field: "executor",
-            reason: "no executor credential configured: trimtab may only read from linstor".into(),
-        })?;
+        let credential = config
+            .executor
+            .as_ref()
+            .ok_or_else(|| LinstorError::InvalidConfig {
+                field: "executor",
+                reason: "no executor credential configured: trimtab may only read from linstor"
+                    .into(),
+            })?;
         Ok(LinstorWriter {
             transport: Arc::new(Transport::build(config, credential)?),
         })
@@ -369,12 +436,21 @@ impl LinstorWriter {
     }
 
     /// `POST /v1/resource-groups`.
-    pub async fn create_resource_group(&self, group: &ResourceGroup) -> Result<ApiCallRcList, LinstorError> {
-        self.transport.call(Method::POST, "/v1/resource-groups", &[], Some(group)).await
+    pub async fn create_resource_group(
+        &self,
+        group: &ResourceGroup,
+    ) -> Result<ApiCallRcList, LinstorError> {
+        self.transport
+            .call(Method::POST, "/v1/resource-groups", &[], Some(group))
+            .await
     }
 
     /// `POST /v1/resource-definitions`.
-    pub async fn create_resource_definition(&self, name: &str, resource_group: Option<&str>) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn create_resource_definition(
+        &self,
+        name: &str,
+        resource_group: Option<&str>,
+    ) -> Result<ApiCallRcList, LinstorError> {
         let body = ResourceDefinitionCreate {
             resource_definition: ResourceDefinition {
                 name: name.to_owned(),
@@ -383,18 +459,33 @@ impl LinstorWriter {
             },
             extra: Default::default(),
         };
-        self.transport.call(Method::POST, "/v1/resource-definitions", &[], Some(&body)).await
+        self.transport
+            .call(Method::POST, "/v1/resource-definitions", &[], Some(&body))
+            .await
     }
 
     /// `DELETE /v1/resource-definitions/{rsc}`: the definition with every replica and snapshot.
-    pub async fn delete_resource_definition(&self, name: &str) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn delete_resource_definition(
+        &self,
+        name: &str,
+    ) -> Result<ApiCallRcList, LinstorError> {
         self.transport
-            .call(Method::DELETE, &format!("/v1/resource-definitions/{}", seg(name)), &[], None)
+            .call(
+                Method::DELETE,
+                &format!("/v1/resource-definitions/{}", seg(name)),
+                &[],
+                None,
+            )
             .await
     }
 
     /// `POST /v1/resource-definitions/{rsc}/volume-definitions` with an explicit volume number.
-    pub async fn create_volume_definition(&self, resource: &str, volume_number: u32, size_kib: u64) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn create_volume_definition(
+        &self,
+        resource: &str,
+        volume_number: u32,
+        size_kib: u64,
+    ) -> Result<ApiCallRcList, LinstorError> {
         let body = VolumeDefinitionCreate {
             volume_definition: VolumeDefinition {
                 volume_number: Some(volume_number),
@@ -406,28 +497,54 @@ impl LinstorWriter {
             },
             extra: Default::default(),
         };
-        let path = format!("/v1/resource-definitions/{}/volume-definitions", seg(resource));
-        self.transport.call(Method::POST, &path, &[], Some(&body)).await
+        let path = format!(
+            "/v1/resource-definitions/{}/volume-definitions",
+            seg(resource)
+        );
+        self.transport
+            .call(Method::POST, &path, &[], Some(&body))
+            .await
     }
 
     /// `PUT /v1/resource-definitions/{rsc}/volume-definitions/{nr}` with a new size: grows every replica.
-    pub async fn resize_volume(&self, resource: &str, volume_number: u32, size_kib: u64) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn resize_volume(
+        &self,
+        resource: &str,
+        volume_number: u32,
+        size_kib: u64,
+    ) -> Result<ApiCallRcList, LinstorError> {
         let body = VolumeDefinitionModify {
             size_kib: Some(size_kib),
             ..VolumeDefinitionModify::default()
         };
-        let path = format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(resource));
-        self.transport.call(Method::PUT, &path, &[], Some(&body)).await
+        let path = format!(
+            "/v1/resource-definitions/{}/volume-definitions/{volume_number}",
+            seg(resource)
+        );
+        self.transport
+            .call(Method::PUT, &path, &[], Some(&body))
+            .await
     }
 
     /// `POST /v1/resource-definitions/{rsc}/resources`.
-    pub async fn create_resources(&self, resource: &str, resources: &[ResourceCreate]) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn create_resources(
+        &self,
+        resource: &str,
+        resources: &[ResourceCreate],
+    ) -> Result<ApiCallRcList, LinstorError> {
         let path = format!("/v1/resource-definitions/{}/resources", seg(resource));
-        self.transport.call(Method::POST, &path, &[], Some(&resources)).await
+        self.transport
+            .call(Method::POST, &path, &[], Some(&resources))
+            .await
     }
 
     /// Creates a diskful replica of `resource` on `node` in `pool`.
-    pub async fn create_diskful(&self, resource: &str, node: &str, pool: &str) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn create_diskful(
+        &self,
+        resource: &str,
+        node: &str,
+        pool: &str,
+    ) -> Result<ApiCallRcList, LinstorError> {
         let mut props = Props::new();
         props.insert("StorPoolName".into(), pool.to_owned());
         let create = ResourceCreate {
@@ -442,7 +559,11 @@ impl LinstorWriter {
     }
 
     /// Creates a diskless replica of `resource` on `node` (attach).
-    pub async fn create_diskless(&self, resource: &str, node: &str) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn create_diskless(
+        &self,
+        resource: &str,
+        node: &str,
+    ) -> Result<ApiCallRcList, LinstorError> {
         let create = ResourceCreate {
             resource: Resource {
                 node_name: node.to_owned(),
@@ -455,26 +576,56 @@ impl LinstorWriter {
     }
 
     /// `DELETE /v1/resource-definitions/{rsc}/resources/{node}`.
-    pub async fn delete_resource(&self, resource: &str, node: &str) -> Result<ApiCallRcList, LinstorError> {
-        let path = format!("/v1/resource-definitions/{}/resources/{}", seg(resource), seg(node));
+    pub async fn delete_resource(
+        &self,
+        resource: &str,
+        node: &str,
+    ) -> Result<ApiCallRcList, LinstorError> {
+        let path = format!(
+            "/v1/resource-definitions/{}/resources/{}",
+            seg(resource),
+            seg(node)
+        );
         self.transport.call(Method::DELETE, &path, &[], None).await
     }
 
     /// `PUT /v1/resource-definitions/{rsc}/resources/{node}/toggle-disk`. With `migrate_from`, a move:
     /// the replica on `node` gets a disk in `pool` and the one on `migrate_from` is deleted once synced.
-    pub async fn toggle_disk(&self, resource: &str, node: &str, toggle: &ToggleDisk) -> Result<ApiCallRcList, LinstorError> {
-        let path = format!("/v1/resource-definitions/{}/resources/{}/toggle-disk", seg(resource), seg(node));
-        self.transport.call(Method::PUT, &path, &[], Some(toggle)).await
+    pub async fn toggle_disk(
+        &self,
+        resource: &str,
+        node: &str,
+        toggle: &ToggleDisk,
+    ) -> Result<ApiCallRcList, LinstorError> {
+        let path = format!(
+            "/v1/resource-definitions/{}/resources/{}/toggle-disk",
+            seg(resource),
+            seg(node)
+        );
+        self.transport
+            .call(Method::PUT, &path, &[], Some(toggle))
+            .await
     }
 
     /// `POST /v1/resource-definitions/{rsc}/autoplace`. A warning that the place count is already met is a success.
-    pub async fn autoplace(&self, resource: &str, request: &AutoPlaceRequest) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn autoplace(
+        &self,
+        resource: &str,
+        request: &AutoPlaceRequest,
+    ) -> Result<ApiCallRcList, LinstorError> {
         let path = format!("/v1/resource-definitions/{}/autoplace", seg(resource));
-        self.transport.call(Method::POST, &path, &[], Some(request)).await
+        self.transport
+            .call(Method::POST, &path, &[], Some(request))
+            .await
     }
 
     /// `POST /v1/resource-definitions/{rsc}/snapshots`; on every node holding the resource when `nodes` is empty.
-    pub async fn create_snapshot(&self, resource: &str, name: &str, nodes: &[String]) -> Result<ApiCallRcList, LinstorError> {
+    pub async fn create_snapshot(
+        &self,
+        resource: &str,
+        name: &str,
+        nodes: &[String],
+    ) -> Result<ApiCallRcList, LinstorError> {
         #[derive(Serialize)]
         struct Create<'a> {
             name: &'a str,
@@ -488,22 +639,38 @@ impl LinstorWriter {
     }
 
     /// `DELETE /v1/resource-definitions/{rsc}/snapshots/{name}`.
-    pub async fn delete_snapshot(&self, resource: &str, name: &str) -> Result<ApiCallRcList, LinstorError> {
-        let path = format!("/v1/resource-definitions/{}/snapshots/{}", seg(resource), seg(name));
+    pub async fn delete_snapshot(
+        &self,
+        resource: &str,
+        name: &str,
+    ) -> Result<ApiCallRcList, LinstorError> {
+        let path = format!(
+            "/v1/resource-definitions/{}/snapshots/{}",
+            seg(resource),
+            seg(name)
+        );
         self.transport.call(Method::DELETE, &path, &[], None).await
     }
 
     /// Creates the resource definition unless it exists; an existing one in another resource group is an error.
-    pub async fn ensure_resource_definition(&self, name: &str, resource_group: Option<&str>) -> Result<Outcome, LinstorError> {
+    pub async fn ensure_resource_definition(
+        &self,
+        name: &str,
+        resource_group: Option<&str>,
+    ) -> Result<Outcome, LinstorError> {
         match self.create_resource_definition(name, resource_group).await {
             Ok(_) => Ok(Outcome::Changed),
             Err(e) if e.api_code() == Some(retcode::FAIL_EXISTS_RSC_DFN) => {
                 let existing = self.reader().resource_definition(name).await?;
                 match (resource_group, existing.resource_group_name.as_deref()) {
-                    (Some(wanted), Some(actual)) if wanted != actual => Err(LinstorError::Mismatch {
-                        object: format!("resource definition {name}"),
-                        difference: format!("it is in resource group {actual}, request asks {wanted}"),
-                    }),
+                    (Some(wanted), Some(actual)) if wanted != actual => {
+                        Err(LinstorError::Mismatch {
+                            object: format!("resource definition {name}"),
+                            difference: format!(
+                                "it is in resource group {actual}, request asks {wanted}"
+                            ),
+                        })
+                    }
                     _ => Ok(Outcome::Unchanged),
                 }
             }
@@ -512,7 +679,12 @@ impl LinstorWriter {
     }
 
     /// Creates volume `volume_number` of `resource` unless it exists with this size; another size is an error.
-    pub async fn ensure_volume_definition(&self, resource: &str, volume_number: u32, size_kib: u64) -> Result<Outcome, LinstorError> {
+    pub async fn ensure_volume_definition(
+        &self,
+        resource: &str,
+        volume_number: u32,
+        size_kib: u64,
+    ) -> Result<Outcome, LinstorError> {
         let check = |existing: &[VolumeDefinition]| -> Result<Option<Outcome>, LinstorError> {
             match existing.iter().find(|v| v.volume_number == Some(volume_number)) {
                 Some(v) if v.size_kib == size_kib => Ok(Some(Outcome::Unchanged)),
@@ -529,7 +701,10 @@ impl LinstorWriter {
         if let Some(outcome) = check(&self.reader().volume_definitions(resource).await?)? {
             return Ok(outcome);
         }
-        match self.create_volume_definition(resource, volume_number, size_kib).await {
+        match self
+            .create_volume_definition(resource, volume_number, size_kib)
+            .await
+        {
             Ok(_) => Ok(Outcome::Changed),
             Err(e) if e.api_code() == Some(retcode::FAIL_EXISTS_VLM_DFN) => {
                 // Created concurrently between the read and the create: compare again.
@@ -540,7 +715,11 @@ impl LinstorWriter {
     }
 
     /// Gives `node` access to `resource` without local storage, unless it has a replica there already.
-    pub async fn ensure_diskless(&self, resource: &str, node: &str) -> Result<Outcome, LinstorError> {
+    pub async fn ensure_diskless(
+        &self,
+        resource: &str,
+        node: &str,
+    ) -> Result<Outcome, LinstorError> {
         match self.create_diskless(resource, node).await {
             Ok(_) => Ok(Outcome::Changed),
             Err(e) if e.api_code() == Some(retcode::FAIL_EXISTS_RSC) => Ok(Outcome::Unchanged),
@@ -549,10 +728,19 @@ impl LinstorWriter {
     }
 
     /// Takes snapshot `name` of `resource` unless it exists.
-    pub async fn ensure_snapshot(&self, resource: &str, name: &str) -> Result<Outcome, LinstorError> {
+    pub async fn ensure_snapshot(
+        &self,
+        resource: &str,
+        name: &str,
+    ) -> Result<Outcome, LinstorError> {
         match self.create_snapshot(resource, name, &[]).await {
             Ok(_) => Ok(Outcome::Changed),
-            Err(e) if matches!(e.api_code(), Some(retcode::FAIL_EXISTS_SNAPSHOT | retcode::FAIL_EXISTS_SNAPSHOT_DFN)) => {
+            Err(e)
+                if matches!(
+                    e.api_code(),
+                    Some(retcode::FAIL_EXISTS_SNAPSHOT | retcode::FAIL_EXISTS_SNAPSHOT_DFN)
+                ) =>
+            {
                 Ok(Outcome::Unchanged)
             }
             Err(e) => Err(e),
@@ -560,10 +748,15 @@ impl LinstorWriter {
     }
 
     /// Deletes the resource definition unless it is already gone.
-    pub async fn ensure_resource_definition_deleted(&self, name: &str) -> Result<Outcome, LinstorError> {
+    pub async fn ensure_resource_definition_deleted(
+        &self,
+        name: &str,
+    ) -> Result<Outcome, LinstorError> {
         match self.delete_resource_definition(name).await {
             Ok(_) => Ok(Outcome::Changed),
-            Err(e) if e.api_code() == Some(retcode::FAIL_NOT_FOUND_RSC_DFN) => Ok(Outcome::Unchanged),
+            Err(e) if e.api_code() == Some(retcode::FAIL_NOT_FOUND_RSC_DFN) => {
+                Ok(Outcome::Unchanged)
+            }
             Err(e) => Err(e),
         }
     }

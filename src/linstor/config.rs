@@ -116,8 +116,9 @@ impl Credential {
     }
 
     fn validate(&self, field: &'static str) -> Result<(), LinstorError> {
-        let token_sources =
-            usize::from(self.token.is_some()) + usize::from(self.token_file.is_some()) + usize::from(self.token_env.is_some());
+        let token_sources = usize::from(self.token.is_some())
+            + usize::from(self.token_file.is_some())
+            + usize::from(self.token_env.is_some());
         if token_sources > 1 {
             return Err(LinstorError::InvalidConfig {
                 field,
@@ -145,11 +146,12 @@ impl Credential {
             return Ok(Some(token.trim().to_owned()));
         }
         if let Some(path) = &self.token_file {
-            let text = std::fs::read_to_string(path).map_err(|source| LinstorError::ReadCredential {
-                what: "token",
-                path: path.clone(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| LinstorError::ReadCredential {
+                    what: "token",
+                    path: path.clone(),
+                    source,
+                })?;
             return Ok(Some(text.trim().to_owned()));
         }
         if let Some(var) = &self.token_env {
@@ -190,7 +192,12 @@ impl LinstorConfig {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         LinstorConfig {
             controllers: var("LS_CONTROLLERS")
-                .map(|list| list.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect())
+                .map(|list| {
+                    list.split(',')
+                        .map(|c| c.trim().to_owned())
+                        .filter(|c| !c.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             root_ca: var("LS_ROOT_CA").map(PathBuf::from),
             reader: Credential {
@@ -203,7 +210,11 @@ impl LinstorConfig {
     }
 
     /// A configuration for one controller URL with an optional reader and executor token; for tests and `demo`.
-    pub fn for_controller(url: &str, reader_token: Option<&str>, executor_token: Option<&str>) -> LinstorConfig {
+    pub fn for_controller(
+        url: &str,
+        reader_token: Option<&str>,
+        executor_token: Option<&str>,
+    ) -> LinstorConfig {
         LinstorConfig {
             controllers: vec![url.to_owned()],
             reader: reader_token.map(Credential::bearer).unwrap_or_default(),
@@ -232,7 +243,10 @@ impl LinstorConfig {
         }
         let tls_default = self.root_ca.is_some()
             || self.reader.has_tls_identity()
-            || self.executor.as_ref().is_some_and(Credential::has_tls_identity);
+            || self
+                .executor
+                .as_ref()
+                .is_some_and(Credential::has_tls_identity);
         let controllers = if self.controllers.is_empty() {
             vec![parse_controller("linstor://localhost", tls_default)?]
         } else {
@@ -276,10 +290,16 @@ pub fn parse_controller(text: &str, tls_default: bool) -> Result<Url, LinstorErr
         return Err(invalid(format!("{text:?} has no host")));
     }
     if url.path() != "/" || url.query().is_some() {
-        return Err(invalid(format!("{text:?} has a path or query: expected host[:port] only")));
+        return Err(invalid(format!(
+            "{text:?} has a path or query: expected host[:port] only"
+        )));
     }
     if url.port().is_none() {
-        let port = if scheme == "https" { DEFAULT_HTTPS_PORT } else { DEFAULT_HTTP_PORT };
+        let port = if scheme == "https" {
+            DEFAULT_HTTPS_PORT
+        } else {
+            DEFAULT_HTTP_PORT
+        };
         // Setting a port on an http(s) URL with a host cannot fail.
         let _ = url.set_port(Some(port));
     }
@@ -291,7 +311,11 @@ mod tests {
     use super::*;
 
     fn check(text: &str, tls: bool, expected: &str) {
-        assert_eq!(parse_controller(text, tls).unwrap().as_str(), expected, "parsing {text:?}");
+        assert_eq!(
+            parse_controller(text, tls).unwrap().as_str(),
+            expected,
+            "parsing {text:?}"
+        );
     }
 
     #[test]
@@ -304,8 +328,14 @@ mod tests {
         check("ctrl", true, "https://ctrl:3371/");
         check("10.0.0.1:4000", false, "http://10.0.0.1:4000/");
         check("[::1]", false, "http://[::1]:3370/");
-        assert!(parse_controller("ftp://ctrl", false).unwrap_err().to_string().contains("expected linstor"));
-        assert!(parse_controller("http://ctrl/v1", false).unwrap_err().to_string().contains("path"));
+        assert!(parse_controller("ftp://ctrl", false)
+            .unwrap_err()
+            .to_string()
+            .contains("expected linstor"));
+        assert!(parse_controller("http://ctrl/v1", false)
+            .unwrap_err()
+            .to_string()
+            .contains("path"));
     }
 
     #[test]
@@ -319,14 +349,57 @@ mod tests {
         assert!(err.contains("reader") && err.contains("user_key"), "{err}");
         config.reader = Credential::default();
         config.timeout_ms = 0;
-        assert!(config.validate().unwrap_err().to_string().contains("timeout_ms"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("timeout_ms"));
         let parsed: Result<LinstorConfig, _> = toml::from_str("controllers = [\"x\"]\nbogus = 1\n");
         assert!(parsed.unwrap_err().to_string().contains("bogus"));
     }
 
     #[test]
+    fn environment_follows_ls_variables_and_never_grants_the_executor() {
+        // Only this test touches the LS_* variables.
+        std::env::set_var("LS_CONTROLLERS", "linstor://a, linstor+ssl://b:4000,");
+        std::env::set_var("LS_ROOT_CA", "/etc/linstor/ca.pem");
+        let config = LinstorConfig::from_env();
+        std::env::remove_var("LS_CONTROLLERS");
+        std::env::remove_var("LS_ROOT_CA");
+        let validated = config.validate().unwrap();
+        let urls: Vec<&str> = validated.controllers.iter().map(Url::as_str).collect();
+        assert_eq!(urls, vec!["http://a:3370/", "https://b:4000/"]);
+        assert_eq!(
+            validated.root_ca.as_deref(),
+            Some(std::path::Path::new("/etc/linstor/ca.pem"))
+        );
+        assert!(validated.executor.is_none());
+    }
+
+    #[test]
+    fn missing_tls_files_are_named_in_the_error() {
+        let mut config = LinstorConfig::for_controller("linstor+ssl://ctrl", None, None);
+        config.root_ca = Some("/nonexistent/ca.pem".into());
+        let err = super::super::LinstorReader::new(&config.validate().unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("root ca from /nonexistent/ca.pem"),
+            "{err}"
+        );
+        let mut config = LinstorConfig::for_controller("ctrl", None, None);
+        config.reader.token_file = Some("/nonexistent/token".into());
+        let err = super::super::LinstorReader::new(&config.validate().unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("token from /nonexistent/token"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn debug_output_never_shows_a_token() {
-        let text = format!("{:?}", LinstorConfig::for_controller("x", Some("s3cret-read"), Some("s3cret-write")));
+        let text = format!(
+            "{:?}",
+            LinstorConfig::for_controller("x", Some("s3cret-read"), Some("s3cret-write"))
+        );
         assert!(!text.contains("s3cret"), "{text}");
     }
 }

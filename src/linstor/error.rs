@@ -49,7 +49,9 @@ pub enum LinstorError {
         source: reqwest::Error,
     },
     /// The controller did not answer in time.
-    #[error("{method} {path}: linstor controller {controller} did not answer within {timeout_ms} ms")]
+    #[error(
+        "{method} {path}: linstor controller {controller} did not answer within {timeout_ms} ms"
+    )]
     Timeout {
         /// HTTP method.
         method: String,
@@ -116,7 +118,10 @@ impl LinstorError {
             LinstorError::Transport { .. } | LinstorError::Timeout { .. } => true,
             LinstorError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             LinstorError::Api { error, .. } => {
-                matches!(error.ret_code.code(), retcode::FAIL_NOT_CONNECTED | retcode::FAIL_UNKNOWN_ERROR)
+                matches!(
+                    error.ret_code.code(),
+                    retcode::FAIL_NOT_CONNECTED | retcode::FAIL_UNKNOWN_ERROR
+                )
             }
             LinstorError::InvalidConfig { .. }
             | LinstorError::ReadCredential { .. }
@@ -170,7 +175,9 @@ impl LinstorError {
     pub fn reason(&self) -> String {
         match self {
             LinstorError::Api { error, .. } => error.text(),
-            LinstorError::Mismatch { object, difference } => format!("{object} exists in another shape: {difference}"),
+            LinstorError::Mismatch { object, difference } => {
+                format!("{object} exists in another shape: {difference}")
+            }
             other => other.to_string(),
         }
     }

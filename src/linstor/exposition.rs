@@ -47,7 +47,9 @@ pub fn parse(text: &str) -> Result<Vec<MetricSample>, ExpositionError> {
             reason,
             text: raw.to_owned(),
         };
-        let name_end = line.find(|c: char| c == '{' || c.is_whitespace()).ok_or_else(|| error("missing value"))?;
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .ok_or_else(|| error("missing value"))?;
         let name = &line[..name_end];
         if name.is_empty() {
             return Err(error("missing metric name"));
@@ -55,11 +57,15 @@ pub fn parse(text: &str) -> Result<Vec<MetricSample>, ExpositionError> {
         let mut rest = &line[name_end..];
         let mut labels = BTreeMap::new();
         if let Some(after_brace) = rest.strip_prefix('{') {
-            let (parsed, remaining) = parse_labels(after_brace).ok_or_else(|| error("malformed labels"))?;
+            let (parsed, remaining) =
+                parse_labels(after_brace).ok_or_else(|| error("malformed labels"))?;
             labels = parsed;
             rest = remaining;
         }
-        let value_text = rest.split_whitespace().next().ok_or_else(|| error("missing value"))?;
+        let value_text = rest
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| error("missing value"))?;
         let value = match value_text {
             "+Inf" | "Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
@@ -106,7 +112,10 @@ fn parse_labels(mut text: &str) -> Option<(BTreeMap<String, String>, &str)> {
 
 /// Escapes a label value for the text format.
 pub fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -128,6 +137,9 @@ mod tests {
         assert!(samples[3].labels.is_empty());
         let err = parse("ok 1\nbroken{a=\"x\" 1\n").unwrap_err();
         assert_eq!(err.line, 2);
-        assert_eq!(parse(&format!("m{{v=\"{}\"}} 2", escape_label("q\"\\"))).unwrap()[0].label("v"), Some("q\"\\"));
+        assert_eq!(
+            parse(&format!("m{{v=\"{}\"}} 2", escape_label("q\"\\"))).unwrap()[0].label("v"),
+            Some("q\"\\")
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! carrying LINSTOR's own message, which the pipeline uses as the dead-letter reason and reply text.
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::client::{LinstorWriter, Outcome};
 use super::types::{AutoPlaceRequest, AutoSelectFilter, ResourceWithVolumes};
@@ -121,6 +122,15 @@ impl VolumeExecutor {
 
     /// Runs one request to completion. Safe to call again with the same request after any failure.
     pub async fn execute(&self, request: &VolumeRequest) -> Result<VolumeReply, VolumeOpError> {
+        let span = tracing::info_span!(
+            "volume_op",
+            op = request.op(),
+            resource = request.resource()
+        );
+        self.run(request).instrument(span).await
+    }
+
+    async fn run(&self, request: &VolumeRequest) -> Result<VolumeReply, VolumeOpError> {
         let op = request.op();
         let resource = request.resource();
         let wrap = |source: LinstorError| VolumeOpError::Linstor {
@@ -128,8 +138,6 @@ impl VolumeExecutor {
             resource: resource.to_owned(),
             source,
         };
-        let span = tracing::info_span!("volume_op", op, resource);
-        let _entered = span.enter();
         let already_done = match request {
             VolumeRequest::Create {
                 resource,
@@ -151,20 +159,40 @@ impl VolumeExecutor {
                     .ensure_resource_definition(resource, resource_group.as_deref())
                     .await
                     .map_err(wrap)?;
-                let vd = self.writer.ensure_volume_definition(resource, 0, *size_kib).await.map_err(wrap)?;
+                let vd = self
+                    .writer
+                    .ensure_volume_definition(resource, 0, *size_kib)
+                    .await
+                    .map_err(wrap)?;
                 let place = AutoPlaceRequest {
                     diskless_on_remaining: Some(false),
                     select_filter: AutoSelectFilter {
                         place_count: Some(*place_count),
                         storage_pool_list: storage_pool.as_ref().map(|p| vec![p.clone()]),
-                        replicas_on_different: Some(replicas_on_different.clone()).filter(|v| !v.is_empty()),
+                        replicas_on_different: Some(replicas_on_different.clone())
+                            .filter(|v| !v.is_empty()),
                         replicas_on_same: Some(replicas_on_same.clone()).filter(|v| !v.is_empty()),
                         diskless_on_remaining: Some(false),
                         ..AutoSelectFilter::default()
                     },
                     ..AutoPlaceRequest::default()
                 };
-                let replies = self.writer.autoplace(resource, &place).await.map_err(wrap)?;
+                let replies = match self.writer.autoplace(resource, &place).await {
+                    Ok(replies) => replies,
+                    Err(e) if !e.is_retriable() && rd == Outcome::Changed => {
+                        // The definition was made by this very call and can never be placed as asked:
+                        // remove it so a corrected request under the same name starts clean.
+                        if let Err(cleanup) = self
+                            .writer
+                            .ensure_resource_definition_deleted(resource)
+                            .await
+                        {
+                            tracing::warn!(resource, error = %cleanup, "could not remove the unplaceable resource definition");
+                        }
+                        return Err(wrap(e));
+                    }
+                    Err(e) => return Err(wrap(e)),
+                };
                 let placed_before = replies.has_code(super::retcode::WARN_RSC_ALREADY_DEPLOYED);
                 if let Some(pool) = storage_pool {
                     let current = self.replicas(resource).await.map_err(wrap)?;
@@ -181,19 +209,39 @@ impl VolumeExecutor {
                 rd == Outcome::Unchanged && vd == Outcome::Unchanged && placed_before
             }
             VolumeRequest::Snapshot { resource, snapshot } => {
-                self.writer.ensure_snapshot(resource, snapshot).await.map_err(wrap)? == Outcome::Unchanged
+                self.writer
+                    .ensure_snapshot(resource, snapshot)
+                    .await
+                    .map_err(wrap)?
+                    == Outcome::Unchanged
             }
             VolumeRequest::Attach { resource, node } => {
-                self.writer.ensure_diskless(resource, node).await.map_err(wrap)? == Outcome::Unchanged
+                self.writer
+                    .ensure_diskless(resource, node)
+                    .await
+                    .map_err(wrap)?
+                    == Outcome::Unchanged
             }
             VolumeRequest::Resize {
                 resource,
                 size_kib,
                 volume_number,
             } => {
-                let definitions = self.writer.reader().volume_definitions(resource).await.map_err(wrap)?;
-                let Some(current) = definitions.iter().find(|v| v.volume_number == Some(*volume_number)) else {
-                    return Err(invalid(op, resource, &format!("{resource} has no volume {volume_number}")));
+                let definitions = self
+                    .writer
+                    .reader()
+                    .volume_definitions(resource)
+                    .await
+                    .map_err(wrap)?;
+                let Some(current) = definitions
+                    .iter()
+                    .find(|v| v.volume_number == Some(*volume_number))
+                else {
+                    return Err(invalid(
+                        op,
+                        resource,
+                        &format!("{resource} has no volume {volume_number}"),
+                    ));
                 };
                 if current.size_kib == *size_kib {
                     true
@@ -207,19 +255,32 @@ impl VolumeExecutor {
                         ),
                     ));
                 } else {
-                    self.writer.resize_volume(resource, *volume_number, *size_kib).await.map_err(wrap)?;
+                    self.writer
+                        .resize_volume(resource, *volume_number, *size_kib)
+                        .await
+                        .map_err(wrap)?;
                     false
                 }
             }
             VolumeRequest::Delete { resource } => {
-                self.writer.ensure_resource_definition_deleted(resource).await.map_err(wrap)? == Outcome::Unchanged
+                self.writer
+                    .ensure_resource_definition_deleted(resource)
+                    .await
+                    .map_err(wrap)?
+                    == Outcome::Unchanged
             }
         };
         let replicas = match request {
             VolumeRequest::Delete { .. } => Vec::new(),
             _ => self.replicas(resource).await.map_err(wrap)?,
         };
-        tracing::info!(op, resource, already_done, replicas = replicas.len(), "volume operation done");
+        tracing::info!(
+            op,
+            resource,
+            already_done,
+            replicas = replicas.len(),
+            "volume operation done"
+        );
         Ok(VolumeReply {
             op: op.to_owned(),
             resource: resource.to_owned(),
@@ -233,7 +294,11 @@ impl VolumeExecutor {
     /// The resource's replicas as `/v1/view/resources` reports them.
     async fn replicas(&self, resource: &str) -> Result<Vec<ReplicaState>, LinstorError> {
         let view = self.writer.reader().resources(&[resource]).await?;
-        Ok(view.iter().filter(|r| r.resource.name == resource).map(replica_state).collect())
+        Ok(view
+            .iter()
+            .filter(|r| r.resource.name == resource)
+            .map(replica_state)
+            .collect())
     }
 }
 
@@ -258,7 +323,13 @@ pub fn replica_state(placement: &ResourceWithVolumes) -> ReplicaState {
         diskless,
         disk_state: first
             .and_then(|v| v.state.disk_state.clone())
-            .unwrap_or_else(|| if diskless { "Diskless".into() } else { "Unknown".into() }),
+            .unwrap_or_else(|| {
+                if diskless {
+                    "Diskless".into()
+                } else {
+                    "Unknown".into()
+                }
+            }),
         in_use: placement.resource.state.as_ref().and_then(|s| s.in_use),
     }
 }

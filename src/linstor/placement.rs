@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::types::{Node, Props, ResourceDefinition, ResourceGroup, ResourceWithVolumes, StoragePool};
+use super::types::{
+    Node, Props, ResourceDefinition, ResourceGroup, ResourceWithVolumes, StoragePool,
+};
 use super::{LinstorError, LinstorReader};
 
 /// LINSTOR's place count when neither the request nor the resource group sets one.
@@ -246,7 +248,9 @@ impl PlacementSnapshot {
                 *diskful_per_resource.entry(&rsc.name).or_default() += 1;
             }
             for volume in &placement.volumes {
-                *per_pool_node.entry((&volume.storage_pool_name, &rsc.node_name)).or_default() += 1;
+                *per_pool_node
+                    .entry((&volume.storage_pool_name, &rsc.node_name))
+                    .or_default() += 1;
                 let state = volume.state.disk_state.as_deref().unwrap_or("Unknown");
                 if state != "UpToDate" {
                     degraded.push(DegradedVolume {
@@ -268,7 +272,12 @@ impl PlacementSnapshot {
                 evicted: n.is_evicted(),
                 diskful: diskful_per_node.get(n.name.as_str()).copied().unwrap_or(0),
                 diskless: diskless_per_node.get(n.name.as_str()).copied().unwrap_or(0),
-                aux: n.props.iter().filter(|(k, _)| k.starts_with("Aux/")).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                aux: n
+                    .props
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("Aux/"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             })
             .collect();
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
@@ -307,22 +316,38 @@ impl PlacementSnapshot {
                 min,
                 max,
                 mean,
-                coefficient_of_variation: if mean > 0.0 { variance.sqrt() / mean } else { 0.0 },
+                coefficient_of_variation: if mean > 0.0 {
+                    variance.sqrt() / mean
+                } else {
+                    0.0
+                },
                 max_over_min: (min > 0).then(|| f64::from(max) / f64::from(min)),
                 free_kib: members.iter().map(|p| p.free_kib).sum(),
                 total_kib: members.iter().map(|p| p.total_kib).sum(),
             });
         }
 
-        let groups: BTreeMap<&str, &ResourceGroup> = inputs.groups.iter().map(|g| (g.name.as_str(), g)).collect();
-        let controller_balance = truthy(inputs.controller_props.get(keys::BALANCE_RESOURCES_ENABLED), true);
+        let groups: BTreeMap<&str, &ResourceGroup> =
+            inputs.groups.iter().map(|g| (g.name.as_str(), g)).collect();
+        let controller_balance = truthy(
+            inputs.controller_props.get(keys::BALANCE_RESOURCES_ENABLED),
+            true,
+        );
         let mut under_replicated = Vec::new();
         let mut balanced_resources = Vec::new();
         for definition in &inputs.definitions {
-            let group_name = definition.resource_group_name.as_deref().unwrap_or(DEFAULT_RESOURCE_GROUP);
+            let group_name = definition
+                .resource_group_name
+                .as_deref()
+                .unwrap_or(DEFAULT_RESOURCE_GROUP);
             let group = groups.get(group_name);
-            let place_count = group.and_then(|g| g.select_filter.place_count).unwrap_or(DEFAULT_PLACE_COUNT);
-            let diskful = diskful_per_resource.get(definition.name.as_str()).copied().unwrap_or(0);
+            let place_count = group
+                .and_then(|g| g.select_filter.place_count)
+                .unwrap_or(DEFAULT_PLACE_COUNT);
+            let diskful = diskful_per_resource
+                .get(definition.name.as_str())
+                .copied()
+                .unwrap_or(0);
             if diskful < place_count {
                 under_replicated.push(UnderReplicated {
                     resource: definition.name.clone(),
@@ -331,14 +356,22 @@ impl PlacementSnapshot {
                     diskful,
                 });
             }
-            let group_balance = truthy(group.and_then(|g| g.props.get(keys::BALANCE_RESOURCES_ENABLED)), controller_balance);
-            if truthy(definition.props.get(keys::BALANCE_RESOURCES_ENABLED), group_balance) {
+            let group_balance = truthy(
+                group.and_then(|g| g.props.get(keys::BALANCE_RESOURCES_ENABLED)),
+                controller_balance,
+            );
+            if truthy(
+                definition.props.get(keys::BALANCE_RESOURCES_ENABLED),
+                group_balance,
+            ) {
                 balanced_resources.push(definition.name.clone());
             }
         }
         under_replicated.sort_by(|a, b| a.resource.cmp(&b.resource));
         balanced_resources.sort();
-        degraded.sort_by(|a, b| (&a.resource, &a.node, a.volume_number).cmp(&(&b.resource, &b.node, b.volume_number)));
+        degraded.sort_by(|a, b| {
+            (&a.resource, &a.node, a.volume_number).cmp(&(&b.resource, &b.node, b.volume_number))
+        });
 
         let props = &inputs.controller_props;
         let automation = Automation {
@@ -347,7 +380,10 @@ impl PlacementSnapshot {
             balance_resources_grace_period_s: number(props, keys::BALANCE_RESOURCES_GRACE_PERIOD),
             balanced_resources,
             auto_evict_after_minutes: number(props, keys::AUTO_EVICT_AFTER_TIME),
-            auto_evict_max_disconnected_percent: number(props, keys::AUTO_EVICT_MAX_DISCONNECTED_NODES),
+            auto_evict_max_disconnected_percent: number(
+                props,
+                keys::AUTO_EVICT_MAX_DISCONNECTED_NODES,
+            ),
             auto_evict_min_replica_count: number(props, keys::AUTO_EVICT_MIN_REPLICA_COUNT),
             eviction_disallowed_nodes: inputs
                 .nodes
@@ -355,7 +391,12 @@ impl PlacementSnapshot {
                 .filter(|n| !truthy(n.props.get(keys::AUTO_EVICT_ALLOW_EVICTION), true))
                 .map(|n| n.name.clone())
                 .collect(),
-            evicted_nodes: inputs.nodes.iter().filter(|n| n.is_evicted()).map(|n| n.name.clone()).collect(),
+            evicted_nodes: inputs
+                .nodes
+                .iter()
+                .filter(|n| n.is_evicted())
+                .map(|n| n.name.clone())
+                .collect(),
             auto_diskful_minutes: number(props, keys::AUTO_DISKFUL),
             auto_add_quorum_tiebreaker: truthy(props.get(keys::AUTO_ADD_QUORUM_TIEBREAKER), true),
         };
@@ -384,7 +425,11 @@ impl PlacementSnapshot {
             let labels = [("node", n.node.as_str())];
             push("linstor.node.replicas", &labels, f64::from(n.diskful));
             push("linstor.node.diskless", &labels, f64::from(n.diskless));
-            push("linstor.node.online", &labels, if n.online { 1.0 } else { 0.0 });
+            push(
+                "linstor.node.online",
+                &labels,
+                if n.online { 1.0 } else { 0.0 },
+            );
         }
         for p in &self.pools {
             let labels = [("node", p.node.as_str()), ("pool", p.pool.as_str())];
@@ -394,7 +439,11 @@ impl PlacementSnapshot {
         }
         for s in &self.skew {
             let labels = [("pool", s.pool.as_str())];
-            push("linstor.pool_class.replica_cv", &labels, s.coefficient_of_variation);
+            push(
+                "linstor.pool_class.replica_cv",
+                &labels,
+                s.coefficient_of_variation,
+            );
             push("linstor.pool_class.replica_min", &labels, f64::from(s.min));
             push("linstor.pool_class.replica_max", &labels, f64::from(s.max));
             if let Some(ratio) = s.max_over_min {
@@ -403,13 +452,25 @@ impl PlacementSnapshot {
             push("linstor.pool_class.free_kib", &labels, s.free_kib as f64);
             push("linstor.pool_class.total_kib", &labels, s.total_kib as f64);
         }
-        push("linstor.resources.under_replicated", &[], self.under_replicated.len() as f64);
+        push(
+            "linstor.resources.under_replicated",
+            &[],
+            self.under_replicated.len() as f64,
+        );
         push("linstor.volumes.degraded", &[], self.degraded.len() as f64);
-        push("linstor.nodes.evicted", &[], self.automation.evicted_nodes.len() as f64);
+        push(
+            "linstor.nodes.evicted",
+            &[],
+            self.automation.evicted_nodes.len() as f64,
+        );
         push(
             "linstor.automation.balance_resources_enabled",
             &[],
-            if self.automation.balance_resources_enabled { 1.0 } else { 0.0 },
+            if self.automation.balance_resources_enabled {
+                1.0
+            } else {
+                0.0
+            },
         );
         out
     }
@@ -473,20 +534,31 @@ mod tests {
             ],
         };
         let snap = PlacementSnapshot::from_inputs(&inputs);
-        assert_eq!(snap.nodes.iter().map(|n| n.diskful).collect::<Vec<_>>(), vec![2, 1, 1]);
+        assert_eq!(
+            snap.nodes.iter().map(|n| n.diskful).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
         assert_eq!(snap.under_replicated.len(), 1);
         assert_eq!(snap.under_replicated[0].resource, "r1");
         assert_eq!(snap.under_replicated[0].place_count, 3);
         assert_eq!(snap.degraded.len(), 1);
         assert_eq!(snap.degraded[0].disk_state, "Unknown");
         assert_eq!(snap.skew[0].max_over_min, Some(2.0));
-        assert!((snap.skew[0].coefficient_of_variation - (2.0f64 / 9.0).sqrt() / (4.0 / 3.0)).abs() < 1e-9);
+        assert!(
+            (snap.skew[0].coefficient_of_variation - (2.0f64 / 9.0).sqrt() / (4.0 / 3.0)).abs()
+                < 1e-9
+        );
         assert!(!snap.automation.balance_resources_enabled);
         assert_eq!(snap.automation.balanced_resources, vec!["r1".to_owned()]);
         assert_eq!(snap.automation.evicted_nodes, vec!["c".to_owned()]);
         let samples = snap.to_samples(OffsetDateTime::UNIX_EPOCH);
-        let free = samples.iter().find(|s| s.series == "linstor.pool.free_kib{node=b,pool=ssd}").unwrap();
+        let free = samples
+            .iter()
+            .find(|s| s.series == "linstor.pool.free_kib{node=b,pool=ssd}")
+            .unwrap();
         assert_eq!(free.value, 900.0);
-        assert!(samples.iter().any(|s| s.series == "linstor.resources.under_replicated" && s.value == 1.0));
+        assert!(samples
+            .iter()
+            .any(|s| s.series == "linstor.resources.under_replicated" && s.value == 1.0));
     }
 }

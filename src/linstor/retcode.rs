@@ -310,9 +310,18 @@ mod tests {
         assert_eq!(rd_exists.code(), FAIL_EXISTS_RSC_DFN);
         assert_eq!(rd_exists.object(), MASK_RSC_DFN);
         assert_eq!(rd_exists.operation(), MASK_CRT);
-        assert_eq!(RetCode::error(FAIL_EXISTS_RSC_DFN, MASK_CRT | MASK_RSC_DFN), rd_exists);
-        assert_eq!(RetCode::error(FAIL_NOT_ENOUGH_NODES, 0).0, -4611686018427386908);
-        assert_eq!(RetCode::error(FAIL_NOT_FOUND_RSC_DFN, 0).0, -4611686018427387603);
+        assert_eq!(
+            RetCode::error(FAIL_EXISTS_RSC_DFN, MASK_CRT | MASK_RSC_DFN),
+            rd_exists
+        );
+        assert_eq!(
+            RetCode::error(FAIL_NOT_ENOUGH_NODES, 0).0,
+            -4611686018427386908
+        );
+        assert_eq!(
+            RetCode::error(FAIL_NOT_FOUND_RSC_DFN, 0).0,
+            -4611686018427387603
+        );
         let created = RetCode(20185089);
         assert!(created.is_success() && !created.is_error() && !created.is_warn());
         assert_eq!(created, RetCode::success(CREATED, MASK_CRT | MASK_RSC));
@@ -329,10 +338,16 @@ mod tests {
         .unwrap();
         assert_eq!(many.0.len(), 2);
         assert_eq!(many.0[0].extra["future_field"], 7);
-        assert_eq!(many.first_error().unwrap().details.as_deref(), Some("criteria"));
+        assert_eq!(
+            many.first_error().unwrap().details.as_deref(),
+            Some("criteria")
+        );
         let one: ApiCallRcList =
             serde_json::from_str(r#"{"ret_code":-4611686018427387603,"message":"gone"}"#).unwrap();
         assert_eq!(one.0.len(), 1);
-        assert_eq!(one.first_error().unwrap().ret_code.code(), FAIL_NOT_FOUND_RSC_DFN);
+        assert_eq!(
+            one.first_error().unwrap().ret_code.code(),
+            FAIL_NOT_FOUND_RSC_DFN
+        );
     }
 }

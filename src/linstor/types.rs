@@ -355,9 +355,12 @@ pub struct Resource {
 impl Resource {
     /// The replica has no local disk.
     pub fn is_diskless(&self) -> bool {
-        self.flags
-            .iter()
-            .any(|f| matches!(f.as_str(), "DISKLESS" | "DRBD_DISKLESS" | "NVME_INITIATOR" | "TIE_BREAKER"))
+        self.flags.iter().any(|f| {
+            matches!(
+                f.as_str(),
+                "DISKLESS" | "DRBD_DISKLESS" | "NVME_INITIATOR" | "TIE_BREAKER"
+            )
+        })
     }
 
     /// The replica is being deleted.
@@ -552,7 +555,10 @@ mod tests {
         let parsed: ResourceWithVolumes = serde_json::from_str(json).unwrap();
         assert_eq!(parsed.resource.extra["layer_object"]["type"], "DRBD");
         assert_eq!(parsed.resource.state.as_ref().unwrap().extra["future"], 1);
-        assert_eq!(parsed.volumes[0].state.disk_state.as_deref(), Some("UpToDate"));
+        assert_eq!(
+            parsed.volumes[0].state.disk_state.as_deref(),
+            Some("UpToDate")
+        );
         let back = serde_json::to_value(&parsed).unwrap();
         assert_eq!(back["layer_object"]["type"], "DRBD");
     }

@@ -77,12 +77,14 @@ impl Fixture {
     /// The fixture shipped with trimtab: six nodes over three zones, pools `pool-ssd` and `pool-hdd`.
     pub fn default_cluster() -> Fixture {
         // The file is part of the source tree and checked by a unit test; a parse failure is a build defect.
-        serde_json::from_str(include_str!("default-cluster.json")).expect("default-cluster.json is valid")
+        serde_json::from_str(include_str!("default-cluster.json"))
+            .expect("default-cluster.json is valid")
     }
 
     /// Parses a fixture from JSON (the format of `default-cluster.json`) and validates it.
     pub fn from_json(text: &str) -> Result<Fixture, String> {
-        let fixture: Fixture = serde_json::from_str(text).map_err(|e| format!("not a cluster fixture: {e}"))?;
+        let fixture: Fixture =
+            serde_json::from_str(text).map_err(|e| format!("not a cluster fixture: {e}"))?;
         fixture.validate()?;
         Ok(fixture)
     }
@@ -92,14 +94,20 @@ impl Fixture {
         let mut names = BTreeSet::new();
         for node in &self.nodes {
             if !valid_name(&node.name) {
-                return Err(format!("node name {:?}: expected letters, digits, '_' and '-', starting with a letter", node.name));
+                return Err(format!(
+                    "node name {:?}: expected letters, digits, '_' and '-', starting with a letter",
+                    node.name
+                ));
             }
             if !names.insert(&node.name) {
                 return Err(format!("node {:?} is listed twice", node.name));
             }
             for pool in &node.pools {
                 if pool.provider_kind == "DISKLESS" || pool.name == DISKLESS_POOL {
-                    return Err(format!("node {:?} pool {:?}: list only diskful pools", node.name, pool.name));
+                    return Err(format!(
+                        "node {:?} pool {:?}: list only diskful pools",
+                        node.name, pool.name
+                    ));
                 }
             }
         }
@@ -193,7 +201,9 @@ impl FakeDefinition {
     }
 
     fn diskful(&self) -> impl Iterator<Item = (&String, &FakeResource)> {
-        self.resources.iter().filter(|(_, r)| r.pool.is_some() && !r.flags.iter().any(|f| f == "DELETE"))
+        self.resources
+            .iter()
+            .filter(|(_, r)| r.pool.is_some() && !r.flags.iter().any(|f| f == "DELETE"))
     }
 }
 
@@ -254,7 +264,10 @@ impl Cluster {
                     props: n.props.clone(),
                     flags: n.flags.clone(),
                     online: n.online,
-                    address: n.address.clone().unwrap_or_else(|| format!("10.0.0.{}", i + 1)),
+                    address: n
+                        .address
+                        .clone()
+                        .unwrap_or_else(|| format!("10.0.0.{}", i + 1)),
                     uuid: uuid(),
                     pools,
                 };
@@ -279,7 +292,10 @@ impl Cluster {
                 .iter()
                 .filter_map(|(node, r)| {
                     let synced = r.pending.is_none_or(|(until, _)| now >= until);
-                    r.migrate_from.clone().filter(|_| synced).map(|from| (node.clone(), from))
+                    r.migrate_from
+                        .clone()
+                        .filter(|_| synced)
+                        .map(|from| (node.clone(), from))
                 })
                 .collect();
             for (node, from) in done {
@@ -294,7 +310,12 @@ impl Cluster {
     fn used_kib(&self, node: &str, pool: &str) -> u64 {
         self.definitions
             .values()
-            .filter_map(|d| d.resources.get(node).filter(|r| r.pool.as_deref() == Some(pool)).map(|_| d.size_kib()))
+            .filter_map(|d| {
+                d.resources
+                    .get(node)
+                    .filter(|r| r.pool.as_deref() == Some(pool))
+                    .map(|_| d.size_kib())
+            })
             .sum()
     }
 
@@ -310,13 +331,19 @@ impl Cluster {
 
     /// Connects or disconnects a satellite. A returning node's replicas are `Outdated` until they resync.
     pub fn set_node_online(&mut self, node: &str, online: bool, now: Instant) -> bool {
-        let Some(n) = self.nodes.get_mut(node) else { return false };
+        let Some(n) = self.nodes.get_mut(node) else {
+            return false;
+        };
         let was_online = n.online;
         n.online = online;
         if online && !was_online {
             let until = now + self.sync_delay;
             for definition in self.definitions.values_mut() {
-                if let Some(r) = definition.resources.get_mut(node).filter(|r| r.pool.is_some()) {
+                if let Some(r) = definition
+                    .resources
+                    .get_mut(node)
+                    .filter(|r| r.pool.is_some())
+                {
                     r.pending = Some((until, "Outdated"));
                 }
             }
@@ -326,7 +353,9 @@ impl Cluster {
 
     /// Marks a node `EVICTED` (and offline), as auto-evict does.
     pub fn evict_node(&mut self, node: &str) -> bool {
-        let Some(n) = self.nodes.get_mut(node) else { return false };
+        let Some(n) = self.nodes.get_mut(node) else {
+            return false;
+        };
         n.online = false;
         if !n.flags.iter().any(|f| f == "EVICTED") {
             n.flags.push("EVICTED".into());
@@ -347,7 +376,11 @@ impl Cluster {
 
     /// Marks a replica as opened (DRBD primary) or not.
     pub fn set_in_use(&mut self, resource: &str, node: &str, in_use: bool) -> bool {
-        match self.definitions.get_mut(resource).and_then(|d| d.resources.get_mut(node)) {
+        match self
+            .definitions
+            .get_mut(resource)
+            .and_then(|d| d.resources.get_mut(node))
+        {
             Some(r) => {
                 r.in_use = in_use;
                 true
@@ -358,7 +391,8 @@ impl Cluster {
 
     /// Sets a controller property.
     pub fn set_controller_prop(&mut self, key: &str, value: &str) {
-        self.controller_props.insert(key.to_owned(), value.to_owned());
+        self.controller_props
+            .insert(key.to_owned(), value.to_owned());
     }
 
     // ---- views ----
@@ -371,7 +405,8 @@ impl Cluster {
     /// One node as the REST API shows it.
     pub fn node_view(&self, name: &str) -> Option<Node> {
         let n = self.nodes.get(name)?;
-        let mut providers: Vec<String> = n.pools.values().map(|p| p.provider_kind.clone()).collect();
+        let mut providers: Vec<String> =
+            n.pools.values().map(|p| p.provider_kind.clone()).collect();
         providers.push("DISKLESS".into());
         providers.sort();
         providers.dedup();
@@ -435,13 +470,20 @@ impl Cluster {
                 let thin = pool.provider_kind.ends_with("_THIN");
                 let snapshots = thin || pool.provider_kind.starts_with("ZFS");
                 let mut traits = Props::new();
-                traits.insert("Provisioning".into(), if thin { "Thin" } else { "Fat" }.into());
+                traits.insert(
+                    "Provisioning".into(),
+                    if thin { "Thin" } else { "Fat" }.into(),
+                );
                 traits.insert("SupportsSnapshots".into(), snapshots.to_string());
                 out.push(StoragePool {
                     storage_pool_name: pool_name.clone(),
                     node_name: node_name.clone(),
                     provider_kind: pool.provider_kind.clone(),
-                    props: [("StorDriver/StorPoolName".to_owned(), format!("vg-{pool_name}"))].into(),
+                    props: [(
+                        "StorDriver/StorPoolName".to_owned(),
+                        format!("vg-{pool_name}"),
+                    )]
+                    .into(),
                     static_traits: traits,
                     free_capacity: Some(self.free_kib(node_name, pool_name)),
                     total_capacity: Some(pool.total_kib),
@@ -506,7 +548,9 @@ impl Cluster {
 
     /// `GET /v1/resource-definitions/{rsc}/volume-definitions`.
     pub fn volume_definitions_view(&self, name: &str) -> Option<Vec<VolumeDefinition>> {
-        self.definitions.get(name).map(|d| self.volume_definitions(d))
+        self.definitions
+            .get(name)
+            .map(|d| self.volume_definitions(d))
     }
 
     fn disk_state(&self, node: &str, r: &FakeResource, now: Instant) -> Option<String> {
@@ -522,7 +566,14 @@ impl Cluster {
         }
     }
 
-    fn resource_view(&self, name: &str, d: &FakeDefinition, node: &str, r: &FakeResource, now: Instant) -> ResourceWithVolumes {
+    fn resource_view(
+        &self,
+        name: &str,
+        d: &FakeDefinition,
+        node: &str,
+        r: &FakeResource,
+        now: Instant,
+    ) -> ResourceWithVolumes {
         let online = self.nodes.get(node).is_some_and(|n| n.online);
         let disk_state = self.disk_state(node, r, now);
         let mut replication_states = BTreeMap::new();
@@ -533,7 +584,10 @@ impl Cluster {
             let peer_online = self.nodes.get(peer).is_some_and(|n| n.online);
             let state = if !peer_online {
                 "Off"
-            } else if matches!(self.disk_state(peer, peer_rsc, now).as_deref(), Some("Inconsistent" | "Outdated")) {
+            } else if matches!(
+                self.disk_state(peer, peer_rsc, now).as_deref(),
+                Some("Inconsistent" | "Outdated")
+            ) {
                 "SyncSource"
             } else if matches!(disk_state.as_deref(), Some("Inconsistent" | "Outdated")) {
                 "SyncTarget"
@@ -596,7 +650,13 @@ impl Cluster {
     }
 
     /// `GET /v1/view/resources`, filtered by node, resource and pool names.
-    pub fn resources_view(&self, nodes: &[String], resources: &[String], pools: &[String], now: Instant) -> Vec<ResourceWithVolumes> {
+    pub fn resources_view(
+        &self,
+        nodes: &[String],
+        resources: &[String],
+        pools: &[String],
+        now: Instant,
+    ) -> Vec<ResourceWithVolumes> {
         let mut out = Vec::new();
         for (name, d) in &self.definitions {
             if !resources.is_empty() && !resources.contains(name) {
@@ -619,7 +679,12 @@ impl Cluster {
     /// `GET /v1/resource-definitions/{rsc}/resources[/{node}]` without volumes; `None` when the definition is missing.
     pub fn definition_resources(&self, name: &str, now: Instant) -> Option<Vec<Resource>> {
         let d = self.definitions.get(name)?;
-        Some(d.resources.iter().map(|(node, r)| self.resource_view(name, d, node, r, now).resource).collect())
+        Some(
+            d.resources
+                .iter()
+                .map(|(node, r)| self.resource_view(name, d, node, r, now).resource)
+                .collect(),
+        )
     }
 
     /// `GET /v1/resource-definitions/{rsc}/snapshots`, or every snapshot when `name` is `None`.
@@ -658,7 +723,9 @@ impl Cluster {
                             extra: Default::default(),
                         })
                         .collect(),
-                    extra: [("uuid".to_owned(), serde_json::Value::String(s.uuid.clone()))].into_iter().collect(),
+                    extra: [("uuid".to_owned(), serde_json::Value::String(s.uuid.clone()))]
+                        .into_iter()
+                        .collect(),
                 });
             }
         }
@@ -669,7 +736,11 @@ impl Cluster {
     pub fn placements(&self) -> Vec<(String, String, Option<String>)> {
         self.definitions
             .iter()
-            .flat_map(|(name, d)| d.resources.iter().map(move |(node, r)| (name.clone(), node.clone(), r.pool.clone())))
+            .flat_map(|(name, d)| {
+                d.resources
+                    .iter()
+                    .map(move |(node, r)| (name.clone(), node.clone(), r.pool.clone()))
+            })
             .collect()
     }
 
@@ -679,15 +750,27 @@ impl Cluster {
     pub fn create_group(&mut self, mut group: ResourceGroup) -> Reply {
         let obj = retcode::MASK_CRT | retcode::MASK_RSC_GRP;
         if !valid_name(&group.name) {
-            return Err(fail(retcode::FAIL_INVLD_REQUEST, obj, format!("Resource group name '{}' is invalid.", group.name)));
+            return Err(fail(
+                retcode::FAIL_INVLD_REQUEST,
+                obj,
+                format!("Resource group name '{}' is invalid.", group.name),
+            ));
         }
         if self.groups.contains_key(&group.name) {
-            return Err(fail(retcode::FAIL_EXISTS_RSC_GRP, obj, format!("Resource group '{}' already exists.", group.name)));
+            return Err(fail(
+                retcode::FAIL_EXISTS_RSC_GRP,
+                obj,
+                format!("Resource group '{}' already exists.", group.name),
+            ));
         }
         group.uuid.get_or_insert_with(uuid);
         let name = group.name.clone();
         self.groups.insert(name.clone(), group);
-        Ok(vec![ok(retcode::CREATED, obj, format!("New resource group '{name}' created."))])
+        Ok(vec![ok(
+            retcode::CREATED,
+            obj,
+            format!("New resource group '{name}' created."),
+        )])
     }
 
     /// `POST /v1/resource-definitions`.
@@ -705,9 +788,16 @@ impl Cluster {
             )
             .with_cause("The resource definition already exists.")]);
         }
-        let group = rd.resource_group_name.clone().unwrap_or_else(|| DEFAULT_GROUP.into());
+        let group = rd
+            .resource_group_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GROUP.into());
         if !self.groups.contains_key(&group) {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_GRP, obj, format!("Resource group '{group}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_GRP,
+                obj,
+                format!("Resource group '{group}' not found."),
+            ));
         }
         let minor = self.next_minor;
         self.next_minor += 16;
@@ -723,7 +813,11 @@ impl Cluster {
                 uuid: uuid(),
             },
         );
-        let mut rc = ok(retcode::CREATED, obj, format!("New resource definition '{name}' created."));
+        let mut rc = ok(
+            retcode::CREATED,
+            obj,
+            format!("New resource definition '{name}' created."),
+        );
         rc.obj_refs.insert("RscDfn".into(), name);
         Ok(vec![rc])
     }
@@ -732,17 +826,33 @@ impl Cluster {
     pub fn delete_definition(&mut self, name: &str) -> Reply {
         let obj = retcode::MASK_DEL | retcode::MASK_RSC_DFN;
         let Some(d) = self.definitions.get(name) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_DFN,
+                obj,
+                format!("Resource definition '{name}' not found."),
+            ));
         };
         if let Some((node, _)) = d.resources.iter().find(|(_, r)| r.in_use) {
-            return Err(fail(retcode::FAIL_IN_USE, obj, format!("Resource '{name}' is still in use on node '{node}'.")));
+            return Err(fail(
+                retcode::FAIL_IN_USE,
+                obj,
+                format!("Resource '{name}' is still in use on node '{node}'."),
+            ));
         }
         self.definitions.remove(name);
-        Ok(vec![ok(retcode::DELETED, obj, format!("Resource definition '{name}' deleted."))])
+        Ok(vec![ok(
+            retcode::DELETED,
+            obj,
+            format!("Resource definition '{name}' deleted."),
+        )])
     }
 
     /// `POST /v1/resource-definitions/{rsc}/volume-definitions`.
-    pub fn create_volume_definition(&mut self, name: &str, create: VolumeDefinitionCreate) -> Reply {
+    pub fn create_volume_definition(
+        &mut self,
+        name: &str,
+        create: VolumeDefinitionCreate,
+    ) -> Reply {
         let obj = retcode::MASK_CRT | retcode::MASK_VLM_DFN;
         let size = create.volume_definition.size_kib;
         if size == 0 || size > MAX_VOLUME_KIB {
@@ -753,7 +863,13 @@ impl Cluster {
             ));
         }
         let free: Vec<(String, String, u64)> = match self.definitions.get(name) {
-            None => return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found."))),
+            None => {
+                return Err(fail(
+                    retcode::FAIL_NOT_FOUND_RSC_DFN,
+                    obj,
+                    format!("Resource definition '{name}' not found."),
+                ))
+            }
             Some(d) => d
                 .diskful()
                 .map(|(node, r)| {
@@ -770,7 +886,9 @@ impl Cluster {
                 format!("Not enough free space in storage pool '{pool}' on node '{node}': {free} KiB free, {size} KiB needed."),
             ));
         }
-        let Some(d) = self.definitions.get_mut(name) else { unreachable_missing() };
+        let Some(d) = self.definitions.get_mut(name) else {
+            unreachable_missing()
+        };
         let number = match create.volume_definition.volume_number {
             Some(nr) if d.volumes.contains_key(&nr) => {
                 return Err(fail(
@@ -791,10 +909,19 @@ impl Cluster {
     }
 
     /// `PUT /v1/resource-definitions/{rsc}/volume-definitions/{nr}`: only growing is allowed.
-    pub fn modify_volume_definition(&mut self, name: &str, number: u32, modify: VolumeDefinitionModify) -> Reply {
+    pub fn modify_volume_definition(
+        &mut self,
+        name: &str,
+        number: u32,
+        modify: VolumeDefinitionModify,
+    ) -> Reply {
         let obj = retcode::MASK_MOD | retcode::MASK_VLM_DFN;
         let Some(d) = self.definitions.get(name) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_DFN,
+                obj,
+                format!("Resource definition '{name}' not found."),
+            ));
         };
         let Some(&current) = d.volumes.get(&number) else {
             return Err(fail(
@@ -842,10 +969,19 @@ impl Cluster {
     }
 
     /// `POST /v1/resource-definitions/{rsc}/resources`: all or nothing.
-    pub fn create_resources(&mut self, name: &str, creates: Vec<ResourceCreate>, now: Instant) -> Reply {
+    pub fn create_resources(
+        &mut self,
+        name: &str,
+        creates: Vec<ResourceCreate>,
+        now: Instant,
+    ) -> Reply {
         let obj = retcode::MASK_CRT | retcode::MASK_RSC;
         let Some(d) = self.definitions.get(name) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_DFN,
+                obj,
+                format!("Resource definition '{name}' not found."),
+            ));
         };
         let size = d.size_kib();
         let joining_data = d.diskful().next().is_some();
@@ -855,20 +991,31 @@ impl Cluster {
             let rsc = create.resource;
             let node_name = rsc.node_name.clone();
             let Some(node) = self.nodes.get(&node_name) else {
-                return Err(fail(retcode::FAIL_NOT_FOUND_NODE, obj, format!("Node '{node_name}' not found.")));
+                return Err(fail(
+                    retcode::FAIL_NOT_FOUND_NODE,
+                    obj,
+                    format!("Node '{node_name}' not found."),
+                ));
             };
-            if d.resources.contains_key(&node_name) || planned.iter().any(|(n, _)| n == &node_name) {
+            if d.resources.contains_key(&node_name) || planned.iter().any(|(n, _)| n == &node_name)
+            {
                 return Err(fail(
                     retcode::FAIL_EXISTS_RSC,
                     obj,
-                    format!("A resource with the name '{name}' already exists on node '{node_name}'."),
+                    format!(
+                        "A resource with the name '{name}' already exists on node '{node_name}'."
+                    ),
                 ));
             }
             let diskless = rsc.is_diskless();
             let pool = if diskless {
                 None
             } else {
-                let pool = rsc.props.get("StorPoolName").cloned().unwrap_or_else(|| DEFAULT_POOL.into());
+                let pool = rsc
+                    .props
+                    .get("StorPoolName")
+                    .cloned()
+                    .unwrap_or_else(|| DEFAULT_POOL.into());
                 if !node.pools.contains_key(&pool) {
                     return Err(fail(
                         retcode::FAIL_NOT_FOUND_STOR_POOL,
@@ -892,26 +1039,41 @@ impl Cluster {
                     format!("No active connection to satellite '{node_name}'"),
                 ));
             }
-            let mut flags: Vec<String> = rsc.flags.iter().filter(|f| *f != "DISKLESS").cloned().collect();
+            let mut flags: Vec<String> = rsc
+                .flags
+                .iter()
+                .filter(|f| *f != "DISKLESS")
+                .cloned()
+                .collect();
             if diskless {
                 flags.retain(|f| f != "DRBD_DISKLESS");
                 flags.push("DRBD_DISKLESS".into());
                 flags.push("DISKLESS".into());
             }
-            planned.push((node_name, FakeResource {
-                pending: (pool.is_some() && joining_data && !self.sync_delay.is_zero()).then(|| (now + self.sync_delay, "Inconsistent")),
-                pool,
-                flags,
-                in_use: false,
-                migrate_from: None,
-                create_ms: now_ms(),
-                uuid: uuid(),
-            }));
+            planned.push((
+                node_name,
+                FakeResource {
+                    pending: (pool.is_some() && joining_data && !self.sync_delay.is_zero())
+                        .then(|| (now + self.sync_delay, "Inconsistent")),
+                    pool,
+                    flags,
+                    in_use: false,
+                    migrate_from: None,
+                    create_ms: now_ms(),
+                    uuid: uuid(),
+                },
+            ));
         }
         let mut replies = Vec::new();
-        let Some(d) = self.definitions.get_mut(name) else { unreachable_missing() };
+        let Some(d) = self.definitions.get_mut(name) else {
+            unreachable_missing()
+        };
         for (node, r) in planned {
-            replies.push(ok(retcode::CREATED, obj, format!("New resource '{name}' on node '{node}' registered.")));
+            replies.push(ok(
+                retcode::CREATED,
+                obj,
+                format!("New resource '{name}' on node '{node}' registered."),
+            ));
             d.resources.insert(node, r);
         }
         replies.extend(warnings);
@@ -922,26 +1084,56 @@ impl Cluster {
     pub fn delete_resource(&mut self, name: &str, node: &str) -> Reply {
         let obj = retcode::MASK_DEL | retcode::MASK_RSC;
         let Some(d) = self.definitions.get_mut(name) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_DFN,
+                obj,
+                format!("Resource definition '{name}' not found."),
+            ));
         };
         let Some(r) = d.resources.get(node) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC, obj, format!("Resource '{name}' not found on node '{node}'.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC,
+                obj,
+                format!("Resource '{name}' not found on node '{node}'."),
+            ));
         };
         if r.in_use {
-            return Err(fail(retcode::FAIL_IN_USE, obj, format!("Resource '{name}' is still in use on node '{node}'.")));
+            return Err(fail(
+                retcode::FAIL_IN_USE,
+                obj,
+                format!("Resource '{name}' is still in use on node '{node}'."),
+            ));
         }
         d.resources.remove(node);
-        Ok(vec![ok(retcode::DELETED, obj, format!("Resource '{name}' on node '{node}' deleted."))])
+        Ok(vec![ok(
+            retcode::DELETED,
+            obj,
+            format!("Resource '{name}' on node '{node}' deleted."),
+        )])
     }
 
     /// `PUT /v1/resource-definitions/{rsc}/resources/{node}/toggle-disk` (API 1.28 body).
-    pub fn toggle_disk(&mut self, name: &str, node: &str, toggle: ToggleDisk, now: Instant) -> Reply {
+    pub fn toggle_disk(
+        &mut self,
+        name: &str,
+        node: &str,
+        toggle: ToggleDisk,
+        now: Instant,
+    ) -> Reply {
         let obj = retcode::MASK_MOD | retcode::MASK_RSC;
         let Some(d) = self.definitions.get(name) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_DFN,
+                obj,
+                format!("Resource definition '{name}' not found."),
+            ));
         };
         let Some(r) = d.resources.get(node) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC, obj, format!("Resource '{name}' not found on node '{node}'.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC,
+                obj,
+                format!("Resource '{name}' not found on node '{node}'."),
+            ));
         };
         let size = d.size_kib();
         match toggle.operation.as_str() {
@@ -953,7 +1145,7 @@ impl Cluster {
                     )]);
                 }
                 if let Some(from) = &toggle.migrate_from {
-                    if !d.resources.get(from).is_some_and(|r| r.pool.is_some()) {
+                    if d.resources.get(from).is_none_or(|r| r.pool.is_none()) {
                         return Err(fail(
                             retcode::FAIL_NOT_FOUND_RSC,
                             obj,
@@ -1012,16 +1204,27 @@ impl Cluster {
     pub fn create_snapshot(&mut self, name: &str, snapshot: Snapshot) -> Reply {
         let obj = retcode::MASK_CRT | retcode::MASK_SNAPSHOT;
         let Some(d) = self.definitions.get(name) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_DFN,
+                obj,
+                format!("Resource definition '{name}' not found."),
+            ));
         };
         if !valid_name(&snapshot.name) {
-            return Err(fail(218, obj, format!("Invalid snapshot name: '{}'", snapshot.name)));
+            return Err(fail(
+                218,
+                obj,
+                format!("Invalid snapshot name: '{}'", snapshot.name),
+            ));
         }
         if d.snapshots.contains_key(&snapshot.name) {
             return Err(fail(
                 retcode::FAIL_EXISTS_SNAPSHOT,
                 obj,
-                format!("A snapshot with the name '{}' of resource '{name}' already exists.", snapshot.name),
+                format!(
+                    "A snapshot with the name '{}' of resource '{name}' already exists.",
+                    snapshot.name
+                ),
             ));
         }
         let nodes: Vec<String> = if snapshot.nodes.is_empty() {
@@ -1037,19 +1240,27 @@ impl Cluster {
             ));
         }
         for node in &nodes {
-            if !d.resources.get(node).is_some_and(|r| r.pool.is_some()) {
-                return Err(fail(retcode::FAIL_NOT_FOUND_RSC, obj, format!("No diskful resource '{name}' on node '{node}'.")));
+            if d.resources.get(node).is_none_or(|r| r.pool.is_none()) {
+                return Err(fail(
+                    retcode::FAIL_NOT_FOUND_RSC,
+                    obj,
+                    format!("No diskful resource '{name}' on node '{node}'."),
+                ));
             }
             if !self.nodes.get(node).is_some_and(|n| n.online) {
                 return Err(fail(
                     retcode::FAIL_NOT_CONNECTED,
                     obj,
-                    format!("No active connection to satellite '{node}'; the snapshot cannot be taken."),
+                    format!(
+                        "No active connection to satellite '{node}'; the snapshot cannot be taken."
+                    ),
                 ));
             }
         }
         let sizes = d.volumes.clone();
-        let Some(d) = self.definitions.get_mut(name) else { unreachable_missing() };
+        let Some(d) = self.definitions.get_mut(name) else {
+            unreachable_missing()
+        };
         d.snapshots.insert(
             snapshot.name.clone(),
             FakeSnapshot {
@@ -1062,7 +1273,10 @@ impl Cluster {
         Ok(vec![ok(
             retcode::CREATED,
             obj,
-            format!("New snapshot '{}' of resource '{name}' registered.", snapshot.name),
+            format!(
+                "New snapshot '{}' of resource '{name}' registered.",
+                snapshot.name
+            ),
         )])
     }
 
@@ -1070,7 +1284,11 @@ impl Cluster {
     pub fn delete_snapshot(&mut self, name: &str, snapshot: &str) -> Reply {
         let obj = retcode::MASK_DEL | retcode::MASK_SNAPSHOT;
         let Some(d) = self.definitions.get_mut(name) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_DFN,
+                obj,
+                format!("Resource definition '{name}' not found."),
+            ));
         };
         if d.snapshots.remove(snapshot).is_none() {
             return Err(fail(
@@ -1079,16 +1297,28 @@ impl Cluster {
                 format!("Snapshot '{snapshot}' of resource '{name}' not found."),
             ));
         }
-        Ok(vec![ok(retcode::DELETED, obj, format!("Snapshot '{snapshot}' of resource '{name}' deleted."))])
+        Ok(vec![ok(
+            retcode::DELETED,
+            obj,
+            format!("Snapshot '{snapshot}' of resource '{name}' deleted."),
+        )])
     }
 
     /// `POST /v1/resource-definitions/{rsc}/autoplace`, following the controller's autoplacer.
     pub fn autoplace(&mut self, name: &str, request: AutoPlaceRequest, now: Instant) -> Reply {
         let obj = retcode::MASK_CRT | retcode::MASK_RSC;
         let Some(d) = self.definitions.get(name) else {
-            return Err(fail(retcode::FAIL_NOT_FOUND_RSC_DFN, obj, format!("Resource definition '{name}' not found.")));
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_DFN,
+                obj,
+                format!("Resource definition '{name}' not found."),
+            ));
         };
-        let group = self.groups.get(&d.group).map(|g| g.select_filter.clone()).unwrap_or_default();
+        let group = self
+            .groups
+            .get(&d.group)
+            .map(|g| g.select_filter.clone())
+            .unwrap_or_default();
         let filter = merge(&request.select_filter, &group);
         let place_count = filter.place_count.unwrap_or(DEFAULT_PLACE_COUNT);
         let existing: Vec<&String> = d.diskful().map(|(n, _)| n).collect();
@@ -1099,7 +1329,10 @@ impl Cluster {
         };
         if additional == 0 {
             return Ok(vec![ApiCallRc::new(
-                RetCode::warn(retcode::WARN_RSC_ALREADY_DEPLOYED, retcode::MASK_CRT | retcode::MASK_RSC_DFN),
+                RetCode::warn(
+                    retcode::WARN_RSC_ALREADY_DEPLOYED,
+                    retcode::MASK_CRT | retcode::MASK_RSC_DFN,
+                ),
                 format!("Resource '{name}' was already deployed on {already} nodes. Skipping."),
             )]);
         }
@@ -1114,12 +1347,35 @@ impl Cluster {
         }
         let additional = additional as usize;
         let size = d.size_kib();
+        if filter
+            .not_place_with_rsc_regex
+            .as_deref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            // Refused loudly rather than ignored, so a test never passes on a filter the fake did not apply.
+            return Err(fail(
+                retcode::FAIL_INVLD_REQUEST,
+                obj,
+                "not_place_with_rsc_regex is not supported by the fake controller".into(),
+            ));
+        }
         let pools_named = filter.pools();
-        let same: Vec<(String, Option<String>)> = filter.replicas_on_same.iter().flatten().map(|k| split_prop(k)).collect();
-        let different: Vec<String> = filter.replicas_on_different.iter().flatten().map(|k| split_prop(k).0).collect();
+        let same: Vec<(String, Option<String>)> = filter
+            .replicas_on_same
+            .iter()
+            .flatten()
+            .map(|k| split_prop(k))
+            .collect();
+        let different: Vec<String> = filter
+            .replicas_on_different
+            .iter()
+            .flatten()
+            .map(|k| split_prop(k).0)
+            .collect();
 
         // Values fixed by the replicas already placed.
-        let prop_of = |node: &str, key: &str| self.nodes.get(node).and_then(|n| n.props.get(key).cloned());
+        let prop_of =
+            |node: &str, key: &str| self.nodes.get(node).and_then(|n| n.props.get(key).cloned());
         let fixed_same: Vec<(String, Option<String>)> = same
             .iter()
             .map(|(key, value)| {
@@ -1129,19 +1385,34 @@ impl Cluster {
             .collect();
         let used_different: BTreeSet<(String, String)> = existing
             .iter()
-            .flat_map(|n| different.iter().filter_map(|k| prop_of(n, k).map(|v| (k.clone(), v))))
+            .flat_map(|n| {
+                different
+                    .iter()
+                    .filter_map(|k| prop_of(n, k).map(|v| (k.clone(), v)))
+            })
             .collect();
 
         let mut candidates: Vec<Candidate> = Vec::new();
         for (node_name, node) in &self.nodes {
-            if !node.online || node.flags.iter().any(|f| f == "EVICTED") || d.resources.contains_key(node_name) {
+            if !node.online
+                || node.flags.iter().any(|f| f == "EVICTED")
+                || d.resources.contains_key(node_name)
+            {
                 continue;
             }
-            if filter.node_name_list.as_ref().is_some_and(|l| !l.is_empty() && !l.contains(node_name)) {
+            if filter
+                .node_name_list
+                .as_ref()
+                .is_some_and(|l| !l.is_empty() && !l.contains(node_name))
+            {
                 continue;
             }
             let avoid = filter.not_place_with_rsc.iter().flatten();
-            if avoid.clone().any(|other| self.definitions.get(other).is_some_and(|o| o.resources.contains_key(node_name))) {
+            if avoid.clone().any(|other| {
+                self.definitions
+                    .get(other)
+                    .is_some_and(|o| o.resources.contains_key(node_name))
+            }) {
                 continue;
             }
             if fixed_same.iter().any(|(k, v)| match v {
@@ -1161,7 +1432,10 @@ impl Cluster {
                 .iter()
                 .filter(|(p, pool)| {
                     (pools_named.is_empty() || pools_named.contains(p))
-                        && filter.provider_list.as_ref().is_none_or(|l| l.is_empty() || l.contains(&pool.provider_kind))
+                        && filter
+                            .provider_list
+                            .as_ref()
+                            .is_none_or(|l| l.is_empty() || l.contains(&pool.provider_kind))
                 })
                 .map(|(p, _)| (p.clone(), self.free_kib(node_name, p)))
                 .filter(|(_, free)| *free >= size)
@@ -1179,39 +1453,93 @@ impl Cluster {
         candidates.sort_by(|a, b| b.free.cmp(&a.free).then(a.node.cmp(&b.node)));
 
         // Replicas-on-same keys without a fixed value split the candidates into groups; pick the best group.
-        let open_same: Vec<&String> = fixed_same.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
+        let open_same: Vec<&String> = fixed_same
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k)
+            .collect();
         let mut groups: BTreeMap<Vec<String>, Vec<&Candidate>> = BTreeMap::new();
         for c in &candidates {
-            let key: Vec<String> = open_same.iter().map(|k| c.props.get(*k).cloned().unwrap_or_default()).collect();
+            let key: Vec<String> = open_same
+                .iter()
+                .map(|k| c.props.get(*k).cloned().unwrap_or_default())
+                .collect();
             groups.entry(key).or_default().push(c);
+        }
+        // At most N replicas per value of each `x_replicas_on_different_map` key, existing ones included.
+        let x_limits: Vec<(String, u32)> = filter
+            .x_replicas_on_different_map
+            .iter()
+            .flatten()
+            .map(|(k, n)| (split_prop(k).0, *n))
+            .collect();
+        let mut x_existing: BTreeMap<(String, String), u32> = BTreeMap::new();
+        for node in &existing {
+            for (key, _) in &x_limits {
+                if let Some(value) = prop_of(node, key) {
+                    *x_existing.entry((key.clone(), value)).or_default() += 1;
+                }
+            }
         }
         let mut best: Option<Vec<&Candidate>> = None;
         for members in groups.values() {
             let mut picked: Vec<&Candidate> = Vec::new();
             let mut taken = used_different.clone();
+            let mut x_counts = x_existing.clone();
             for c in members {
                 if picked.len() == additional {
                     break;
                 }
-                let values: Vec<(String, String)> =
-                    different.iter().filter_map(|k| c.props.get(k).map(|v| (k.clone(), v.clone()))).collect();
+                let values: Vec<(String, String)> = different
+                    .iter()
+                    .filter_map(|k| c.props.get(k).map(|v| (k.clone(), v.clone())))
+                    .collect();
                 if values.iter().any(|v| taken.contains(v)) {
                     continue;
+                }
+                let x_values: Vec<((String, String), u32)> = x_limits
+                    .iter()
+                    .filter_map(|(k, limit)| {
+                        c.props.get(k).map(|v| ((k.clone(), v.clone()), *limit))
+                    })
+                    .collect();
+                if x_values
+                    .iter()
+                    .any(|(kv, limit)| x_counts.get(kv).copied().unwrap_or(0) >= *limit)
+                {
+                    continue;
+                }
+                for (kv, _) in x_values {
+                    *x_counts.entry(kv).or_default() += 1;
                 }
                 taken.extend(values);
                 picked.push(c);
             }
             if picked.len() == additional {
                 let score: u64 = picked.iter().map(|c| c.free).sum();
-                if best.as_ref().is_none_or(|b| b.iter().map(|c| c.free).sum::<u64>() < score) {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| b.iter().map(|c| c.free).sum::<u64>() < score)
+                {
                     best = Some(picked);
                 }
             }
         }
         let Some(picked) = best else {
-            let details = not_enough_nodes_details(&filter, place_count, additional, size, &pools_named, &same, &different);
-            return Err(vec![ApiCallRc::new(RetCode::error(retcode::FAIL_NOT_ENOUGH_NODES, 0), "Not enough available nodes")
-                .with_details(details)]);
+            let details = not_enough_nodes_details(
+                &filter,
+                place_count,
+                additional,
+                size,
+                &pools_named,
+                &same,
+                &different,
+            );
+            return Err(vec![ApiCallRc::new(
+                RetCode::error(retcode::FAIL_NOT_ENOUGH_NODES, 0),
+                "Not enough available nodes",
+            )
+            .with_details(details)]);
         };
         let picked: Vec<Candidate> = picked.into_iter().cloned().collect();
         let creates: Vec<ResourceCreate> = picked
@@ -1226,9 +1554,16 @@ impl Cluster {
             })
             .collect();
         let mut replies = self.create_resources(name, creates, now)?;
-        let diskless_on_remaining = request.diskless_on_remaining.or(filter.diskless_on_remaining).unwrap_or(false);
+        let diskless_on_remaining = request
+            .diskless_on_remaining
+            .or(filter.diskless_on_remaining)
+            .unwrap_or(false);
         if diskless_on_remaining {
-            let taken: BTreeSet<String> = self.definitions.get(name).map(|d| d.resources.keys().cloned().collect()).unwrap_or_default();
+            let taken: BTreeSet<String> = self
+                .definitions
+                .get(name)
+                .map(|d| d.resources.keys().cloned().collect())
+                .unwrap_or_default();
             let rest: Vec<ResourceCreate> = self
                 .nodes
                 .iter()
@@ -1249,7 +1584,10 @@ impl Cluster {
         replies.push(ok(
             retcode::CREATED,
             retcode::MASK_CRT | retcode::MASK_RSC_DFN,
-            format!("Resource '{name}' successfully autoplaced on {} nodes", picked.len()),
+            format!(
+                "Resource '{name}' successfully autoplaced on {} nodes",
+                picked.len()
+            ),
         ));
         Ok(replies)
     }
@@ -1259,59 +1597,132 @@ impl Cluster {
         use crate::linstor::exposition::escape_label as esc;
         let mut out = String::new();
         let mut line = |name: &str, labels: &[(&str, &str)], value: f64| {
-            let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+                .collect();
             if inner.is_empty() {
                 out.push_str(&format!("{name} {value}\n"));
             } else {
                 out.push_str(&format!("{name}{{{}}} {value}\n", inner.join(",")));
             }
         };
-        line("linstor_info", &[("version", "1.31.0"), ("buildtime", "2026-06-01T00:00:00+00:00"), ("gitid", "trimtab-fake")], 1.0);
+        line(
+            "linstor_info",
+            &[
+                ("version", "1.31.0"),
+                ("buildtime", "2026-06-01T00:00:00+00:00"),
+                ("gitid", "trimtab-fake"),
+            ],
+            1.0,
+        );
         for (name, node) in &self.nodes {
             // 2 = online, 0 = offline: the fake's encoding of the connection status.
             line(
                 "linstor_node_state",
-                &[("node", name), ("nodetype", "SATELLITE"), ("address", &node.address), ("port", "3366"), ("encryption", "PLAIN")],
+                &[
+                    ("node", name),
+                    ("nodetype", "SATELLITE"),
+                    ("address", &node.address),
+                    ("port", "3366"),
+                    ("encryption", "PLAIN"),
+                ],
                 if node.online { 2.0 } else { 0.0 },
             );
         }
         line("linstor_node_reconnect_attempt_count", &[], 0.0);
-        line("linstor_resource_definition_count", &[], self.definitions.len() as f64);
+        line(
+            "linstor_resource_definition_count",
+            &[],
+            self.definitions.len() as f64,
+        );
         for (name, d) in &self.definitions {
-            line("linstor_resource_definition_resource_count", &[("name", name), ("resource_group", &d.group)], d.resources.len() as f64);
+            line(
+                "linstor_resource_definition_resource_count",
+                &[("name", name), ("resource_group", &d.group)],
+                d.resources.len() as f64,
+            );
             for (nr, size) in &d.volumes {
                 line(
                     "linstor_volume_definition_size_bytes",
-                    &[("name", name), ("volume_number", &nr.to_string()), ("resource_group", &d.group)],
+                    &[
+                        ("name", name),
+                        ("volume_number", &nr.to_string()),
+                        ("resource_group", &d.group),
+                    ],
                     (*size * 1024) as f64,
                 );
             }
             for (node, r) in &d.resources {
                 let online = self.nodes.get(node).is_some_and(|n| n.online);
-                let state = if !online { -1.0 } else if r.in_use { 1.0 } else { 0.0 };
-                line("linstor_resource_state", &[("name", name), ("node", node)], state);
+                let state = if !online {
+                    -1.0
+                } else if r.in_use {
+                    1.0
+                } else {
+                    0.0
+                };
+                line(
+                    "linstor_resource_state",
+                    &[("name", name), ("node", node)],
+                    state,
+                );
                 let pool = r.pool.as_deref().unwrap_or(DISKLESS_POOL);
                 for (nr, size) in &d.volumes {
                     let device = format!("/dev/drbd{}", d.minor + nr);
-                    let labels = [("resource", name.as_str()), ("node", node.as_str()), ("volume", &nr.to_string()), ("device_path", &device), ("storage_pool", pool)];
+                    let labels = [
+                        ("resource", name.as_str()),
+                        ("node", node.as_str()),
+                        ("volume", &nr.to_string()),
+                        ("device_path", &device),
+                        ("storage_pool", pool),
+                    ];
                     // 1 = UpToDate or Diskless, 0 = anything else.
-                    let healthy = matches!(self.disk_state(node, r, now).as_deref(), Some("UpToDate" | "Diskless"));
-                    line("linstor_volume_state", &labels, if healthy { 1.0 } else { 0.0 });
+                    let healthy = matches!(
+                        self.disk_state(node, r, now).as_deref(),
+                        Some("UpToDate" | "Diskless")
+                    );
+                    line(
+                        "linstor_volume_state",
+                        &labels,
+                        if healthy { 1.0 } else { 0.0 },
+                    );
                     let allocated = if r.pool.is_some() { *size * 1024 } else { 0 };
-                    line("linstor_volume_allocated_size_bytes", &labels, allocated as f64);
+                    line(
+                        "linstor_volume_allocated_size_bytes",
+                        &labels,
+                        allocated as f64,
+                    );
                 }
             }
         }
         for (node_name, node) in &self.nodes {
             for (pool_name, pool) in &node.pools {
                 let backing = format!("vg-{pool_name}");
-                let labels = [("storage_pool", pool_name.as_str()), ("node", node_name.as_str()), ("driver", pool.provider_kind.as_str()), ("backing_pool", backing.as_str())];
-                line("linstor_storage_pool_capacity_free_bytes", &labels, (self.free_kib(node_name, pool_name) * 1024) as f64);
-                line("linstor_storage_pool_capacity_total_bytes", &labels, (pool.total_kib * 1024) as f64);
+                let labels = [
+                    ("storage_pool", pool_name.as_str()),
+                    ("node", node_name.as_str()),
+                    ("driver", pool.provider_kind.as_str()),
+                    ("backing_pool", backing.as_str()),
+                ];
+                line(
+                    "linstor_storage_pool_capacity_free_bytes",
+                    &labels,
+                    (self.free_kib(node_name, pool_name) * 1024) as f64,
+                );
+                line(
+                    "linstor_storage_pool_capacity_total_bytes",
+                    &labels,
+                    (pool.total_kib * 1024) as f64,
+                );
                 line("linstor_storage_pool_error_count", &labels, 0.0);
             }
         }
-        line("linstor_error_reports_count", &[("hostname", "controller"), ("module", "CONTROLLER")], 0.0);
+        line(
+            "linstor_error_reports_count",
+            &[("hostname", "controller"), ("module", "CONTROLLER")],
+            0.0,
+        );
         line("linstor_scrape_requests_count", &[], scrapes as f64);
         line("linstor_scrape_duration_seconds", &[], 0.001);
         out
@@ -1331,22 +1742,54 @@ fn merge(request: &AutoSelectFilter, group: &AutoSelectFilter) -> AutoSelectFilt
     AutoSelectFilter {
         place_count: request.place_count.or(group.place_count),
         additional_place_count: request.additional_place_count,
-        node_name_list: request.node_name_list.clone().or_else(|| group.node_name_list.clone()),
-        storage_pool: request.storage_pool.clone().or_else(|| group.storage_pool.clone()),
+        node_name_list: request
+            .node_name_list
+            .clone()
+            .or_else(|| group.node_name_list.clone()),
+        storage_pool: request
+            .storage_pool
+            .clone()
+            .or_else(|| group.storage_pool.clone()),
         storage_pool_list: request
             .storage_pool_list
             .clone()
             .filter(|l| !l.is_empty())
             .or_else(|| group.storage_pool_list.clone()),
-        storage_pool_diskless_list: request.storage_pool_diskless_list.clone().or_else(|| group.storage_pool_diskless_list.clone()),
-        not_place_with_rsc: request.not_place_with_rsc.clone().or_else(|| group.not_place_with_rsc.clone()),
-        not_place_with_rsc_regex: request.not_place_with_rsc_regex.clone().or_else(|| group.not_place_with_rsc_regex.clone()),
-        replicas_on_same: request.replicas_on_same.clone().or_else(|| group.replicas_on_same.clone()),
-        replicas_on_different: request.replicas_on_different.clone().or_else(|| group.replicas_on_different.clone()),
-        x_replicas_on_different_map: request.x_replicas_on_different_map.clone().or_else(|| group.x_replicas_on_different_map.clone()),
-        layer_stack: request.layer_stack.clone().or_else(|| group.layer_stack.clone()),
-        provider_list: request.provider_list.clone().or_else(|| group.provider_list.clone()),
-        diskless_on_remaining: request.diskless_on_remaining.or(group.diskless_on_remaining),
+        storage_pool_diskless_list: request
+            .storage_pool_diskless_list
+            .clone()
+            .or_else(|| group.storage_pool_diskless_list.clone()),
+        not_place_with_rsc: request
+            .not_place_with_rsc
+            .clone()
+            .or_else(|| group.not_place_with_rsc.clone()),
+        not_place_with_rsc_regex: request
+            .not_place_with_rsc_regex
+            .clone()
+            .or_else(|| group.not_place_with_rsc_regex.clone()),
+        replicas_on_same: request
+            .replicas_on_same
+            .clone()
+            .or_else(|| group.replicas_on_same.clone()),
+        replicas_on_different: request
+            .replicas_on_different
+            .clone()
+            .or_else(|| group.replicas_on_different.clone()),
+        x_replicas_on_different_map: request
+            .x_replicas_on_different_map
+            .clone()
+            .or_else(|| group.x_replicas_on_different_map.clone()),
+        layer_stack: request
+            .layer_stack
+            .clone()
+            .or_else(|| group.layer_stack.clone()),
+        provider_list: request
+            .provider_list
+            .clone()
+            .or_else(|| group.provider_list.clone()),
+        diskless_on_remaining: request
+            .diskless_on_remaining
+            .or(group.diskless_on_remaining),
         extra: Default::default(),
     }
 }
@@ -1357,7 +1800,11 @@ fn split_prop(text: &str) -> (String, Option<String>) {
         Some((k, v)) => (k.trim(), Some(v.trim().to_owned())),
         None => (text.trim(), None),
     };
-    let key = if key.starts_with("Aux/") { key.to_owned() } else { format!("Aux/{key}") };
+    let key = if key.starts_with("Aux/") {
+        key.to_owned()
+    } else {
+        format!("Aux/{key}")
+    };
     (key, value)
 }
 
@@ -1374,26 +1821,39 @@ fn not_enough_nodes_details(
     if !pools.is_empty() {
         text.push_str(&format!(" * has a deployed storage pool named {pools:?}\n"));
     }
-    text.push_str(&format!(" * the storage pools have to have at least '{size}' free space\n"));
+    text.push_str(&format!(
+        " * the storage pools have to have at least '{size}' free space\n"
+    ));
     text.push_str(" * the current access context has enough privileges to use the node and the storage pool\n");
     text.push_str(" * the node is online\n");
     text.push_str(" * the node is not evicted\n");
     text.push_str(" * the resource is not yet deployed on the node\n");
     if !same.is_empty() {
-        let keys: Vec<String> = same.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
-        text.push_str(&format!(" * the nodes have to share the values of the properties {keys:?}\n"));
+        let keys: Vec<String> = same
+            .iter()
+            .map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}")))
+            .collect();
+        text.push_str(&format!(
+            " * the nodes have to share the values of the properties {keys:?}\n"
+        ));
     }
     if !different.is_empty() {
-        text.push_str(&format!(" * the nodes have to differ in the values of the properties {different:?}\n"));
+        text.push_str(&format!(
+            " * the nodes have to differ in the values of the properties {different:?}\n"
+        ));
     }
     if let Some(nodes) = filter.node_name_list.as_ref().filter(|l| !l.is_empty()) {
         text.push_str(&format!(" * the node is one of {nodes:?}\n"));
     }
     if let Some(avoid) = filter.not_place_with_rsc.as_ref().filter(|l| !l.is_empty()) {
-        text.push_str(&format!(" * the node holds none of the resources {avoid:?}\n"));
+        text.push_str(&format!(
+            " * the node holds none of the resources {avoid:?}\n"
+        ));
     }
     if let Some(kinds) = filter.provider_list.as_ref().filter(|l| !l.is_empty()) {
-        text.push_str(&format!(" * the storage pool's provider is one of {kinds:?}\n"));
+        text.push_str(&format!(
+            " * the storage pool's provider is one of {kinds:?}\n"
+        ));
     }
     text.push_str("\nAuto-place configuration details:\n");
     text.push_str(&format!("   Replica count: {place_count}\n"));
@@ -1418,7 +1878,10 @@ mod tests {
 
     fn create(c: &mut Cluster, name: &str, size: u64) {
         c.create_definition(ResourceDefinitionCreate {
-            resource_definition: ResourceDefinition { name: name.into(), ..Default::default() },
+            resource_definition: ResourceDefinition {
+                name: name.into(),
+                ..Default::default()
+            },
             extra: Default::default(),
         })
         .unwrap();
@@ -1453,14 +1916,22 @@ mod tests {
     }
 
     fn nodes_of(c: &Cluster, name: &str) -> Vec<String> {
-        c.placements().into_iter().filter(|(r, _, p)| r == name && p.is_some()).map(|(_, n, _)| n).collect()
+        c.placements()
+            .into_iter()
+            .filter(|(r, _, p)| r == name && p.is_some())
+            .map(|(_, n, _)| n)
+            .collect()
     }
 
     #[test]
     fn default_fixture_is_valid_and_spans_three_zones() {
         let fixture = Fixture::default_cluster();
         fixture.validate().unwrap();
-        let zones: BTreeSet<_> = fixture.nodes.iter().filter_map(|n| n.props.get("Aux/zone")).collect();
+        let zones: BTreeSet<_> = fixture
+            .nodes
+            .iter()
+            .filter_map(|n| n.props.get("Aux/zone"))
+            .collect();
         assert_eq!(zones.len(), 3);
     }
 
@@ -1479,7 +1950,32 @@ mod tests {
         // A fourth zone-distinct replica cannot exist.
         let err = place(&mut c, "r1", 4, "pool-ssd", &["Aux/zone"]).unwrap_err();
         assert_eq!(err[0].ret_code.0, -4611686018427386908);
-        assert!(err[0].details.as_deref().unwrap().contains("differ in the values of the properties [\"Aux/zone\"]"));
+        assert!(err[0]
+            .details
+            .as_deref()
+            .unwrap()
+            .contains("differ in the values of the properties [\"Aux/zone\"]"));
+    }
+
+    #[test]
+    fn x_replicas_on_different_caps_replicas_per_zone() {
+        let mut c = cluster();
+        create(&mut c, "r1", 1024);
+        let request = |count: u32| AutoPlaceRequest {
+            select_filter: AutoSelectFilter {
+                place_count: Some(count),
+                storage_pool_list: Some(vec!["pool-ssd".into()]),
+                x_replicas_on_different_map: Some([("zone".to_owned(), 1)].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // Three zones hold ssd pools, so four replicas at one per zone cannot be placed.
+        let err = c.autoplace("r1", request(4), Instant::now()).unwrap_err();
+        assert_eq!(err[0].ret_code.code(), retcode::FAIL_NOT_ENOUGH_NODES);
+        c.autoplace("r1", request(3), Instant::now()).unwrap();
+        // Without the cap n2 (z1) would come before n3 (z2) on the name tie-break.
+        assert_eq!(nodes_of(&c, "r1"), vec!["n1", "n3", "n5"]);
     }
 
     #[test]

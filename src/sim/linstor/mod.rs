@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use cluster::{Fixture, FixtureNode, FixturePool};
 use cluster::Cluster;
+pub use cluster::{Fixture, FixtureNode, FixturePool};
 
 /// How to start the fake controller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,12 +145,16 @@ pub struct Faults {
 impl Faults {
     /// Disconnects a satellite: its replicas lose their disk state and autoplace skips it. False if unknown.
     pub fn node_offline(&self, node: &str) -> bool {
-        self.shared.cluster().set_node_online(node, false, Instant::now())
+        self.shared
+            .cluster()
+            .set_node_online(node, false, Instant::now())
     }
 
     /// Reconnects a satellite: its diskful replicas are `Outdated` until the sync delay has passed.
     pub fn node_online(&self, node: &str) -> bool {
-        self.shared.cluster().set_node_online(node, true, Instant::now())
+        self.shared
+            .cluster()
+            .set_node_online(node, true, Instant::now())
     }
 
     /// Evicts a node, as LINSTOR's auto-evict does: offline and flagged `EVICTED`.
@@ -223,7 +227,10 @@ pub struct FakeLinstor {
 impl FakeLinstor {
     /// Validates the fixture, binds the socket and serves in a background task.
     pub async fn start(config: FakeLinstorConfig) -> Result<FakeLinstor, FakeLinstorError> {
-        config.fixture.validate().map_err(FakeLinstorError::Fixture)?;
+        config
+            .fixture
+            .validate()
+            .map_err(FakeLinstorError::Fixture)?;
         let mut cluster = Cluster::from_fixture(&config.fixture);
         cluster.sync_delay = Duration::from_millis(config.sync_delay_ms);
         let shared = Arc::new(Shared {
@@ -235,8 +242,16 @@ impl FakeLinstor {
         });
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
-            .map_err(|source| FakeLinstorError::Bind { addr: config.bind, source })?;
-        let addr = listener.local_addr().map_err(|source| FakeLinstorError::Bind { addr: config.bind, source })?;
+            .map_err(|source| FakeLinstorError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| FakeLinstorError::Bind {
+                addr: config.bind,
+                source,
+            })?;
         let app = routes::router(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -256,6 +271,17 @@ impl FakeLinstor {
             stop: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// Serves until `shutdown` completes, then stops: what `trimtab sim` runs.
+    pub async fn serve(
+        config: FakeLinstorConfig,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), FakeLinstorError> {
+        let fake = FakeLinstor::start(config).await?;
+        shutdown.await;
+        fake.shutdown().await;
+        Ok(())
     }
 
     /// `http://ip:port`, for `LS_CONTROLLERS` or python-linstor's `linstor://ip:port`.
@@ -282,7 +308,11 @@ impl FakeLinstor {
         cluster
             .placements()
             .into_iter()
-            .map(|(resource, node, pool)| Placement { resource, node, pool })
+            .map(|(resource, node, pool)| Placement {
+                resource,
+                node,
+                pool,
+            })
             .collect()
     }
 
