@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! * [`app`]: builds the running pipeline (real clients, adapters, knobs) from a [`config::Config`].
+//! * [`agent`]: the control loop: sample, forecast, plan, gate, apply, audit; state snapshots for the API and chat-ops.
 //! * [`message`]: the message schema (events and volume requests), versioned, in one place.
 //! * [`servicebus`]: the Service Bus trait, the `azservicebus` client, the depth collector and lag accounting.
 //! * [`cassandra`]: the batching, idempotent `scylla` writer, the schema and trimtab's own tables.
@@ -20,7 +22,9 @@
 //! * [`config`]: the TOML configuration: typed, validated without IO, then built.
 //! * [`shutdown`]: the cancellation tree and grace period shared by every long-running task.
 
+pub mod agent;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod cassandra;
 pub mod chatops;

@@ -1,0 +1,1 @@
+//! The control loop: samples metrics, forecasts, plans, gates and applies changes, and serves state snapshots.
