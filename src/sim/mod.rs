@@ -4,6 +4,7 @@
 //! `servicebus` (AMQP 1.0 with `$cbs`, `$management` and the management HTTP endpoint),
 //! `cql` (the CQL native protocol v4) and `linstor` (the controller's REST API).
 
+pub mod cluster;
 pub mod cql;
 pub mod linstor;
 pub mod servicebus;
