@@ -19,6 +19,8 @@
 //! * [`api`]: the HTTP API.
 //! * [`sim`]: the stand-ins (Service Bus over AMQP, a CQL v4 server, a fake LINSTOR controller) and fixtures.
 //! * [`replay`]: trace loading and replay into the pipeline.
+//! * [`demo`]: the embedded default: stand-ins, the pipeline and a replayed trace, ending with a summary.
+//! * [`commands`]: the long-running commands (`demo`, `sim`, `run`) and their runtime.
 //! * [`config`]: the TOML configuration: typed, validated without IO, then built.
 //! * [`shutdown`]: the cancellation tree and grace period shared by every long-running task.
 
@@ -28,7 +30,9 @@ pub mod app;
 pub mod audit;
 pub mod cassandra;
 pub mod chatops;
+pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod executor;
 pub mod forecast;
 pub mod linstor;

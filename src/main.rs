@@ -14,6 +14,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole pipeline on this machine on a real arrival trace (stand-ins in-process), then summarise.
+    Demo(trimtab::commands::DemoArgs),
+    /// Start the three stand-ins (Service Bus, CQL, LINSTOR) and print their addresses for your own clients.
+    Sim(trimtab::commands::SimArgs),
+    /// Run the agent against the endpoints of a configuration file.
+    Run(trimtab::commands::RunArgs),
     /// Forecasting: backtest the models on a series, or plot actual against forecast.
     Forecast(trimtab::forecast::cli::ForecastArgs),
     /// List, show, approve or reject proposed changes.
@@ -31,6 +37,18 @@ enum Command {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Demo(args) => {
+            trimtab::commands::demo(args)?;
+            ExitCode::SUCCESS
+        }
+        Command::Sim(args) => {
+            trimtab::commands::sim(args)?;
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            trimtab::commands::run(args)?;
+            ExitCode::SUCCESS
+        }
         Command::Forecast(args) => {
             trimtab::forecast::cli::run(args)?;
             ExitCode::SUCCESS

@@ -59,6 +59,8 @@ pub struct LagSnapshot {
     pub window_ms: u64,
     /// Per lag key (session id, else partition key, else `""`).
     pub keys: BTreeMap<String, KeyLag>,
+    /// All keys together: in-flight count, oldest age, and percentiles over every sample in the window.
+    pub overall: KeyLag,
 }
 
 #[derive(Default)]
@@ -158,12 +160,14 @@ impl LagTracker {
     /// The lag of every key as of `now`.
     pub fn snapshot_at(&self, now: OffsetDateTime) -> LagSnapshot {
         let window = self.window;
-        let keys = self.with_keys(|keys| {
+        let mut all_samples: Vec<u64> = Vec::new();
+        let keys: BTreeMap<String, KeyLag> = self.with_keys(|keys| {
             keys.iter_mut()
                 .map(|(key, state)| {
                     prune(&mut state.latencies, now, window);
                     let mut samples: Vec<u64> = state.latencies.iter().map(|(_, l)| *l).collect();
                     samples.sort_unstable();
+                    all_samples.extend_from_slice(&samples);
                     let oldest = state.in_flight.values().min().copied();
                     let lag = KeyLag {
                         in_flight: state.in_flight.len() as u64,
@@ -182,10 +186,23 @@ impl LagTracker {
                 })
                 .collect()
         });
+        all_samples.sort_unstable();
+        let overall = KeyLag {
+            in_flight: keys.values().map(|k| k.in_flight).sum(),
+            oldest_age_ms: keys.values().map(|k| k.oldest_age_ms).max().unwrap_or(0),
+            latency_p50_ms: percentile(&all_samples, 50),
+            latency_p99_ms: percentile(&all_samples, 99),
+            window_completed: all_samples.len() as u64,
+            completed: keys.values().map(|k| k.completed).sum(),
+            abandoned: keys.values().map(|k| k.abandoned).sum(),
+            dead_lettered: keys.values().map(|k| k.dead_lettered).sum(),
+            lock_lost: keys.values().map(|k| k.lock_lost).sum(),
+        };
         LagSnapshot {
             taken_at: now,
             window_ms: window.as_millis() as u64,
             keys,
+            overall,
         }
     }
 }
