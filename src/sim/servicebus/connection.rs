@@ -3,7 +3,7 @@
 //! The engine is hand-written on the `fe2o3-amqp-types` performatives because Service Bus semantics need full
 //! control of delivery tags (the 16-byte lock token) and of the outcomes the server answers settlements with.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,6 +199,8 @@ struct Session {
     next_delivery_id: u32,
     links: BTreeMap<u32, Link>,
     unsettled: HashMap<u32, Pending>,
+    /// Handles this server detached first; the client's answering detach needs no reply.
+    detaching: HashSet<u32>,
 }
 
 struct Connection {
@@ -214,6 +216,13 @@ struct Connection {
 
 fn error(condition: ErrorCondition, description: impl Into<String>) -> AmqpErrorInfo {
     AmqpErrorInfo::new(condition, Some(description.into()), None)
+}
+
+fn server_busy() -> AmqpErrorInfo {
+    error(
+        custom("com.microsoft:server-busy"),
+        "The request was terminated because the entity is being throttled. Please wait 10 seconds and try again.",
+    )
 }
 
 fn custom(condition: &str) -> ErrorCondition {
@@ -264,6 +273,7 @@ impl Connection {
     }
 
     fn send(&self, channel: u16, performative: Performative, payload: &[u8]) {
+        tracing::trace!(connection = self.id, channel, ?performative, "frame sent");
         match frame::encode_frame(TYPE_AMQP, channel, &performative, payload) {
             Ok(bytes) => {
                 let _ = self.out.send(bytes);
@@ -291,6 +301,7 @@ impl Connection {
         }
         let (performative, payload) = frame::decode_performative(&frame.body)?;
         let channel = frame.channel;
+        tracing::trace!(connection = self.id, channel, ?performative, "frame received");
         match performative {
             Performative::Open(open) => self.on_open(open),
             Performative::Begin(begin) => self.on_begin(channel, begin),
@@ -341,6 +352,7 @@ impl Connection {
                 next_delivery_id: 0,
                 links: BTreeMap::new(),
                 unsettled: HashMap::new(),
+                detaching: HashSet::new(),
             },
         );
         let reply = Begin {
@@ -384,12 +396,11 @@ impl Connection {
         let kind = match (kind, throttled) {
             (Err(e), _) => {
                 tracing::info!(connection = self.id, link = %attach.name, error = ?e.description, "attach refused");
-                self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(e) }), &[]);
+                self.detach_with(channel, handle, e);
                 return;
             }
             (Ok(_), true) => {
-                let e = error(custom("com.microsoft:server-busy"), "The request was terminated because the entity is being throttled. Please wait 10 seconds and try again.");
-                self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(e) }), &[]);
+                self.detach_with(channel, handle, server_busy());
                 return;
             }
             (Ok(kind), false) => kind,
@@ -583,7 +594,7 @@ impl Connection {
         }
         if self.shared.broker.faults.take_busy_send() {
             return DeliveryState::Rejected(Rejected {
-                error: Some(error(custom("com.microsoft:server-busy"), "The request was terminated because the entity is being throttled. Please wait 10 seconds and try again.")),
+                error: Some(server_busy()),
             });
         }
         match decode_messages(&delivery.payload, delivery.format) {
@@ -698,8 +709,21 @@ impl Connection {
 
     fn on_detach(&mut self, channel: u16, detach: Detach) {
         let handle = detach.handle.0;
+        let answered = self.sessions.get_mut(&channel).is_some_and(|s| s.detaching.remove(&handle));
+        let known = self.sessions.get(&channel).is_some_and(|s| s.links.contains_key(&handle));
         self.drop_link(channel, handle);
-        self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: None }), &[]);
+        if known && !answered {
+            self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: None }), &[]);
+        }
+    }
+
+    /// Detaches a link from this side with an error; the link's locks are released.
+    fn detach_with(&mut self, channel: u16, handle: u32, error: AmqpErrorInfo) {
+        self.drop_link(channel, handle);
+        if let Some(session) = self.sessions.get_mut(&channel) {
+            session.detaching.insert(handle);
+        }
+        self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(error) }), &[]);
     }
 
     /// Forgets a link and requeues what it held locked.
@@ -754,13 +778,12 @@ impl Connection {
                 if forced && !is_cbs {
                     detaches.push((*channel, *handle, error(LinkError::DetachForced.into(), "The link was detached by the stand-in's detach fault.")));
                 } else if busy && matches!(link.kind, LinkKind::Outbound { .. }) && faults.take_busy_receive() {
-                    detaches.push((*channel, *handle, error(custom("com.microsoft:server-busy"), "The request was terminated because the entity is being throttled. Please wait 10 seconds and try again.")));
+                    detaches.push((*channel, *handle, server_busy()));
                 }
             }
         }
         for (channel, handle, e) in detaches {
-            self.drop_link(channel, handle);
-            self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(e) }), &[]);
+            self.detach_with(channel, handle, e);
         }
     }
 
@@ -799,10 +822,8 @@ impl Connection {
                 };
                 session.unsettled.insert(delivery_id, pending);
             }
-            let tag = match token {
-                Some(token) => token.to_bytes_le().to_vec(),
-                None => delivery_id.to_be_bytes().to_vec(),
-            };
+            // Service Bus tags every delivery with a GUID (clients parse it as the lock token even when settled).
+            let tag = token.unwrap_or_else(Uuid::new_v4).to_bytes_le().to_vec();
             let payload = match serde_amqp::to_vec(&Serializable(&message)) {
                 Ok(p) => p,
                 Err(e) => {
