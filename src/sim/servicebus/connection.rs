@@ -660,7 +660,12 @@ impl Connection {
                         None
                     }
                     (Pending::Locked { token, .. }, Some(settlement)) => match self.shared.broker.settle(*token, settlement) {
-                        Ok(()) => state,
+                        // The applied outcome is echoed; an error on a `rejected` means the settlement failed, so a
+                        // dead-letter that worked is confirmed as a bare `rejected`.
+                        Ok(()) => match state {
+                            Some(DeliveryState::Rejected(_)) => Some(DeliveryState::Rejected(Rejected { error: None })),
+                            other => other,
+                        },
                         Err(_) => Some(DeliveryState::Rejected(Rejected {
                             error: Some(error(
                                 custom("com.microsoft:message-lock-lost"),
@@ -824,10 +829,10 @@ impl Connection {
             }
             // Service Bus tags every delivery with a GUID (clients parse it as the lock token even when settled).
             let tag = token.unwrap_or_else(Uuid::new_v4).to_bytes_le().to_vec();
-            let payload = match serde_amqp::to_vec(&Serializable(&message)) {
+            let payload = match encode_message(message) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(connection = self.id, error = %e, "a message failed to encode; it is dropped from this link");
+                    tracing::error!(connection = self.id, error = %e, "a message failed to encode; its lock will expire and requeue it");
                     continue;
                 }
             };
@@ -937,6 +942,30 @@ fn settlement_of(state: Option<&DeliveryState>) -> Option<Settlement> {
     }
 }
 
+/// Encodes a message for a transfer. The header is written by hand with every field present: the generic encoder
+/// drops a trailing `delivery-count` of 0, which Python reads back as no count at all.
+fn encode_message(mut message: AmqpMessage) -> Result<Vec<u8>, serde_amqp::Error> {
+    let mut bytes = Vec::new();
+    if let Some(header) = message.header.take() {
+        let mut fields = vec![if header.durable { 0x41 } else { 0x42 }, 0x50, header.priority.0];
+        match header.ttl {
+            Some(ttl) => {
+                fields.push(0x70);
+                fields.extend_from_slice(&ttl.to_be_bytes());
+            }
+            None => fields.push(0x40),
+        }
+        fields.push(if header.first_acquirer { 0x41 } else { 0x42 });
+        fields.push(0x70);
+        fields.extend_from_slice(&header.delivery_count.to_be_bytes());
+        // Described list8: descriptor ulong 0x70 (header), size byte (count byte + fields), count 5.
+        bytes.extend_from_slice(&[0x00, 0x53, 0x70, 0xc0, (fields.len() + 1) as u8, 5]);
+        bytes.extend_from_slice(&fields);
+    }
+    bytes.extend(serde_amqp::to_vec(&Serializable(&message))?);
+    Ok(bytes)
+}
+
 /// Decodes a transfer payload: one message, or for the batch format each data section as a message.
 fn decode_messages(payload: &[u8], format: Option<u32>) -> Result<Vec<AmqpMessage>, serde_amqp::Error> {
     let outer: Deserializable<AmqpMessage> = serde_amqp::from_slice(payload)?;
@@ -956,6 +985,25 @@ fn decode_messages(payload: &[u8], format: Option<u32>) -> Result<Vec<AmqpMessag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_keeps_a_zero_delivery_count_on_the_wire() {
+        let message = AmqpMessage {
+            header: Some(fe2o3_amqp_types::messaging::Header { delivery_count: 0, ..Default::default() }),
+            delivery_annotations: None,
+            message_annotations: None,
+            properties: None,
+            application_properties: None,
+            body: Body::Value(fe2o3_amqp_types::messaging::AmqpValue(Value::String("x".into()))),
+            footer: None,
+        };
+        let bytes = encode_message(message.clone()).unwrap();
+        assert_eq!(&bytes[..6], &[0x00, 0x53, 0x70, 0xc0, 11, 5]);
+        assert_eq!(&bytes[11..16], &[0x70, 0, 0, 0, 0], "delivery-count is present, as uint 0");
+        let decoded = decode_messages(&bytes, None).unwrap();
+        assert_eq!(decoded[0].header.as_ref().map(|h| h.delivery_count), Some(0));
+        assert_eq!(decoded[0].body, message.body);
+    }
 
     #[test]
     fn addresses_resolve_to_node_paths() {
