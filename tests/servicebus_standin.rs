@@ -154,6 +154,31 @@ fn send_batch_receive_renew_and_complete() {
     run(send_batch_receive_renew_and_complete_scenario);
 }
 
+/// The same scenario with the client and the stand-in on a multi-threaded runtime, as `trimtab demo` runs them:
+/// guards the stand-in's workaround for the client's settlement race (see `SENDER_OUTCOME_DELAY`).
+#[test]
+fn send_batch_receive_renew_and_complete_on_a_multi_threaded_runtime() {
+    let thread = std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(32 << 20)
+                .enable_all()
+                .build()
+                .expect("test runtime");
+            runtime.block_on(async {
+                tokio::spawn(send_batch_receive_renew_and_complete_scenario()).await
+            })
+        })
+        .expect("spawn test thread");
+    match thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 async fn send_batch_receive_renew_and_complete_scenario() {
     let standin = standin(StandInConfig {
         lock_duration: Duration::from_secs(5),

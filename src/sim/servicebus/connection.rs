@@ -38,6 +38,11 @@ const MAX_FRAME_SIZE: usize = 65_536;
 const INCOMING_WINDOW: u32 = 2_048;
 /// Link credit granted to client senders; topped up when half is used.
 const LINK_CREDIT: u32 = 500;
+/// How long the outcome of a client's transfer is held back. `fe2o3-amqp` 0.14.1 (under `azservicebus`) records
+/// an unsettled delivery only after handing its transfer to the session, so on a multi-threaded runtime an
+/// in-process peer that answers within microseconds can beat that bookkeeping and the client waits forever for an
+/// outcome it already received. Any real broker is at least this far away over the network.
+const SENDER_OUTCOME_DELAY: Duration = Duration::from_millis(5);
 /// Message format of a Service Bus batch: each data section is an encoded message.
 const BATCH_FORMAT: u32 = 0x8001_3700;
 
@@ -305,6 +310,23 @@ impl Connection {
         match frame::encode_frame(TYPE_AMQP, channel, &performative, payload) {
             Ok(bytes) => {
                 let _ = self.out.send(bytes);
+            }
+            Err(e) => tracing::error!(connection = self.id, error = %e, "failed to encode a frame"),
+        }
+    }
+
+    /// Sends a frame after `delay` (at once when `None`); later frames may overtake it.
+    fn send_after(&self, channel: u16, performative: Performative, delay: Option<Duration>) {
+        let Some(delay) = delay else {
+            return self.send(channel, performative, &[]);
+        };
+        match frame::encode_frame(TYPE_AMQP, channel, &performative, &[]) {
+            Ok(bytes) => {
+                let out = self.out.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = out.send(bytes);
+                });
             }
             Err(e) => tracing::error!(connection = self.id, error = %e, "failed to encode a frame"),
         }
@@ -672,7 +694,11 @@ impl Connection {
                 state: Some(outcome),
                 batchable: false,
             };
-            self.send(channel, Performative::Disposition(disposition), &[]);
+            self.send_after(
+                channel,
+                Performative::Disposition(disposition),
+                Some(SENDER_OUTCOME_DELAY),
+            );
         }
         if low_credit || window_low {
             self.grant_credit(channel, handle);
@@ -838,26 +864,7 @@ impl Connection {
                 state: Some(state),
                 batchable: false,
             };
-            match frame::encode_frame(
-                TYPE_AMQP,
-                channel,
-                &Performative::Disposition(disposition),
-                &[],
-            ) {
-                Ok(bytes) => match delay {
-                    Some(delay) => {
-                        let out = self.out.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let _ = out.send(bytes);
-                        });
-                    }
-                    None => {
-                        let _ = self.out.send(bytes);
-                    }
-                },
-                Err(e) => tracing::error!(error = %e, "failed to encode a disposition"),
-            }
+            self.send_after(channel, Performative::Disposition(disposition), delay);
         }
     }
 
