@@ -241,6 +241,24 @@ async fn send_batch_receive_renew_and_complete_scenario() {
     }
     assert_eq!(standin.counts("orders").unwrap().locked, 4);
 
+    let peeked = step("peek", receiver.peek_messages(10, Some(3)))
+        .await
+        .expect("peek-message succeeds");
+    let peeked: Vec<(i64, Vec<u8>)> = peeked
+        .iter()
+        .map(|m| (m.sequence_number(), m.body().expect("data body").to_vec()))
+        .collect();
+    assert_eq!(
+        peeked,
+        [(3, b"b2".to_vec()), (4, b"b3".to_vec())],
+        "peek reads from the sequence number on, locked or not"
+    );
+    assert_eq!(
+        standin.counts("orders").unwrap().locked,
+        4,
+        "peek takes no locks"
+    );
+
     let first_until = messages[0].locked_until().unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     step("renew", receiver.renew_message_lock(&mut messages[0]))
@@ -608,9 +626,9 @@ async fn unknown_entities_wrong_keys_and_oversized_messages_fail_clearly_scenari
         .expect_err("a message over the limit fails");
     let text = format!("{err:?}");
     assert!(
-        text.contains("1024")
-            || text.contains("message-size-exceeded")
-            || text.contains("MessageSizeExceeded"),
+        text.contains("MessageSizeExceeded")
+            && text.contains("1024 bytes")
+            && text.contains("size 40"),
         "{text}"
     );
     assert_eq!(standin.counts("small").unwrap().active, 0);

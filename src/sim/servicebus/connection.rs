@@ -212,6 +212,7 @@ struct Link {
     /// Links we receive on: deliveries we counted and credit still granted.
     received: u32,
     granted: u32,
+    /// The client receives pre-settled (receive-and-delete, or settled replies).
     settle_pre: bool,
     partial: Option<Partial>,
 }
