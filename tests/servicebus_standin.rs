@@ -726,3 +726,29 @@ async fn receive_and_delete_removes_the_message_and_a_forced_detach_requeues_loc
     step("dispose", client.dispose()).await.unwrap();
     standin.shutdown().await;
 }
+
+#[test]
+fn a_message_larger_than_a_frame_crosses_in_several_transfers_both_ways() {
+    run(a_message_larger_than_a_frame_crosses_in_several_transfers_both_ways_scenario);
+}
+
+async fn a_message_larger_than_a_frame_crosses_in_several_transfers_both_ways_scenario() {
+    let standin = standin(queues(&["bulk"])).await;
+    let mut client = client(&standin).await;
+    let mut sender = step("create sender", client.create_sender("bulk", Default::default()))
+        .await
+        .unwrap();
+    // 200 KB: over the 64 KiB frame size both sides announce, under the 256 KiB message limit.
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    step("send", sender.send_message(body.clone()))
+        .await
+        .expect("a multi-frame message is accepted");
+    let mut receiver = receiver(&mut client, "bulk", SubQueue::None).await;
+    let got = receive(&mut receiver, 1).await;
+    assert_eq!(got[0].body().unwrap().len(), body.len());
+    assert!(got[0].body().unwrap() == body.as_slice(), "the body survives reassembly");
+    step("complete", receiver.complete_message(&got[0])).await.unwrap();
+    counts_reach(&standin, "bulk", |c| c.active == 0).await;
+    step("dispose", client.dispose()).await.unwrap();
+    standin.shutdown().await;
+}
