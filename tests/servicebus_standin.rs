@@ -735,9 +735,12 @@ fn a_message_larger_than_a_frame_crosses_in_several_transfers_both_ways() {
 async fn a_message_larger_than_a_frame_crosses_in_several_transfers_both_ways_scenario() {
     let standin = standin(queues(&["bulk"])).await;
     let mut client = client(&standin).await;
-    let mut sender = step("create sender", client.create_sender("bulk", Default::default()))
-        .await
-        .unwrap();
+    let mut sender = step(
+        "create sender",
+        client.create_sender("bulk", Default::default()),
+    )
+    .await
+    .unwrap();
     // 200 KB: over the 64 KiB frame size both sides announce, under the 256 KiB message limit.
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     step("send", sender.send_message(body.clone()))
@@ -746,9 +749,51 @@ async fn a_message_larger_than_a_frame_crosses_in_several_transfers_both_ways_sc
     let mut receiver = receiver(&mut client, "bulk", SubQueue::None).await;
     let got = receive(&mut receiver, 1).await;
     assert_eq!(got[0].body().unwrap().len(), body.len());
-    assert!(got[0].body().unwrap() == body.as_slice(), "the body survives reassembly");
-    step("complete", receiver.complete_message(&got[0])).await.unwrap();
+    assert!(
+        got[0].body().unwrap() == body.as_slice(),
+        "the body survives reassembly"
+    );
+    step("complete", receiver.complete_message(&got[0]))
+        .await
+        .unwrap();
     counts_reach(&standin, "bulk", |c| c.active == 0).await;
+    step("dispose", client.dispose()).await.unwrap();
+    standin.shutdown().await;
+}
+
+#[test]
+fn a_scheduled_message_waits_until_its_enqueue_time() {
+    run(a_scheduled_message_waits_until_its_enqueue_time_scenario);
+}
+
+async fn a_scheduled_message_waits_until_its_enqueue_time_scenario() {
+    let standin = standin(queues(&["later"])).await;
+    let mut client = client(&standin).await;
+    let mut sender = step(
+        "create sender",
+        client.create_sender("later", Default::default()),
+    )
+    .await
+    .unwrap();
+    let mut message = azservicebus::ServiceBusMessage::new("wake up");
+    message.set_scheduled_enqueue_time(OffsetDateTime::now_utc() + Duration::from_millis(1_500));
+    step("send", sender.send_message(message)).await.unwrap();
+    let counts = standin.counts("later").unwrap();
+    assert_eq!((counts.scheduled, counts.active), (1, 0));
+    let mut receiver = receiver(&mut client, "later", SubQueue::None).await;
+    let early = step(
+        "early receive",
+        receiver.receive_messages_with_max_wait_time(1, Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        early.is_empty(),
+        "a scheduled message is not delivered early"
+    );
+    let got = receive(&mut receiver, 1).await;
+    assert_eq!(got[0].body().unwrap(), b"wake up");
+    assert_eq!(standin.counts("later").unwrap().scheduled, 0);
     step("dispose", client.dispose()).await.unwrap();
     standin.shutdown().await;
 }
