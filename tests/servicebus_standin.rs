@@ -292,11 +292,11 @@ async fn send_batch_receive_renew_and_complete_scenario() {
 }
 
 #[test]
-fn abandon_redelivers_and_dead_letter_reaches_the_dlq_with_its_reason() {
-    run(abandon_redelivers_and_dead_letter_reaches_the_dlq_with_its_reason_scenario);
+fn abandon_redelivers_dead_letter_reaches_the_dlq_and_defer_holds_back() {
+    run(abandon_redelivers_dead_letter_reaches_the_dlq_and_defer_holds_back_scenario);
 }
 
-async fn abandon_redelivers_and_dead_letter_reaches_the_dlq_with_its_reason_scenario() {
+async fn abandon_redelivers_dead_letter_reaches_the_dlq_and_defer_holds_back_scenario() {
     let standin = standin(queues(&["work"])).await;
     let mut client = client(&standin).await;
     let mut sender = step(
@@ -357,6 +357,21 @@ async fn abandon_redelivers_and_dead_letter_reaches_the_dlq_with_its_reason_scen
         .await
         .expect("dead letters can be completed");
     counts_reach(&standin, "work", |c| c.dead_letter == 0).await;
+
+    // Defer keeps the message on the entity (it still counts as active) but out of normal receives.
+    step("send", sender.send_message("deferred")).await.unwrap();
+    let held = receive(&mut receiver, 1).await;
+    step("defer", receiver.defer_message(&held[0], None))
+        .await
+        .expect("defer succeeds");
+    counts_reach(&standin, "work", |c| (c.active, c.locked) == (1, 0)).await;
+    let none = step(
+        "receive after defer",
+        receiver.receive_messages_with_max_wait_time(1, Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    assert!(none.is_empty(), "a deferred message is not delivered again");
     step("dispose", client.dispose()).await.unwrap();
     standin.shutdown().await;
 }
