@@ -240,6 +240,28 @@ async fn send_batch_packs_by_the_link_maximum_into_several_batches() {
 }
 
 #[tokio::test]
+async fn many_small_messages_never_overflow_the_link_maximum() {
+    // Per-message envelope overhead is what a size-by-sum batcher forgets; small messages make it count.
+    let standin = standin(StandInConfig {
+        max_message_size: 16_384,
+        ..queues(&["tiny"])
+    })
+    .await;
+    let bus = connect(&standin).await;
+    let sender = sender(&bus, &queue("tiny")).await;
+    let messages: Vec<_> = (0..1_000).map(|i| text(&format!("{i:064}"))).collect();
+    let batches = step("send 1000 small messages", sender.send_batch(messages))
+        .await
+        .expect("no batch exceeds the link maximum");
+    assert!(
+        batches >= 5,
+        "1000 messages of ~100 bytes need at least 5 batches of 16 KB, got {batches}"
+    );
+    assert_eq!(standin.counts("tiny").unwrap().active, 1_000);
+    standin.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_oversized_message_is_refused_naming_its_size_and_nothing_is_sent() {
     let standin = standin(StandInConfig {
         max_message_size: 4_096,
