@@ -216,11 +216,11 @@ impl Broker {
         state.entities.contains_key(entity).then(|| Source { entity: entity.to_string(), sub })
     }
 
-    /// True when `path` names a queue or subscription (for `$management` nodes).
+    /// True when `path` names a topic, queue or subscription, or a dead-letter sub-queue (for `$management`).
     pub(crate) fn entity_exists(&self, path: &str) -> bool {
         let key = path.trim_matches('/').to_lowercase();
         let state = self.lock();
-        state.entities.contains_key(&key) || state.topics.contains_key(&key)
+        state.topics.contains_key(&key) || self.receive_source_locked(&state, &key).is_some()
     }
 
     /// Stores messages sent to `targets`, stamping sequence numbers and enqueued times.

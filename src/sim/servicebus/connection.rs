@@ -3,7 +3,7 @@
 //! The engine is hand-written on the `fe2o3-amqp-types` performatives because Service Bus semantics need full
 //! control of delivery tags (the 16-byte lock token) and of the outcomes the server answers settlements with.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,6 +199,8 @@ struct Session {
     next_delivery_id: u32,
     links: BTreeMap<u32, Link>,
     unsettled: HashMap<u32, Pending>,
+    /// Handles this server detached first; the client's answering detach needs no reply.
+    detaching: HashSet<u32>,
 }
 
 struct Connection {
@@ -214,6 +216,13 @@ struct Connection {
 
 fn error(condition: ErrorCondition, description: impl Into<String>) -> AmqpErrorInfo {
     AmqpErrorInfo::new(condition, Some(description.into()), None)
+}
+
+fn server_busy() -> AmqpErrorInfo {
+    error(
+        custom("com.microsoft:server-busy"),
+        "The request was terminated because the entity is being throttled. Please wait 10 seconds and try again.",
+    )
 }
 
 fn custom(condition: &str) -> ErrorCondition {
@@ -264,6 +273,7 @@ impl Connection {
     }
 
     fn send(&self, channel: u16, performative: Performative, payload: &[u8]) {
+        tracing::trace!(connection = self.id, channel, ?performative, "frame sent");
         match frame::encode_frame(TYPE_AMQP, channel, &performative, payload) {
             Ok(bytes) => {
                 let _ = self.out.send(bytes);
@@ -291,6 +301,7 @@ impl Connection {
         }
         let (performative, payload) = frame::decode_performative(&frame.body)?;
         let channel = frame.channel;
+        tracing::trace!(connection = self.id, channel, ?performative, "frame received");
         match performative {
             Performative::Open(open) => self.on_open(open),
             Performative::Begin(begin) => self.on_begin(channel, begin),
@@ -341,6 +352,7 @@ impl Connection {
                 next_delivery_id: 0,
                 links: BTreeMap::new(),
                 unsettled: HashMap::new(),
+                detaching: HashSet::new(),
             },
         );
         let reply = Begin {
@@ -384,12 +396,11 @@ impl Connection {
         let kind = match (kind, throttled) {
             (Err(e), _) => {
                 tracing::info!(connection = self.id, link = %attach.name, error = ?e.description, "attach refused");
-                self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(e) }), &[]);
+                self.detach_with(channel, handle, e);
                 return;
             }
             (Ok(_), true) => {
-                let e = error(custom("com.microsoft:server-busy"), "The request was terminated because the entity is being throttled. Please wait 10 seconds and try again.");
-                self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(e) }), &[]);
+                self.detach_with(channel, handle, server_busy());
                 return;
             }
             (Ok(kind), false) => kind,
@@ -583,7 +594,7 @@ impl Connection {
         }
         if self.shared.broker.faults.take_busy_send() {
             return DeliveryState::Rejected(Rejected {
-                error: Some(error(custom("com.microsoft:server-busy"), "The request was terminated because the entity is being throttled. Please wait 10 seconds and try again.")),
+                error: Some(server_busy()),
             });
         }
         match decode_messages(&delivery.payload, delivery.format) {
@@ -649,7 +660,12 @@ impl Connection {
                         None
                     }
                     (Pending::Locked { token, .. }, Some(settlement)) => match self.shared.broker.settle(*token, settlement) {
-                        Ok(()) => state,
+                        // The applied outcome is echoed; an error on a `rejected` means the settlement failed, so a
+                        // dead-letter that worked is confirmed as a bare `rejected`.
+                        Ok(()) => match state {
+                            Some(DeliveryState::Rejected(_)) => Some(DeliveryState::Rejected(Rejected { error: None })),
+                            other => other,
+                        },
                         Err(_) => Some(DeliveryState::Rejected(Rejected {
                             error: Some(error(
                                 custom("com.microsoft:message-lock-lost"),
@@ -698,8 +714,21 @@ impl Connection {
 
     fn on_detach(&mut self, channel: u16, detach: Detach) {
         let handle = detach.handle.0;
+        let answered = self.sessions.get_mut(&channel).is_some_and(|s| s.detaching.remove(&handle));
+        let known = self.sessions.get(&channel).is_some_and(|s| s.links.contains_key(&handle));
         self.drop_link(channel, handle);
-        self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: None }), &[]);
+        if known && !answered {
+            self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: None }), &[]);
+        }
+    }
+
+    /// Detaches a link from this side with an error; the link's locks are released.
+    fn detach_with(&mut self, channel: u16, handle: u32, error: AmqpErrorInfo) {
+        self.drop_link(channel, handle);
+        if let Some(session) = self.sessions.get_mut(&channel) {
+            session.detaching.insert(handle);
+        }
+        self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(error) }), &[]);
     }
 
     /// Forgets a link and requeues what it held locked.
@@ -754,13 +783,12 @@ impl Connection {
                 if forced && !is_cbs {
                     detaches.push((*channel, *handle, error(LinkError::DetachForced.into(), "The link was detached by the stand-in's detach fault.")));
                 } else if busy && matches!(link.kind, LinkKind::Outbound { .. }) && faults.take_busy_receive() {
-                    detaches.push((*channel, *handle, error(custom("com.microsoft:server-busy"), "The request was terminated because the entity is being throttled. Please wait 10 seconds and try again.")));
+                    detaches.push((*channel, *handle, server_busy()));
                 }
             }
         }
         for (channel, handle, e) in detaches {
-            self.drop_link(channel, handle);
-            self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(e) }), &[]);
+            self.detach_with(channel, handle, e);
         }
     }
 
@@ -799,14 +827,12 @@ impl Connection {
                 };
                 session.unsettled.insert(delivery_id, pending);
             }
-            let tag = match token {
-                Some(token) => token.to_bytes_le().to_vec(),
-                None => delivery_id.to_be_bytes().to_vec(),
-            };
-            let payload = match serde_amqp::to_vec(&Serializable(&message)) {
+            // Service Bus tags every delivery with a GUID (clients parse it as the lock token even when settled).
+            let tag = token.unwrap_or_else(Uuid::new_v4).to_bytes_le().to_vec();
+            let payload = match encode_message(message) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(connection = self.id, error = %e, "a message failed to encode; it is dropped from this link");
+                    tracing::error!(connection = self.id, error = %e, "a message failed to encode; its lock will expire and requeue it");
                     continue;
                 }
             };
@@ -916,6 +942,30 @@ fn settlement_of(state: Option<&DeliveryState>) -> Option<Settlement> {
     }
 }
 
+/// Encodes a message for a transfer. The header is written by hand with every field present: the generic encoder
+/// drops a trailing `delivery-count` of 0, which Python reads back as no count at all.
+fn encode_message(mut message: AmqpMessage) -> Result<Vec<u8>, serde_amqp::Error> {
+    let mut bytes = Vec::new();
+    if let Some(header) = message.header.take() {
+        let mut fields = vec![if header.durable { 0x41 } else { 0x42 }, 0x50, header.priority.0];
+        match header.ttl {
+            Some(ttl) => {
+                fields.push(0x70);
+                fields.extend_from_slice(&ttl.to_be_bytes());
+            }
+            None => fields.push(0x40),
+        }
+        fields.push(if header.first_acquirer { 0x41 } else { 0x42 });
+        fields.push(0x70);
+        fields.extend_from_slice(&header.delivery_count.to_be_bytes());
+        // Described list8: descriptor ulong 0x70 (header), size byte (count byte + fields), count 5.
+        bytes.extend_from_slice(&[0x00, 0x53, 0x70, 0xc0, (fields.len() + 1) as u8, 5]);
+        bytes.extend_from_slice(&fields);
+    }
+    bytes.extend(serde_amqp::to_vec(&Serializable(&message))?);
+    Ok(bytes)
+}
+
 /// Decodes a transfer payload: one message, or for the batch format each data section as a message.
 fn decode_messages(payload: &[u8], format: Option<u32>) -> Result<Vec<AmqpMessage>, serde_amqp::Error> {
     let outer: Deserializable<AmqpMessage> = serde_amqp::from_slice(payload)?;
@@ -935,6 +985,25 @@ fn decode_messages(payload: &[u8], format: Option<u32>) -> Result<Vec<AmqpMessag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_keeps_a_zero_delivery_count_on_the_wire() {
+        let message = AmqpMessage {
+            header: Some(fe2o3_amqp_types::messaging::Header { delivery_count: 0, ..Default::default() }),
+            delivery_annotations: None,
+            message_annotations: None,
+            properties: None,
+            application_properties: None,
+            body: Body::Value(fe2o3_amqp_types::messaging::AmqpValue(Value::String("x".into()))),
+            footer: None,
+        };
+        let bytes = encode_message(message.clone()).unwrap();
+        assert_eq!(&bytes[..6], &[0x00, 0x53, 0x70, 0xc0, 11, 5]);
+        assert_eq!(&bytes[11..16], &[0x70, 0, 0, 0, 0], "delivery-count is present, as uint 0");
+        let decoded = decode_messages(&bytes, None).unwrap();
+        assert_eq!(decoded[0].header.as_ref().map(|h| h.delivery_count), Some(0));
+        assert_eq!(decoded[0].body, message.body);
+    }
 
     #[test]
     fn addresses_resolve_to_node_paths() {
