@@ -98,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         "not every batched message arrived"
     );
 
+    println!("send_batch done in {batch_send:?}");
     let sender = bus.sender(&single).await?;
     let started = Instant::now();
     for m in messages(count, body_bytes) {
@@ -109,7 +110,9 @@ async fn main() -> anyhow::Result<()> {
         "not every single message arrived"
     );
 
+    println!("single sends done in {single_send:?}");
     let receive_no_prefetch = drain(&bus, &batched, count, 0).await?;
+    println!("receive+complete (prefetch 0) done in {receive_no_prefetch:?}");
     let receive_prefetch = drain(&bus, &single, count, 200).await?;
 
     let batch_rate = rate(count, batch_send);
