@@ -57,7 +57,7 @@ async fn drain(
     Ok(started.elapsed())
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -137,6 +137,5 @@ async fn main() -> anyhow::Result<()> {
         r200
     );
     println!("prefetch 200 / prefetch 0      : {:>10.1}x", r200 / r0);
-    standin.shutdown().await;
     Ok(())
 }
