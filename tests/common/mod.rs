@@ -15,15 +15,24 @@ pub fn python() -> PathBuf {
     std::fs::create_dir_all(target).expect("create target tmp dir");
     let venv = target.join("python-venv");
     let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).expect("read tests/python/requirements.txt");
+    let wanted =
+        std::fs::read_to_string(&requirements).expect("read tests/python/requirements.txt");
     let stamp = venv.join("installed-requirements.txt");
-    let lock = std::fs::File::create(target.join("python-venv.lock")).expect("create venv lock file");
+    let lock =
+        std::fs::File::create(target.join("python-venv.lock")).expect("create venv lock file");
     lock.lock().expect("lock the python venv");
     let interpreter = venv.join("bin/python");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
         run(Command::new(&interpreter)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&requirements)
             // The Cassandra driver builds C extensions unless told not to; the pure-Python path is what we pin.
             .env("CASS_DRIVER_NO_EXTENSIONS", "1"));
@@ -34,11 +43,15 @@ pub fn python() -> PathBuf {
 
 /// The path of a script under `tests/python/`.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name)
 }
 
 fn run(command: &mut Command) {
-    let output = command.output().unwrap_or_else(|e| panic!("failed to start {command:?}: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("failed to start {command:?}: {e}"));
     assert!(
         output.status.success(),
         "{command:?} failed: {}\n{}",

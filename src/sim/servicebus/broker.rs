@@ -49,7 +49,10 @@ pub(crate) enum Settlement {
     Complete,
     Abandon,
     Defer,
-    DeadLetter { reason: Option<String>, description: Option<String> },
+    DeadLetter {
+        reason: Option<String>,
+        description: Option<String>,
+    },
 }
 
 /// The lock token named does not exist (never issued, expired, or already settled).
@@ -125,7 +128,10 @@ pub(crate) struct Broker {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn symbol_key(name: &str) -> OwnedKey {
@@ -133,14 +139,22 @@ fn symbol_key(name: &str) -> OwnedKey {
 }
 
 fn annotation<'m>(message: &'m AmqpMessage, name: &str) -> Option<&'m Value> {
-    message.message_annotations.as_ref().and_then(|a| a.0.get(&symbol_key(name)))
+    message
+        .message_annotations
+        .as_ref()
+        .and_then(|a| a.0.get(&symbol_key(name)))
 }
 
 const DLQ_SUFFIX: &str = "/$deadletterqueue";
 
 impl Broker {
     pub(crate) fn new(limits: Limits, faults: Faults, wake: watch::Sender<u64>) -> Self {
-        Broker { state: Mutex::new(State::default()), wake, faults, limits }
+        Broker {
+            state: Mutex::new(State::default()),
+            wake,
+            faults,
+            limits,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -167,20 +181,30 @@ impl Broker {
         state
             .entities
             .entry(name.to_lowercase())
-            .or_insert_with(|| Entity { display: name.to_string(), ..Entity::default() });
+            .or_insert_with(|| Entity {
+                display: name.to_string(),
+                ..Entity::default()
+            });
     }
 
     pub(crate) fn create_topic(&self, name: &str, subscriptions: &[String]) {
         let mut state = self.lock();
         let key = name.to_lowercase();
-        let mut paths = state.topics.remove(&key).map(|(_, p)| p).unwrap_or_default();
+        let mut paths = state
+            .topics
+            .remove(&key)
+            .map(|(_, p)| p)
+            .unwrap_or_default();
         for sub in subscriptions {
             let display = format!("{name}/Subscriptions/{sub}");
             let path = display.to_lowercase();
             if !paths.contains(&path) {
                 paths.push(path.clone());
             }
-            state.entities.entry(path).or_insert_with(|| Entity { display, ..Entity::default() });
+            state.entities.entry(path).or_insert_with(|| Entity {
+                display,
+                ..Entity::default()
+            });
         }
         state.topics.insert(key, (name.to_string(), paths));
     }
@@ -205,7 +229,8 @@ impl Broker {
     pub(crate) fn receive_source(&self, path: &str) -> Result<Source, AddressError> {
         let key = path.trim_matches('/').to_lowercase();
         let state = self.lock();
-        self.receive_source_locked(&state, &key).ok_or_else(|| AddressError::NotFound(path.to_string()))
+        self.receive_source_locked(&state, &key)
+            .ok_or_else(|| AddressError::NotFound(path.to_string()))
     }
 
     fn receive_source_locked(&self, state: &State, key: &str) -> Option<Source> {
@@ -213,7 +238,10 @@ impl Broker {
             Some(entity) => (entity, SubQueue::DeadLetter),
             None => (key, SubQueue::Main),
         };
-        state.entities.contains_key(entity).then(|| Source { entity: entity.to_string(), sub })
+        state.entities.contains_key(entity).then(|| Source {
+            entity: entity.to_string(),
+            sub,
+        })
     }
 
     /// True when `path` names a topic, queue or subscription, or a dead-letter sub-queue (for `$management`).
@@ -233,10 +261,16 @@ impl Broker {
                 _ => None,
             };
             for target in targets {
-                let Some(entity) = state.entities.get_mut(target) else { continue };
+                let Some(entity) = state.entities.get_mut(target) else {
+                    continue;
+                };
                 entity.next_sequence += 1;
-                let stored =
-                    Stored { message: message.clone(), sequence: entity.next_sequence, enqueued_ms: now, delivery_count: 0 };
+                let stored = Stored {
+                    message: message.clone(),
+                    sequence: entity.next_sequence,
+                    enqueued_ms: now,
+                    delivery_count: 0,
+                };
                 match scheduled_for {
                     Some(due) => entity.scheduled.push((due, stored)),
                     None => entity.active.push_back(stored),
@@ -248,7 +282,12 @@ impl Broker {
     }
 
     /// Takes the next available message of `source` for a receive link; peek-lock keeps it locked to `owner`.
-    pub(crate) fn acquire(&self, source: &Source, owner: LinkOwner, peek_lock: bool) -> Option<Delivery> {
+    pub(crate) fn acquire(
+        &self,
+        source: &Source,
+        owner: LinkOwner,
+        peek_lock: bool,
+    ) -> Option<Delivery> {
         let now = now_ms();
         let mut state = self.lock();
         let entity = state.entities.get_mut(&source.entity)?;
@@ -259,20 +298,53 @@ impl Broker {
         let mut message = stored.message.clone();
         let header = message.header.get_or_insert_with(Header::default);
         header.delivery_count = stored.delivery_count;
-        let annotations = message.message_annotations.get_or_insert_with(|| MessageAnnotations(OrderedMap::new()));
-        annotations.0.insert(symbol_key("x-opt-sequence-number"), Value::Long(stored.sequence));
-        annotations.0.insert(symbol_key("x-opt-enqueued-time"), Value::Timestamp(Timestamp::from_milliseconds(stored.enqueued_ms)));
+        let annotations = message
+            .message_annotations
+            .get_or_insert_with(|| MessageAnnotations(OrderedMap::new()));
+        annotations.0.insert(
+            symbol_key("x-opt-sequence-number"),
+            Value::Long(stored.sequence),
+        );
+        annotations.0.insert(
+            symbol_key("x-opt-enqueued-time"),
+            Value::Timestamp(Timestamp::from_milliseconds(stored.enqueued_ms)),
+        );
         if !peek_lock {
-            return Some(Delivery { message, lock_token: None });
+            return Some(Delivery {
+                message,
+                lock_token: None,
+            });
         }
         let token = Uuid::new_v4();
         let locked_until_ms = now + self.limits.lock_duration.as_millis() as i64;
-        annotations.0.insert(symbol_key("x-opt-lock-token"), Value::Uuid((*token.as_bytes()).into()));
-        annotations.0.insert(symbol_key("x-opt-locked-until"), Value::Timestamp(Timestamp::from_milliseconds(locked_until_ms)));
-        let delivery_annotations = message.delivery_annotations.get_or_insert_with(|| DeliveryAnnotations(OrderedMap::new()));
-        delivery_annotations.0.insert(symbol_key("x-opt-lock-token"), Value::Uuid((*token.as_bytes()).into()));
-        state.locks.insert(token, Lock { source: source.clone(), stored, locked_until_ms, owner });
-        Some(Delivery { message, lock_token: Some(token) })
+        annotations.0.insert(
+            symbol_key("x-opt-lock-token"),
+            Value::Uuid((*token.as_bytes()).into()),
+        );
+        annotations.0.insert(
+            symbol_key("x-opt-locked-until"),
+            Value::Timestamp(Timestamp::from_milliseconds(locked_until_ms)),
+        );
+        let delivery_annotations = message
+            .delivery_annotations
+            .get_or_insert_with(|| DeliveryAnnotations(OrderedMap::new()));
+        delivery_annotations.0.insert(
+            symbol_key("x-opt-lock-token"),
+            Value::Uuid((*token.as_bytes()).into()),
+        );
+        state.locks.insert(
+            token,
+            Lock {
+                source: source.clone(),
+                stored,
+                locked_until_ms,
+                owner,
+            },
+        );
+        Some(Delivery {
+            message,
+            lock_token: Some(token),
+        })
     }
 
     /// Settles a locked message; a missing lock (expired, settled, never issued) is [`LockLost`].
@@ -287,7 +359,9 @@ impl Broker {
             return Err(LockLost);
         }
         let lock = state.locks.remove(&token).ok_or(LockLost)?;
-        let Some(entity) = state.entities.get_mut(&lock.source.entity) else { return Ok(()) };
+        let Some(entity) = state.entities.get_mut(&lock.source.entity) else {
+            return Ok(());
+        };
         let mut stored = lock.stored;
         match settlement {
             Settlement::Complete => {}
@@ -299,7 +373,10 @@ impl Broker {
                 stored.delivery_count += 1;
                 entity.deferred.push(stored);
             }
-            Settlement::DeadLetter { reason, description } => {
+            Settlement::DeadLetter {
+                reason,
+                description,
+            } => {
                 dead_letter(entity, stored, reason, description);
             }
         }
@@ -317,15 +394,24 @@ impl Broker {
                     "Message could not be consumed after {} delivery attempts.",
                     self.limits.max_delivery_count
                 );
-                dead_letter(entity, stored, Some("MaxDeliveryCountExceeded".into()), Some(description));
+                dead_letter(
+                    entity,
+                    stored,
+                    Some("MaxDeliveryCountExceeded".into()),
+                    Some(description),
+                );
             }
             SubQueue::Main => entity.active.push_front(stored),
         }
     }
 
     fn requeue_locked(&self, state: &mut State, token: Uuid) {
-        let Some(lock) = state.locks.remove(&token) else { return };
-        let Some(entity) = state.entities.get_mut(&lock.source.entity) else { return };
+        let Some(lock) = state.locks.remove(&token) else {
+            return;
+        };
+        let Some(entity) = state.entities.get_mut(&lock.source.entity) else {
+            return;
+        };
         let mut stored = lock.stored;
         stored.delivery_count += 1;
         self.put_back(entity, lock.source.sub, stored);
@@ -352,7 +438,12 @@ impl Broker {
     /// Requeues every message locked by links matching `owned` (a detach or a dropped connection).
     pub(crate) fn release(&self, owned: impl Fn(&LinkOwner) -> bool) {
         let mut state = self.lock();
-        let tokens: Vec<Uuid> = state.locks.iter().filter(|(_, l)| owned(&l.owner)).map(|(t, _)| *t).collect();
+        let tokens: Vec<Uuid> = state
+            .locks
+            .iter()
+            .filter(|(_, l)| owned(&l.owner))
+            .map(|(t, _)| *t)
+            .collect();
         if tokens.is_empty() {
             return;
         }
@@ -367,8 +458,12 @@ impl Broker {
     pub(crate) fn sweep(&self) {
         let now = now_ms();
         let mut state = self.lock();
-        let expired: Vec<Uuid> =
-            state.locks.iter().filter(|(_, l)| l.locked_until_ms <= now).map(|(t, _)| *t).collect();
+        let expired: Vec<Uuid> = state
+            .locks
+            .iter()
+            .filter(|(_, l)| l.locked_until_ms <= now)
+            .map(|(t, _)| *t)
+            .collect();
         let mut changed = !expired.is_empty();
         for token in expired {
             tracing::debug!(%token, "lock expired; message requeued");
@@ -376,7 +471,8 @@ impl Broker {
         }
         for entity in state.entities.values_mut() {
             if entity.scheduled.iter().any(|(due, _)| *due <= now) {
-                let (due, later): (Vec<_>, Vec<_>) = entity.scheduled.drain(..).partition(|(due, _)| *due <= now);
+                let (due, later): (Vec<_>, Vec<_>) =
+                    entity.scheduled.drain(..).partition(|(due, _)| *due <= now);
                 entity.scheduled = later;
                 let mut due: Vec<Stored> = due.into_iter().map(|(_, s)| s).collect();
                 due.sort_by_key(|s| s.sequence);
@@ -391,15 +487,28 @@ impl Broker {
     }
 
     /// Messages from `from_sequence` on, without locking them (the `peek-message` operation).
-    pub(crate) fn peek(&self, source: &Source, from_sequence: i64, count: usize) -> Vec<AmqpMessage> {
+    pub(crate) fn peek(
+        &self,
+        source: &Source,
+        from_sequence: i64,
+        count: usize,
+    ) -> Vec<AmqpMessage> {
         let state = self.lock();
-        let Some(entity) = state.entities.get(&source.entity) else { return Vec::new() };
+        let Some(entity) = state.entities.get(&source.entity) else {
+            return Vec::new();
+        };
         let mut all: Vec<&Stored> = match source.sub {
             SubQueue::Main => entity
                 .active
                 .iter()
                 .chain(entity.deferred.iter())
-                .chain(state.locks.values().filter(|l| l.source == *source).map(|l| &l.stored))
+                .chain(
+                    state
+                        .locks
+                        .values()
+                        .filter(|l| l.source == *source)
+                        .map(|l| &l.stored),
+                )
                 .collect(),
             SubQueue::DeadLetter => entity.dead.iter().collect(),
         };
@@ -409,10 +518,20 @@ impl Broker {
             .take(count)
             .map(|s| {
                 let mut message = s.message.clone();
-                let annotations = message.message_annotations.get_or_insert_with(|| MessageAnnotations(OrderedMap::new()));
-                annotations.0.insert(symbol_key("x-opt-sequence-number"), Value::Long(s.sequence));
-                annotations.0.insert(symbol_key("x-opt-enqueued-time"), Value::Timestamp(Timestamp::from_milliseconds(s.enqueued_ms)));
-                message.header.get_or_insert_with(Header::default).delivery_count = s.delivery_count;
+                let annotations = message
+                    .message_annotations
+                    .get_or_insert_with(|| MessageAnnotations(OrderedMap::new()));
+                annotations
+                    .0
+                    .insert(symbol_key("x-opt-sequence-number"), Value::Long(s.sequence));
+                annotations.0.insert(
+                    symbol_key("x-opt-enqueued-time"),
+                    Value::Timestamp(Timestamp::from_milliseconds(s.enqueued_ms)),
+                );
+                message
+                    .header
+                    .get_or_insert_with(Header::default)
+                    .delivery_count = s.delivery_count;
                 message
             })
             .collect()
@@ -423,9 +542,16 @@ impl Broker {
         let key = path.trim_matches('/').to_lowercase();
         let state = self.lock();
         let entity = state.entities.get(&key)?;
-        let locked = state.locks.values().filter(|l| l.source.entity == key && l.source.sub == SubQueue::Main).count() as u64;
-        let locked_dead =
-            state.locks.values().filter(|l| l.source.entity == key && l.source.sub == SubQueue::DeadLetter).count() as u64;
+        let locked = state
+            .locks
+            .values()
+            .filter(|l| l.source.entity == key && l.source.sub == SubQueue::Main)
+            .count() as u64;
+        let locked_dead = state
+            .locks
+            .values()
+            .filter(|l| l.source.entity == key && l.source.sub == SubQueue::DeadLetter)
+            .count() as u64;
         Some((
             entity.display.clone(),
             EntityCounts {
@@ -440,32 +566,65 @@ impl Broker {
     }
 
     /// The dead-lettered messages of a queue or subscription: body bytes, reason and description.
-    pub(crate) fn dead_letters(&self, path: &str) -> Vec<(Vec<u8>, Option<String>, Option<String>)> {
+    pub(crate) fn dead_letters(
+        &self,
+        path: &str,
+    ) -> Vec<(Vec<u8>, Option<String>, Option<String>)> {
         let key = path.trim_matches('/').to_lowercase();
         let state = self.lock();
-        let Some(entity) = state.entities.get(&key) else { return Vec::new() };
+        let Some(entity) = state.entities.get(&key) else {
+            return Vec::new();
+        };
         let mut dead: Vec<&Stored> = entity.dead.iter().collect();
-        dead.extend(state.locks.values().filter(|l| l.source.entity == key && l.source.sub == SubQueue::DeadLetter).map(|l| &l.stored));
+        dead.extend(
+            state
+                .locks
+                .values()
+                .filter(|l| l.source.entity == key && l.source.sub == SubQueue::DeadLetter)
+                .map(|l| &l.stored),
+        );
         dead.sort_by_key(|s| s.sequence);
         dead.into_iter()
             .map(|s| {
-                let property = |name: &str| match s.message.application_properties.as_ref().and_then(|p| p.0.get(name)) {
+                let property = |name: &str| match s
+                    .message
+                    .application_properties
+                    .as_ref()
+                    .and_then(|p| p.0.get(name))
+                {
                     Some(SimpleValue::String(v)) => Some(v.clone()),
                     _ => None,
                 };
-                (body_bytes(&s.message), property("DeadLetterReason"), property("DeadLetterErrorDescription"))
+                (
+                    body_bytes(&s.message),
+                    property("DeadLetterReason"),
+                    property("DeadLetterErrorDescription"),
+                )
             })
             .collect()
     }
 }
 
-fn dead_letter(entity: &mut Entity, mut stored: Stored, reason: Option<String>, description: Option<String>) {
-    let properties = stored.message.application_properties.get_or_insert_with(|| ApplicationProperties(OrderedMap::new()));
+fn dead_letter(
+    entity: &mut Entity,
+    mut stored: Stored,
+    reason: Option<String>,
+    description: Option<String>,
+) {
+    let properties = stored
+        .message
+        .application_properties
+        .get_or_insert_with(|| ApplicationProperties(OrderedMap::new()));
     if let Some(reason) = reason {
-        properties.0.insert("DeadLetterReason".into(), SimpleValue::String(reason));
+        properties
+            .0
+            .insert("DeadLetterReason".into(), SimpleValue::String(reason));
     }
     if let Some(description) = description {
-        properties.0.insert("DeadLetterErrorDescription".into(), SimpleValue::String(description));
+        properties.0.insert(
+            "DeadLetterErrorDescription".into(),
+            SimpleValue::String(description),
+        );
     }
     tracing::debug!(entity = %entity.display, sequence = stored.sequence, "message dead-lettered");
     entity.dead.push_back(stored);

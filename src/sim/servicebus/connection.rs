@@ -8,12 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fe2o3_amqp_types::definitions::{
-    AmqpError, Error as AmqpErrorInfo, ErrorCondition, Handle, LinkError, ReceiverSettleMode, Role, SenderSettleMode,
+    AmqpError, Error as AmqpErrorInfo, ErrorCondition, Handle, LinkError, ReceiverSettleMode, Role,
+    SenderSettleMode,
 };
 use fe2o3_amqp_types::messaging::message::__private::{Deserializable, Serializable};
-use fe2o3_amqp_types::messaging::{Accepted, Body, DeliveryState, Modified, Rejected, TargetArchetype};
+use fe2o3_amqp_types::messaging::{
+    Accepted, Body, DeliveryState, Modified, Rejected, TargetArchetype,
+};
 use fe2o3_amqp_types::performatives::{
-    Attach, Begin, ChannelMax, Close, Detach, Disposition, End, Flow, MaxFrameSize, Open, Performative, Transfer,
+    Attach, Begin, ChannelMax, Close, Detach, Disposition, End, Flow, MaxFrameSize, Open,
+    Performative, Transfer,
 };
 use fe2o3_amqp_types::primitives::{Array, Symbol, Value};
 use fe2o3_amqp_types::sasl::{SaslCode, SaslInit, SaslMechanisms, SaslOutcome};
@@ -34,6 +38,11 @@ const MAX_FRAME_SIZE: usize = 65_536;
 const INCOMING_WINDOW: u32 = 2_048;
 /// Link credit granted to client senders; topped up when half is used.
 const LINK_CREDIT: u32 = 500;
+/// How long the outcome of a client's transfer is held back. `fe2o3-amqp` 0.14.1 (under `azservicebus`) records
+/// an unsettled delivery only after handing its transfer to the session, so on a multi-threaded runtime an
+/// in-process peer that answers within microseconds can beat that bookkeeping and the client waits forever for an
+/// outcome it already received. Any real broker is at least this far away over the network.
+const SENDER_OUTCOME_DELAY: Duration = Duration::from_millis(5);
 /// Message format of a Service Bus batch: each data section is an encoded message.
 const BATCH_FORMAT: u32 = 0x8001_3700;
 
@@ -45,7 +54,13 @@ pub(crate) struct Shared {
 }
 
 /// Serves one TCP connection until the client closes it, it breaks, or the stand-in shuts down.
-pub(crate) async fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    id: u64,
+    shared: Arc<Shared>,
+    mut wake: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) {
     let (mut reader, mut writer) = stream.into_split();
     let (out, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     let write_task = tokio::spawn(async move {
@@ -121,17 +136,29 @@ enum HandshakeError {
 }
 
 /// Reads the protocol header(s) and runs SASL (ANONYMOUS or PLAIN, both accepted) when the client asks for it.
-async fn handshake<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, out: &mpsc::UnboundedSender<Vec<u8>>) -> Result<(), HandshakeError> {
+async fn handshake<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    out: &mpsc::UnboundedSender<Vec<u8>>,
+) -> Result<(), HandshakeError> {
     let mut header = frame::read_protocol_header(reader).await?;
     if header == SASL_HEADER {
         let _ = out.send(SASL_HEADER.to_vec());
-        let mechanisms = SaslMechanisms { sasl_server_mechanisms: Array(vec![Symbol::from("ANONYMOUS"), Symbol::from("PLAIN")]) };
-        let _ = out.send(frame::encode_frame(TYPE_SASL, 0, &mechanisms, &[]).map_err(HandshakeError::Encode)?);
+        let mechanisms = SaslMechanisms {
+            sasl_server_mechanisms: Array(vec![Symbol::from("ANONYMOUS"), Symbol::from("PLAIN")]),
+        };
+        let _ = out.send(
+            frame::encode_frame(TYPE_SASL, 0, &mechanisms, &[]).map_err(HandshakeError::Encode)?,
+        );
         let init = frame::read_frame(reader, MAX_FRAME_SIZE).await?;
         let init: SaslInit = frame::decode_sasl(&init.body, "sasl-init")?;
         tracing::debug!(mechanism = %init.mechanism.as_str(), "sasl init");
-        let outcome = SaslOutcome { code: SaslCode::Ok, additional_data: None };
-        let _ = out.send(frame::encode_frame(TYPE_SASL, 0, &outcome, &[]).map_err(HandshakeError::Encode)?);
+        let outcome = SaslOutcome {
+            code: SaslCode::Ok,
+            additional_data: None,
+        };
+        let _ = out.send(
+            frame::encode_frame(TYPE_SASL, 0, &outcome, &[]).map_err(HandshakeError::Encode)?,
+        );
         header = frame::read_protocol_header(reader).await?;
     }
     if header != AMQP_HEADER {
@@ -169,7 +196,11 @@ enum LinkKind {
     /// The client receives from a queue or subscription.
     Outbound { source: Source, peek_lock: bool },
     /// The client receives replies from a node at `address`.
-    Replies { node: Node, address: Option<String>, queue: VecDeque<AmqpMessage> },
+    Replies {
+        node: Node,
+        address: Option<String>,
+        queue: VecDeque<AmqpMessage>,
+    },
 }
 
 struct Link {
@@ -181,6 +212,7 @@ struct Link {
     /// Links we receive on: deliveries we counted and credit still granted.
     received: u32,
     granted: u32,
+    /// The client receives pre-settled (receive-and-delete, or settled replies).
     settle_pre: bool,
     partial: Option<Partial>,
 }
@@ -243,7 +275,9 @@ fn classify_node(path: &str) -> Option<Node> {
         return Some(Node::Cbs);
     }
     let lower = path.to_ascii_lowercase();
-    lower.strip_suffix("/$management").map(|_| Node::Management(path[..path.len() - "/$management".len()].to_string()))
+    lower
+        .strip_suffix("/$management")
+        .map(|_| Node::Management(path[..path.len() - "/$management".len()].to_string()))
 }
 
 fn target_address(attach: &Attach) -> Option<String> {
@@ -282,6 +316,23 @@ impl Connection {
         }
     }
 
+    /// Sends a frame after `delay` (at once when `None`); later frames may overtake it.
+    fn send_after(&self, channel: u16, performative: Performative, delay: Option<Duration>) {
+        let Some(delay) = delay else {
+            return self.send(channel, performative, &[]);
+        };
+        match frame::encode_frame(TYPE_AMQP, channel, &performative, &[]) {
+            Ok(bytes) => {
+                let out = self.out.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = out.send(bytes);
+                });
+            }
+            Err(e) => tracing::error!(connection = self.id, error = %e, "failed to encode a frame"),
+        }
+    }
+
     fn heartbeat(&mut self) {
         let _ = self.out.send(frame::heartbeat());
         self.next_heartbeat = self.remote_idle.map(|idle| Instant::now() + idle / 2);
@@ -301,7 +352,12 @@ impl Connection {
         }
         let (performative, payload) = frame::decode_performative(&frame.body)?;
         let channel = frame.channel;
-        tracing::trace!(connection = self.id, channel, ?performative, "frame received");
+        tracing::trace!(
+            connection = self.id,
+            channel,
+            ?performative,
+            "frame received"
+        );
         match performative {
             Performative::Open(open) => self.on_open(open),
             Performative::Begin(begin) => self.on_begin(channel, begin),
@@ -323,8 +379,12 @@ impl Connection {
     }
 
     fn on_open(&mut self, open: Open) {
-        self.remote_max_frame = (open.max_frame_size.0 as usize).clamp(frame::MIN_MAX_FRAME_SIZE, MAX_FRAME_SIZE);
-        self.remote_idle = open.idle_time_out.filter(|ms| *ms > 0).map(|ms| Duration::from_millis(u64::from(ms)));
+        self.remote_max_frame =
+            (open.max_frame_size.0 as usize).clamp(frame::MIN_MAX_FRAME_SIZE, MAX_FRAME_SIZE);
+        self.remote_idle = open
+            .idle_time_out
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(u64::from(ms)));
         self.next_heartbeat = self.remote_idle.map(|idle| Instant::now() + idle / 2);
         let reply = Open {
             container_id: format!("trimtab-servicebus-standin-{}", self.id),
@@ -371,19 +431,42 @@ impl Connection {
     fn on_attach(&mut self, channel: u16, attach: Attach) {
         let handle = attach.handle.0;
         let client_sends = attach.role == Role::Sender;
-        let kind = if client_sends { self.inbound_kind(&attach) } else { self.outbound_kind(&attach) };
-        let throttled = !client_sends
-            && matches!(kind, Ok(LinkKind::Outbound { .. }))
-            && self.shared.broker.faults.take_busy_receive();
+        let mut kind = if client_sends {
+            self.inbound_kind(&attach)
+        } else {
+            self.outbound_kind(&attach)
+        };
+        if matches!(kind, Ok(LinkKind::Outbound { .. }))
+            && self.shared.broker.faults.take_busy_receive()
+        {
+            // Refused like a missing entity (null source, then detach), so the client's attach itself fails.
+            kind = Err(server_busy());
+        }
         let reply = Attach {
             name: attach.name.clone(),
             handle: Handle(handle),
-            role: if client_sends { Role::Receiver } else { Role::Sender },
+            role: if client_sends {
+                Role::Receiver
+            } else {
+                Role::Sender
+            },
             snd_settle_mode: attach.snd_settle_mode.clone(),
             // Python asks for `second` on its sender links, then waits for a settlement it never gets with it.
-            rcv_settle_mode: if client_sends { ReceiverSettleMode::First } else { attach.rcv_settle_mode.clone() },
-            source: if !client_sends && kind.is_err() { None } else { attach.source.clone() },
-            target: if client_sends && kind.is_err() { None } else { attach.target.clone() },
+            rcv_settle_mode: if client_sends {
+                ReceiverSettleMode::First
+            } else {
+                attach.rcv_settle_mode.clone()
+            },
+            source: if !client_sends && kind.is_err() {
+                None
+            } else {
+                attach.source.clone()
+            },
+            target: if client_sends && kind.is_err() {
+                None
+            } else {
+                attach.target.clone()
+            },
             unsettled: None,
             incomplete_unsettled: false,
             initial_delivery_count: if client_sends { None } else { Some(0) },
@@ -393,17 +476,13 @@ impl Connection {
             properties: None,
         };
         self.send(channel, Performative::Attach(reply), &[]);
-        let kind = match (kind, throttled) {
-            (Err(e), _) => {
+        let kind = match kind {
+            Err(e) => {
                 tracing::info!(connection = self.id, link = %attach.name, error = ?e.description, "attach refused");
                 self.detach_with(channel, handle, e);
                 return;
             }
-            (Ok(_), true) => {
-                self.detach_with(channel, handle, server_busy());
-                return;
-            }
-            (Ok(kind), false) => kind,
+            Ok(kind) => kind,
         };
         let received = attach.initial_delivery_count.unwrap_or(0);
         let link = Link {
@@ -416,7 +495,9 @@ impl Connection {
             settle_pre: attach.snd_settle_mode == SenderSettleMode::Settled,
             partial: None,
         };
-        let Some(session) = self.sessions.get_mut(&channel) else { return };
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return;
+        };
         session.links.insert(handle, link);
         if client_sends {
             self.grant_credit(channel, handle);
@@ -427,7 +508,9 @@ impl Connection {
         let address = target_address(attach).unwrap_or_default();
         let path = node_path(&address);
         if let Some(node) = classify_node(path) {
-            return self.check_node(node).map(|node| LinkKind::Requests { node });
+            return self
+                .check_node(node)
+                .map(|node| LinkKind::Requests { node });
         }
         match self.shared.broker.send_targets(path) {
             Ok(targets) => Ok(LinkKind::Inbound { targets }),
@@ -439,21 +522,26 @@ impl Connection {
         let address = source_address(attach).unwrap_or_default();
         let path = node_path(&address);
         if let Some(node) = classify_node(path) {
-            return self
-                .check_node(node)
-                .map(|node| LinkKind::Replies { node, address: target_address(attach), queue: VecDeque::new() });
+            return self.check_node(node).map(|node| LinkKind::Replies {
+                node,
+                address: target_address(attach),
+                queue: VecDeque::new(),
+            });
         }
         match self.shared.broker.receive_source(path) {
-            Ok(source) => Ok(LinkKind::Outbound { source, peek_lock: attach.snd_settle_mode != SenderSettleMode::Settled }),
+            Ok(source) => Ok(LinkKind::Outbound {
+                source,
+                peek_lock: attach.snd_settle_mode != SenderSettleMode::Settled,
+            }),
             Err(e) => Err(address_error(e, &address)),
         }
     }
 
     fn check_node(&self, node: Node) -> Result<Node, AmqpErrorInfo> {
         match &node {
-            Node::Management(entity) if !self.shared.broker.entity_exists(entity) => {
-                Err(address_error(AddressError::NotFound(entity.clone()), entity))
-            }
+            Node::Management(entity) if !self.shared.broker.entity_exists(entity) => Err(
+                address_error(AddressError::NotFound(entity.clone()), entity),
+            ),
             _ => Ok(node),
         }
     }
@@ -465,7 +553,13 @@ impl Connection {
             next_outgoing_id: session.next_outgoing_id,
             outgoing_window: INCOMING_WINDOW,
             handle: handle.map(|(h, _)| Handle(h)),
-            delivery_count: handle.map(|(_, l)| if l.sends() { l.delivery_count } else { l.received }),
+            delivery_count: handle.map(|(_, l)| {
+                if l.sends() {
+                    l.delivery_count
+                } else {
+                    l.received
+                }
+            }),
             link_credit: handle.map(|(_, l)| if l.sends() { l.credit } else { l.granted }),
             available: None,
             drain: handle.is_some_and(|(_, l)| l.drain),
@@ -476,9 +570,13 @@ impl Connection {
 
     /// Tops up the credit of a link the client sends on.
     fn grant_credit(&mut self, channel: u16, handle: u32) {
-        let Some(session) = self.sessions.get_mut(&channel) else { return };
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return;
+        };
         session.incoming_since_flow = 0;
-        let Some(link) = session.links.get_mut(&handle) else { return };
+        let Some(link) = session.links.get_mut(&handle) else {
+            return;
+        };
         link.granted = LINK_CREDIT;
         let session = &self.sessions[&channel];
         let flow = self.session_flow(session, Some((handle, &session.links[&handle])), false);
@@ -486,7 +584,9 @@ impl Connection {
     }
 
     fn on_flow(&mut self, channel: u16, flow: Flow) {
-        let Some(session) = self.sessions.get_mut(&channel) else { return };
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return;
+        };
         session.remote_incoming_window = flow
             .next_incoming_id
             .unwrap_or(0)
@@ -499,9 +599,14 @@ impl Connection {
             }
             return;
         };
-        let Some(link) = session.links.get_mut(&handle) else { return };
+        let Some(link) = session.links.get_mut(&handle) else {
+            return;
+        };
         if link.sends() {
-            let limit = flow.delivery_count.unwrap_or(0).wrapping_add(flow.link_credit.unwrap_or(0));
+            let limit = flow
+                .delivery_count
+                .unwrap_or(0)
+                .wrapping_add(flow.link_credit.unwrap_or(0));
             let credit = limit.wrapping_sub(link.delivery_count);
             link.credit = if credit > u32::MAX / 2 { 0 } else { credit };
             link.drain = flow.drain;
@@ -515,15 +620,23 @@ impl Connection {
 
     fn on_transfer(&mut self, channel: u16, transfer: Transfer, payload: &[u8]) {
         let max = self.shared.max_message_size as usize;
-        let Some(session) = self.sessions.get_mut(&channel) else { return };
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return;
+        };
         session.next_incoming_id = session.next_incoming_id.wrapping_add(1);
         session.incoming_since_flow += 1;
         let window_low = session.incoming_since_flow > INCOMING_WINDOW / 2;
         let handle = transfer.handle.0;
-        let Some(link) = session.links.get_mut(&handle) else { return };
+        let Some(link) = session.links.get_mut(&handle) else {
+            return;
+        };
         let partial = link.partial.get_or_insert_with(|| Partial {
             delivery_id: transfer.delivery_id.unwrap_or(0),
-            tag: transfer.delivery_tag.as_ref().map(|t| t.to_vec()).unwrap_or_default(),
+            tag: transfer
+                .delivery_tag
+                .as_ref()
+                .map(|t| t.to_vec())
+                .unwrap_or_default(),
             settled: false,
             format: transfer.message_format,
             payload: Vec::new(),
@@ -550,7 +663,9 @@ impl Connection {
             }
             return;
         }
-        let Some(delivery) = link.partial.take() else { return };
+        let Some(delivery) = link.partial.take() else {
+            return;
+        };
         link.received = link.received.wrapping_add(1);
         link.granted = link.granted.saturating_sub(1);
         let low_credit = link.granted < LINK_CREDIT / 2;
@@ -563,7 +678,12 @@ impl Connection {
                 let node = node.clone();
                 self.answer_request(&node, &delivery)
             }
-            _ => DeliveryState::Rejected(Rejected { error: Some(error(AmqpError::NotAllowed.into(), "this link does not accept transfers")) }),
+            _ => DeliveryState::Rejected(Rejected {
+                error: Some(error(
+                    AmqpError::NotAllowed.into(),
+                    "this link does not accept transfers",
+                )),
+            }),
         };
         tracing::trace!(connection = self.id, tag = ?delivery.tag, "transfer received");
         if !delivery.settled {
@@ -575,7 +695,11 @@ impl Connection {
                 state: Some(outcome),
                 batchable: false,
             };
-            self.send(channel, Performative::Disposition(disposition), &[]);
+            self.send_after(
+                channel,
+                Performative::Disposition(disposition),
+                Some(SENDER_OUTCOME_DELAY),
+            );
         }
         if low_credit || window_low {
             self.grant_credit(channel, handle);
@@ -599,11 +723,20 @@ impl Connection {
         }
         match decode_messages(&delivery.payload, delivery.format) {
             Ok(messages) => {
-                tracing::debug!(connection = self.id, count = messages.len(), "messages enqueued");
+                tracing::debug!(
+                    connection = self.id,
+                    count = messages.len(),
+                    "messages enqueued"
+                );
                 self.shared.broker.enqueue(targets, messages);
                 DeliveryState::Accepted(Accepted {})
             }
-            Err(e) => DeliveryState::Rejected(Rejected { error: Some(error(AmqpError::DecodeError.into(), format!("message does not decode: {e}"))) }),
+            Err(e) => DeliveryState::Rejected(Rejected {
+                error: Some(error(
+                    AmqpError::DecodeError.into(),
+                    format!("message does not decode: {e}"),
+                )),
+            }),
         }
     }
 
@@ -611,7 +744,14 @@ impl Connection {
     fn answer_request(&mut self, node: &Node, delivery: &Partial) -> DeliveryState {
         let request = match decode_messages(&delivery.payload, delivery.format) {
             Ok(mut m) if m.len() == 1 => m.remove(0),
-            _ => return DeliveryState::Rejected(Rejected { error: Some(error(AmqpError::DecodeError.into(), "request does not decode as one message")) }),
+            _ => {
+                return DeliveryState::Rejected(Rejected {
+                    error: Some(error(
+                        AmqpError::DecodeError.into(),
+                        "request does not decode as one message",
+                    )),
+                })
+            }
         };
         let reply = match node {
             Node::Cbs => node::cbs(&request, &self.shared.key, now_ms() / 1000),
@@ -621,23 +761,45 @@ impl Connection {
         let mut candidates = Vec::new();
         for (channel, session) in &self.sessions {
             for (handle, link) in &session.links {
-                if let LinkKind::Replies { node: n, address, .. } = &link.kind {
+                if let LinkKind::Replies {
+                    node: n, address, ..
+                } = &link.kind
+                {
                     if n == node {
-                        candidates.push((*channel, *handle, reply_to.is_some() && *address == reply_to));
+                        candidates.push((
+                            *channel,
+                            *handle,
+                            reply_to.is_some() && *address == reply_to,
+                        ));
                     }
                 }
             }
         }
-        let chosen = candidates.iter().find(|c| c.2).or(if candidates.len() == 1 { candidates.first() } else { None });
+        let chosen = candidates
+            .iter()
+            .find(|c| c.2)
+            .or(if candidates.len() == 1 {
+                candidates.first()
+            } else {
+                None
+            });
         match chosen {
             Some((channel, handle, _)) => {
-                if let Some(LinkKind::Replies { queue, .. }) =
-                    self.sessions.get_mut(channel).and_then(|s| s.links.get_mut(handle)).map(|l| &mut l.kind)
+                if let Some(LinkKind::Replies { queue, .. }) = self
+                    .sessions
+                    .get_mut(channel)
+                    .and_then(|s| s.links.get_mut(handle))
+                    .map(|l| &mut l.kind)
                 {
                     queue.push_back(reply);
                 }
             }
-            None => tracing::warn!(connection = self.id, ?node, ?reply_to, "no reply link for a request; reply dropped"),
+            None => tracing::warn!(
+                connection = self.id,
+                ?node,
+                ?reply_to,
+                "no reply link for a request; reply dropped"
+            ),
         }
         DeliveryState::Accepted(Accepted {})
     }
@@ -646,7 +808,9 @@ impl Connection {
         if disposition.role != Role::Receiver {
             return;
         }
-        let Some(session) = self.sessions.get_mut(&channel) else { return };
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return;
+        };
         let last = disposition.last.unwrap_or(disposition.first);
         let mut replies = Vec::new();
         let mut id = disposition.first;
@@ -693,32 +857,39 @@ impl Connection {
         }
         let delay = self.shared.broker.faults.settlement_delay();
         for (id, state) in replies {
-            let disposition = Disposition { role: Role::Sender, first: id, last: None, settled: true, state: Some(state), batchable: false };
-            match frame::encode_frame(TYPE_AMQP, channel, &Performative::Disposition(disposition), &[]) {
-                Ok(bytes) => match delay {
-                    Some(delay) => {
-                        let out = self.out.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let _ = out.send(bytes);
-                        });
-                    }
-                    None => {
-                        let _ = self.out.send(bytes);
-                    }
-                },
-                Err(e) => tracing::error!(error = %e, "failed to encode a disposition"),
-            }
+            let disposition = Disposition {
+                role: Role::Sender,
+                first: id,
+                last: None,
+                settled: true,
+                state: Some(state),
+                batchable: false,
+            };
+            self.send_after(channel, Performative::Disposition(disposition), delay);
         }
     }
 
     fn on_detach(&mut self, channel: u16, detach: Detach) {
         let handle = detach.handle.0;
-        let answered = self.sessions.get_mut(&channel).is_some_and(|s| s.detaching.remove(&handle));
-        let known = self.sessions.get(&channel).is_some_and(|s| s.links.contains_key(&handle));
+        let answered = self
+            .sessions
+            .get_mut(&channel)
+            .is_some_and(|s| s.detaching.remove(&handle));
+        let known = self
+            .sessions
+            .get(&channel)
+            .is_some_and(|s| s.links.contains_key(&handle));
         self.drop_link(channel, handle);
         if known && !answered {
-            self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: None }), &[]);
+            self.send(
+                channel,
+                Performative::Detach(Detach {
+                    handle: Handle(handle),
+                    closed: true,
+                    error: None,
+                }),
+                &[],
+            );
         }
     }
 
@@ -728,7 +899,15 @@ impl Connection {
         if let Some(session) = self.sessions.get_mut(&channel) {
             session.detaching.insert(handle);
         }
-        self.send(channel, Performative::Detach(Detach { handle: Handle(handle), closed: true, error: Some(error) }), &[]);
+        self.send(
+            channel,
+            Performative::Detach(Detach {
+                handle: Handle(handle),
+                closed: true,
+                error: Some(error),
+            }),
+            &[],
+        );
     }
 
     /// Forgets a link and requeues what it held locked.
@@ -740,13 +919,17 @@ impl Connection {
             });
         }
         let id = self.id;
-        self.shared.broker.release(|o| o.connection == id && o.channel == channel && o.handle == handle);
+        self.shared
+            .broker
+            .release(|o| o.connection == id && o.channel == channel && o.handle == handle);
     }
 
     fn end_session(&mut self, channel: u16) {
         self.sessions.remove(&channel);
         let id = self.id;
-        self.shared.broker.release(|o| o.connection == id && o.channel == channel);
+        self.shared
+            .broker
+            .release(|o| o.connection == id && o.channel == channel);
     }
 
     fn release_all(&mut self) {
@@ -779,10 +962,27 @@ impl Connection {
         let mut detaches = Vec::new();
         for (channel, session) in &self.sessions {
             for (handle, link) in &session.links {
-                let is_cbs = matches!(&link.kind, LinkKind::Requests { node: Node::Cbs } | LinkKind::Replies { node: Node::Cbs, .. });
+                let is_cbs = matches!(
+                    &link.kind,
+                    LinkKind::Requests { node: Node::Cbs }
+                        | LinkKind::Replies {
+                            node: Node::Cbs,
+                            ..
+                        }
+                );
                 if forced && !is_cbs {
-                    detaches.push((*channel, *handle, error(LinkError::DetachForced.into(), "The link was detached by the stand-in's detach fault.")));
-                } else if busy && matches!(link.kind, LinkKind::Outbound { .. }) && faults.take_busy_receive() {
+                    detaches.push((
+                        *channel,
+                        *handle,
+                        error(
+                            LinkError::DetachForced.into(),
+                            "The link was detached by the stand-in's detach fault.",
+                        ),
+                    ));
+                } else if busy
+                    && matches!(link.kind, LinkKind::Outbound { .. })
+                    && faults.take_busy_receive()
+                {
                     detaches.push((*channel, *handle, server_busy()));
                 }
             }
@@ -793,22 +993,32 @@ impl Connection {
     }
 
     fn pump_link(&mut self, channel: u16, handle: u32) {
-        let owner = LinkOwner { connection: self.id, channel, handle };
+        let owner = LinkOwner {
+            connection: self.id,
+            channel,
+            handle,
+        };
         loop {
-            let Some(session) = self.sessions.get_mut(&channel) else { return };
+            let Some(session) = self.sessions.get_mut(&channel) else {
+                return;
+            };
             if session.remote_incoming_window == 0 {
                 break;
             }
-            let Some(link) = session.links.get_mut(&handle) else { return };
+            let Some(link) = session.links.get_mut(&handle) else {
+                return;
+            };
             if link.credit == 0 {
                 break;
             }
             let settle_pre = link.settle_pre;
             let (message, token) = match &mut link.kind {
-                LinkKind::Outbound { source, peek_lock } => match self.shared.broker.acquire(source, owner, *peek_lock) {
-                    Some(delivery) => (delivery.message, delivery.lock_token),
-                    None => break,
-                },
+                LinkKind::Outbound { source, peek_lock } => {
+                    match self.shared.broker.acquire(source, owner, *peek_lock) {
+                        Some(delivery) => (delivery.message, delivery.lock_token),
+                        None => break,
+                    }
+                }
                 LinkKind::Replies { queue, .. } => match queue.pop_front() {
                     Some(reply) => (reply, None),
                     None => break,
@@ -819,7 +1029,8 @@ impl Connection {
             link.delivery_count = link.delivery_count.wrapping_add(1);
             let delivery_id = session.next_delivery_id;
             session.next_delivery_id = session.next_delivery_id.wrapping_add(1);
-            let settled = settle_pre || (token.is_none() && matches!(link.kind, LinkKind::Outbound { .. }));
+            let settled =
+                settle_pre || (token.is_none() && matches!(link.kind, LinkKind::Outbound { .. }));
             if !settled {
                 let pending = match token {
                     Some(token) => Pending::Locked { handle, token },
@@ -839,22 +1050,38 @@ impl Connection {
             self.send_transfer(channel, handle, delivery_id, tag, settled, &payload);
         }
         // Drain: what credit is left after sending everything available is spent, and the client is told.
-        let Some(session) = self.sessions.get_mut(&channel) else { return };
-        let Some(link) = session.links.get_mut(&handle) else { return };
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return;
+        };
+        let Some(link) = session.links.get_mut(&handle) else {
+            return;
+        };
         if link.drain && link.sends() {
             link.delivery_count = link.delivery_count.wrapping_add(link.credit);
             link.credit = 0;
             let session = &self.sessions[&channel];
             let flow = self.session_flow(session, Some((handle, &session.links[&handle])), false);
             self.send(channel, Performative::Flow(flow), &[]);
-            if let Some(link) = self.sessions.get_mut(&channel).and_then(|s| s.links.get_mut(&handle)) {
+            if let Some(link) = self
+                .sessions
+                .get_mut(&channel)
+                .and_then(|s| s.links.get_mut(&handle))
+            {
                 link.drain = false;
             }
         }
     }
 
     /// Sends one message, split into as many transfer frames as the client's max frame size needs.
-    fn send_transfer(&mut self, channel: u16, handle: u32, delivery_id: u32, tag: Vec<u8>, settled: bool, payload: &[u8]) {
+    fn send_transfer(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        delivery_id: u32,
+        tag: Vec<u8>,
+        settled: bool,
+        payload: &[u8],
+    ) {
         let first = Transfer {
             handle: Handle(handle),
             delivery_id: Some(delivery_id),
@@ -886,7 +1113,10 @@ impl Connection {
         loop {
             let mut probe = transfer.clone();
             probe.more = true;
-            let overhead = serde_amqp::to_vec(&Performative::Transfer(probe)).map(|v| v.len()).unwrap_or(64) + 8;
+            let overhead = serde_amqp::to_vec(&Performative::Transfer(probe))
+                .map(|v| v.len())
+                .unwrap_or(64)
+                + 8;
             let room = self.remote_max_frame.saturating_sub(overhead).max(1);
             let (chunk, remaining) = rest.split_at(rest.len().min(room));
             transfer.more = !remaining.is_empty();
@@ -907,7 +1137,10 @@ impl Connection {
 impl Link {
     /// True for links this server sends on.
     fn sends(&self) -> bool {
-        matches!(self.kind, LinkKind::Outbound { .. } | LinkKind::Replies { .. })
+        matches!(
+            self.kind,
+            LinkKind::Outbound { .. } | LinkKind::Replies { .. }
+        )
     }
 }
 
@@ -917,7 +1150,10 @@ fn address_error(e: AddressError, address: &str) -> AmqpErrorInfo {
             AmqpError::NotFound.into(),
             format!("The messaging entity '{path}' could not be found (address '{address}')."),
         ),
-        AddressError::NotSendable(path) => error(AmqpError::NotAllowed.into(), format!("Cannot send to '{path}': send to a queue or a topic.")),
+        AddressError::NotSendable(path) => error(
+            AmqpError::NotAllowed.into(),
+            format!("Cannot send to '{path}': send to a queue or a topic."),
+        ),
     }
 }
 
@@ -926,7 +1162,10 @@ fn settlement_of(state: Option<&DeliveryState>) -> Option<Settlement> {
     match state? {
         DeliveryState::Accepted(_) => Some(Settlement::Complete),
         DeliveryState::Released(_) => Some(Settlement::Abandon),
-        DeliveryState::Modified(Modified { undeliverable_here: Some(true), .. }) => Some(Settlement::Defer),
+        DeliveryState::Modified(Modified {
+            undeliverable_here: Some(true),
+            ..
+        }) => Some(Settlement::Defer),
         DeliveryState::Modified(_) => Some(Settlement::Abandon),
         DeliveryState::Rejected(Rejected { error }) => {
             let info = error.as_ref().and_then(|e| e.info.as_deref());
@@ -935,8 +1174,12 @@ fn settlement_of(state: Option<&DeliveryState>) -> Option<Settlement> {
                 Some(Value::Symbol(s)) => Some(s.as_str().to_string()),
                 _ => None,
             };
-            let reason = text("DeadLetterReason").or_else(|| error.as_ref().and_then(|e| e.description.clone()));
-            Some(Settlement::DeadLetter { reason, description: text("DeadLetterErrorDescription") })
+            let reason = text("DeadLetterReason")
+                .or_else(|| error.as_ref().and_then(|e| e.description.clone()));
+            Some(Settlement::DeadLetter {
+                reason,
+                description: text("DeadLetterErrorDescription"),
+            })
         }
         _ => None,
     }
@@ -947,7 +1190,11 @@ fn settlement_of(state: Option<&DeliveryState>) -> Option<Settlement> {
 fn encode_message(mut message: AmqpMessage) -> Result<Vec<u8>, serde_amqp::Error> {
     let mut bytes = Vec::new();
     if let Some(header) = message.header.take() {
-        let mut fields = vec![if header.durable { 0x41 } else { 0x42 }, 0x50, header.priority.0];
+        let mut fields = vec![
+            if header.durable { 0x41 } else { 0x42 },
+            0x50,
+            header.priority.0,
+        ];
         match header.ttl {
             Some(ttl) => {
                 fields.push(0x70);
@@ -967,7 +1214,10 @@ fn encode_message(mut message: AmqpMessage) -> Result<Vec<u8>, serde_amqp::Error
 }
 
 /// Decodes a transfer payload: one message, or for the batch format each data section as a message.
-fn decode_messages(payload: &[u8], format: Option<u32>) -> Result<Vec<AmqpMessage>, serde_amqp::Error> {
+fn decode_messages(
+    payload: &[u8],
+    format: Option<u32>,
+) -> Result<Vec<AmqpMessage>, serde_amqp::Error> {
     let outer: Deserializable<AmqpMessage> = serde_amqp::from_slice(payload)?;
     let outer = outer.0;
     if format != Some(BATCH_FORMAT) {
@@ -976,7 +1226,9 @@ fn decode_messages(payload: &[u8], format: Option<u32>) -> Result<Vec<AmqpMessag
     match outer.body {
         Body::Data(sections) => sections
             .into_iter()
-            .map(|section| serde_amqp::from_slice::<Deserializable<AmqpMessage>>(&section.0).map(|m| m.0))
+            .map(|section| {
+                serde_amqp::from_slice::<Deserializable<AmqpMessage>>(&section.0).map(|m| m.0)
+            })
             .collect(),
         _ => Ok(vec![outer]),
     }
@@ -989,29 +1241,47 @@ mod tests {
     #[test]
     fn a_header_keeps_a_zero_delivery_count_on_the_wire() {
         let message = AmqpMessage {
-            header: Some(fe2o3_amqp_types::messaging::Header { delivery_count: 0, ..Default::default() }),
+            header: Some(fe2o3_amqp_types::messaging::Header {
+                delivery_count: 0,
+                ..Default::default()
+            }),
             delivery_annotations: None,
             message_annotations: None,
             properties: None,
             application_properties: None,
-            body: Body::Value(fe2o3_amqp_types::messaging::AmqpValue(Value::String("x".into()))),
+            body: Body::Value(fe2o3_amqp_types::messaging::AmqpValue(Value::String(
+                "x".into(),
+            ))),
             footer: None,
         };
         let bytes = encode_message(message.clone()).unwrap();
         assert_eq!(&bytes[..6], &[0x00, 0x53, 0x70, 0xc0, 11, 5]);
-        assert_eq!(&bytes[11..16], &[0x70, 0, 0, 0, 0], "delivery-count is present, as uint 0");
+        assert_eq!(
+            &bytes[11..16],
+            &[0x70, 0, 0, 0, 0],
+            "delivery-count is present, as uint 0"
+        );
         let decoded = decode_messages(&bytes, None).unwrap();
-        assert_eq!(decoded[0].header.as_ref().map(|h| h.delivery_count), Some(0));
+        assert_eq!(
+            decoded[0].header.as_ref().map(|h| h.delivery_count),
+            Some(0)
+        );
         assert_eq!(decoded[0].body, message.body);
     }
 
     #[test]
     fn addresses_resolve_to_node_paths() {
         assert_eq!(node_path("amqp://127.0.0.2/q1"), "q1");
-        assert_eq!(node_path("amqps://ns.servicebus.windows.net/t/Subscriptions/s"), "t/Subscriptions/s");
+        assert_eq!(
+            node_path("amqps://ns.servicebus.windows.net/t/Subscriptions/s"),
+            "t/Subscriptions/s"
+        );
         assert_eq!(node_path("q1/$DeadLetterQueue"), "q1/$DeadLetterQueue");
         assert_eq!(classify_node("$cbs"), Some(Node::Cbs));
-        assert_eq!(classify_node("Q1/$management"), Some(Node::Management("Q1".into())));
+        assert_eq!(
+            classify_node("Q1/$management"),
+            Some(Node::Management("Q1".into()))
+        );
         assert_eq!(classify_node("q1"), None);
     }
 }

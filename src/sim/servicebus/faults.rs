@@ -28,7 +28,11 @@ impl Budget {
             Budget::Off => false,
             Budget::UntilCleared => true,
             Budget::Operations(n) => {
-                *self = if n <= 1 { Budget::Off } else { Budget::Operations(n - 1) };
+                *self = if n <= 1 {
+                    Budget::Off
+                } else {
+                    Budget::Operations(n - 1)
+                };
                 true
             }
         }
@@ -76,7 +80,9 @@ impl Faults {
 
     fn lock(&self) -> MutexGuard<'_, Switches> {
         // A panic while holding this lock cannot leave the switches half-written: every update is one assignment.
-        self.switches.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.switches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn poke(&self) {
@@ -175,7 +181,14 @@ mod tests {
         let (tx, _rx) = watch::channel(0);
         let faults = Faults::new(tx);
         faults.throttle_sends(Some(2));
-        assert_eq!([faults.take_busy_send(), faults.take_busy_send(), faults.take_busy_send()], [true, true, false]);
+        assert_eq!(
+            [
+                faults.take_busy_send(),
+                faults.take_busy_send(),
+                faults.take_busy_send()
+            ],
+            [true, true, false]
+        );
         faults.throttle_sends(None);
         assert!((0..50).all(|_| faults.take_busy_send()));
         faults.clear_throttling();

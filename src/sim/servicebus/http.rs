@@ -23,19 +23,39 @@ pub(crate) struct HttpState {
 }
 
 pub(crate) fn router(state: Arc<HttpState>) -> Router {
-    Router::new().route("/{*path}", get(entity)).with_state(state)
+    Router::new()
+        .route("/{*path}", get(entity))
+        .with_state(state)
 }
 
 fn xml(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/atom+xml;type=entry;charset=utf-8")], body).into_response()
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            "application/atom+xml;type=entry;charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn error(status: StatusCode, detail: &str) -> Response {
-    xml(status, format!("<Error><Code>{}</Code><Detail>{}</Detail></Error>", status.as_u16(), escape(detail)))
+    xml(
+        status,
+        format!(
+            "<Error><Code>{}</Code><Detail>{}</Detail></Error>",
+            status.as_u16(),
+            escape(detail)
+        ),
+    )
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// `PT1M`, `PT30S`, `PT0.5S`: the xsd:duration form Service Bus uses for lock durations.
@@ -50,11 +70,21 @@ fn iso_duration(duration: std::time::Duration) -> String {
     }
 }
 
-async fn entity(State(state): State<Arc<HttpState>>, Path(path): Path<String>, headers: HeaderMap) -> Response {
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+async fn entity(
+    State(state): State<Arc<HttpState>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if let Err(e) = state.key.verify(token, now_ms() / 1000) {
         tracing::info!(error = %e, "management request refused");
-        return error(StatusCode::UNAUTHORIZED, &format!("InvalidSignature: {e}. TrackingId:standin"));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            &format!("InvalidSignature: {e}. TrackingId:standin"),
+        );
     }
     let Some((display, counts)) = state.broker.counts(&path) else {
         return error(
@@ -62,10 +92,20 @@ async fn entity(State(state): State<Arc<HttpState>>, Path(path): Path<String>, h
             &format!("The messaging entity '{path}' could not be found. To know more visit https://aka.ms/sbResourceMgrExceptions."),
         );
     };
-    let description = if display.contains("/Subscriptions/") { "SubscriptionDescription" } else { "QueueDescription" };
+    let description = if display.contains("/Subscriptions/") {
+        "SubscriptionDescription"
+    } else {
+        "QueueDescription"
+    };
     let limits = state.broker.limits;
-    let updated = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-    let total = counts.active + counts.dead_letter + counts.scheduled + counts.transfer + counts.transfer_dead_letter;
+    let updated = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let total = counts.active
+        + counts.dead_letter
+        + counts.scheduled
+        + counts.transfer
+        + counts.transfer_dead_letter;
     let name = escape(&display);
     let body = format!(
         r#"<?xml version="1.0" encoding="utf-8"?>

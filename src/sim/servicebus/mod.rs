@@ -144,7 +144,11 @@ mod duration_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        parse(&text).ok_or_else(|| de::Error::custom(format!("`{text}` is not a duration: expected e.g. \"500ms\", \"30s\" or \"5m\"")))
+        parse(&text).ok_or_else(|| {
+            de::Error::custom(format!(
+                "`{text}` is not a duration: expected e.g. \"500ms\", \"30s\" or \"5m\""
+            ))
+        })
     }
 
     pub(super) fn parse(text: &str) -> Option<Duration> {
@@ -205,7 +209,10 @@ pub enum StandInError {
 impl StandInError {
     /// True when trying again (e.g. on another address, or later) may succeed.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StandInError::Bind { .. } | StandInError::NoFreeLoopback)
+        matches!(
+            self,
+            StandInError::Bind { .. } | StandInError::NoFreeLoopback
+        )
     }
 }
 
@@ -224,14 +231,20 @@ impl StandIn {
     pub async fn start(config: StandInConfig) -> Result<StandIn, StandInError> {
         let amqp = TcpListener::bind(config.amqp_bind)
             .await
-            .map_err(|source| StandInError::Bind { what: "amqp", addr: config.amqp_bind, source })?;
+            .map_err(|source| StandInError::Bind {
+                what: "amqp",
+                addr: config.amqp_bind,
+                source,
+            })?;
         Self::serve(config, amqp).await
     }
 
     /// Starts on the first loopback address 127.0.0.2, 127.0.0.3, … whose port 5672 is free, so stand-ins in
     /// many test processes do not collide and `azservicebus` (which always dials 5672) reaches each. The HTTP
     /// endpoint binds the same address on a free port unless `http_bind` names another IP.
-    pub async fn start_on_free_loopback(mut config: StandInConfig) -> Result<StandIn, StandInError> {
+    pub async fn start_on_free_loopback(
+        mut config: StandInConfig,
+    ) -> Result<StandIn, StandInError> {
         for last in 2..=254u8 {
             let ip = Ipv4Addr::new(127, 0, 0, last);
             let addr = SocketAddr::V4(SocketAddrV4::new(ip, AMQP_PORT));
@@ -243,7 +256,9 @@ impl StandIn {
                     }
                     return Self::serve(config, listener).await;
                 }
-                Err(e) => tracing::debug!(%addr, error = %e, "loopback address taken; trying the next"),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "loopback address taken; trying the next")
+                }
             }
         }
         Err(StandInError::NoFreeLoopback)
@@ -251,19 +266,38 @@ impl StandIn {
 
     async fn serve(config: StandInConfig, amqp: TcpListener) -> Result<StandIn, StandInError> {
         if config.key_name.is_empty() || config.key.is_empty() {
-            return Err(StandInError::InvalidConfig("`key_name` and `key` must not be empty".into()));
+            return Err(StandInError::InvalidConfig(
+                "`key_name` and `key` must not be empty".into(),
+            ));
         }
         if config.max_delivery_count == 0 || config.lock_duration.is_zero() {
-            return Err(StandInError::InvalidConfig("`max_delivery_count` and `lock_duration` must be above zero".into()));
+            return Err(StandInError::InvalidConfig(
+                "`max_delivery_count` and `lock_duration` must be above zero".into(),
+            ));
         }
         let http = TcpListener::bind(config.http_bind)
             .await
-            .map_err(|source| StandInError::Bind { what: "http", addr: config.http_bind, source })?;
-        let amqp_addr = amqp.local_addr().map_err(|source| StandInError::Bind { what: "amqp", addr: config.amqp_bind, source })?;
-        let http_addr = http.local_addr().map_err(|source| StandInError::Bind { what: "http", addr: config.http_bind, source })?;
+            .map_err(|source| StandInError::Bind {
+                what: "http",
+                addr: config.http_bind,
+                source,
+            })?;
+        let amqp_addr = amqp.local_addr().map_err(|source| StandInError::Bind {
+            what: "amqp",
+            addr: config.amqp_bind,
+            source,
+        })?;
+        let http_addr = http.local_addr().map_err(|source| StandInError::Bind {
+            what: "http",
+            addr: config.http_bind,
+            source,
+        })?;
         let (wake, wake_rx) = watch::channel(0u64);
         let faults = Faults::new(wake.clone());
-        let limits = Limits { lock_duration: config.lock_duration, max_delivery_count: config.max_delivery_count };
+        let limits = Limits {
+            lock_duration: config.lock_duration,
+            max_delivery_count: config.max_delivery_count,
+        };
         let broker = Arc::new(Broker::new(limits, faults, wake));
         for queue in &config.queues {
             broker.create_queue(queue);
@@ -271,11 +305,18 @@ impl StandIn {
         for topic in &config.topics {
             broker.create_topic(&topic.name, &topic.subscriptions);
         }
-        let key = SasKey { name: config.key_name.clone(), key: config.key.clone() };
+        let key = SasKey {
+            name: config.key_name.clone(),
+            key: config.key.clone(),
+        };
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        let shared = Arc::new(Shared { broker: broker.clone(), key: key.clone(), max_message_size: config.max_message_size });
+        let shared = Arc::new(Shared {
+            broker: broker.clone(),
+            key: key.clone(),
+            max_message_size: config.max_message_size,
+        });
         let (accept_tasks, accept_shutdown) = (tasks.clone(), shutdown.clone());
         tasks.spawn(async move {
             let ids = AtomicU64::new(1);
@@ -289,7 +330,13 @@ impl StandIn {
                         let id = ids.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(connection = id, %peer, "amqp connection accepted");
                         let _ = stream.set_nodelay(true);
-                        accept_tasks.spawn(connection::serve(stream, id, shared.clone(), wake_rx.clone(), accept_shutdown.clone()));
+                        accept_tasks.spawn(connection::serve(
+                            stream,
+                            id,
+                            shared.clone(),
+                            wake_rx.clone(),
+                            accept_shutdown.clone(),
+                        ));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "amqp accept failed");
@@ -310,16 +357,28 @@ impl StandIn {
             }
         });
 
-        let router = http::router(Arc::new(http::HttpState { broker: broker.clone(), key }));
+        let router = http::router(Arc::new(http::HttpState {
+            broker: broker.clone(),
+            key,
+        }));
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let served = axum::serve(http, router).with_graceful_shutdown(http_shutdown.cancelled_owned()).await;
+            let served = axum::serve(http, router)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await;
             if let Err(e) = served {
                 tracing::warn!(error = %e, "management endpoint stopped");
             }
         });
         tracing::info!(%amqp_addr, %http_addr, "service bus stand-in started");
-        Ok(StandIn { amqp_addr, http_addr, config, broker, shutdown, tasks })
+        Ok(StandIn {
+            amqp_addr,
+            http_addr,
+            config,
+            broker,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The AMQP listener's address.
@@ -383,7 +442,10 @@ impl StandIn {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("service bus stand-in tasks still running 5s after shutdown");
         }
     }
@@ -402,7 +464,8 @@ mod tests {
         assert_eq!(config.topics[0].subscriptions, ["s"]);
         let err = serde_json::from_str::<StandInConfig>(r#"{"queue": ["q"]}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `queue`"), "{err}");
-        let err = serde_json::from_str::<StandInConfig>(r#"{"lock_duration": "soon"}"#).unwrap_err();
+        let err =
+            serde_json::from_str::<StandInConfig>(r#"{"lock_duration": "soon"}"#).unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
     }
 }

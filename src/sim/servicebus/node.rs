@@ -3,7 +3,9 @@
 use fe2o3_amqp_types::messaging::{
     message::__private::Serializable, AmqpValue, ApplicationProperties, Body, Message, Properties,
 };
-use fe2o3_amqp_types::primitives::{Array, Binary, OrderedMap, SimpleValue, Symbol, Timestamp, Value};
+use fe2o3_amqp_types::primitives::{
+    Array, Binary, OrderedMap, SimpleValue, Symbol, Timestamp, Value,
+};
 use uuid::Uuid;
 
 use super::broker::{AmqpMessage, Broker, Source};
@@ -33,7 +35,8 @@ fn body_map(message: &AmqpMessage) -> Option<&OrderedMap<Value, Value>> {
 }
 
 fn map_entry<'m>(map: &'m OrderedMap<Value, Value>, key: &str) -> Option<&'m Value> {
-    map.get(&Value::String(key.to_string())).or_else(|| map.get(&Value::Symbol(Symbol::from(key))))
+    map.get(&Value::String(key.to_string()))
+        .or_else(|| map.get(&Value::Symbol(Symbol::from(key))))
 }
 
 /// A reply correlated to `request`, with the given application properties and body.
@@ -47,7 +50,10 @@ fn reply(request: &AmqpMessage, properties: Vec<(&str, SimpleValue)>, body: Valu
         delivery_annotations: None,
         message_annotations: None,
         properties: Some(Properties {
-            correlation_id: request.properties.as_ref().and_then(|p| p.message_id.clone()),
+            correlation_id: request
+                .properties
+                .as_ref()
+                .and_then(|p| p.message_id.clone()),
             ..Properties::default()
         }),
         application_properties: Some(ApplicationProperties(application)),
@@ -66,12 +72,21 @@ pub(crate) fn cbs(request: &AmqpMessage, key: &SasKey, now_unix: i64) -> AmqpMes
     let status = |code: i32, description: String| {
         reply(
             request,
-            vec![("status-code", SimpleValue::Int(code)), ("status-description", SimpleValue::String(description))],
+            vec![
+                ("status-code", SimpleValue::Int(code)),
+                ("status-description", SimpleValue::String(description)),
+            ],
             Value::Null,
         )
     };
     if property(request, "operation") != Some("put-token") {
-        return status(400, format!("unsupported $cbs operation {:?}", property(request, "operation")));
+        return status(
+            400,
+            format!(
+                "unsupported $cbs operation {:?}",
+                property(request, "operation")
+            ),
+        );
     }
     let token = match &request.body {
         Body::Value(AmqpValue(Value::String(s))) => s.clone(),
@@ -87,11 +102,22 @@ pub(crate) fn cbs(request: &AmqpMessage, key: &SasKey, now_unix: i64) -> AmqpMes
     }
 }
 
-fn management_status(request: &AmqpMessage, code: i32, description: &str, condition: Option<&str>, body: Value) -> AmqpMessage {
-    let mut properties =
-        vec![("statusCode", SimpleValue::Int(code)), ("statusDescription", SimpleValue::String(description.into()))];
+fn management_status(
+    request: &AmqpMessage,
+    code: i32,
+    description: &str,
+    condition: Option<&str>,
+    body: Value,
+) -> AmqpMessage {
+    let mut properties = vec![
+        ("statusCode", SimpleValue::Int(code)),
+        ("statusDescription", SimpleValue::String(description.into())),
+    ];
     if let Some(condition) = condition {
-        properties.push(("errorCondition", SimpleValue::Symbol(Symbol::from(condition))));
+        properties.push((
+            "errorCondition",
+            SimpleValue::Symbol(Symbol::from(condition)),
+        ));
     }
     reply(request, properties, body)
 }
@@ -112,16 +138,33 @@ pub(crate) fn management(broker: &Broker, entity: &str, request: &AmqpMessage) -
 }
 
 fn renew_lock(broker: &Broker, request: &AmqpMessage) -> AmqpMessage {
-    let tokens: Option<Vec<Uuid>> = body_map(request).and_then(|m| map_entry(m, "lock-tokens")).and_then(|v| {
-        let items = match v {
-            Value::Array(a) => a.0.as_slice(),
-            Value::List(l) => l.as_slice(),
-            _ => return None,
-        };
-        items.iter().map(|i| if let Value::Uuid(u) = i { Some(Uuid::from_bytes(*u.as_inner())) } else { None }).collect()
-    });
+    let tokens: Option<Vec<Uuid>> = body_map(request)
+        .and_then(|m| map_entry(m, "lock-tokens"))
+        .and_then(|v| {
+            let items = match v {
+                Value::Array(a) => a.0.as_slice(),
+                Value::List(l) => l.as_slice(),
+                _ => return None,
+            };
+            items
+                .iter()
+                .map(|i| {
+                    if let Value::Uuid(u) = i {
+                        Some(Uuid::from_bytes(*u.as_inner()))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        });
     let Some(tokens) = tokens else {
-        return management_status(request, 400, "renew-lock needs `lock-tokens`: an array of uuids", Some("amqp:invalid-field"), Value::Null);
+        return management_status(
+            request,
+            400,
+            "renew-lock needs `lock-tokens`: an array of uuids",
+            Some("amqp:invalid-field"),
+            Value::Null,
+        );
     };
     match broker.renew(&tokens) {
         Ok(until) => {
@@ -152,7 +195,15 @@ fn peek(broker: &Broker, entity: &str, request: &AmqpMessage) -> AmqpMessage {
     };
     let source: Source = match broker.receive_source(entity) {
         Ok(s) => s,
-        Err(e) => return management_status(request, 404, &e.to_string(), Some("amqp:not-found"), Value::Null),
+        Err(e) => {
+            return management_status(
+                request,
+                404,
+                &e.to_string(),
+                Some("amqp:not-found"),
+                Value::Null,
+            )
+        }
     };
     let messages = broker.peek(&source, from, count);
     if messages.is_empty() {
@@ -163,7 +214,10 @@ fn peek(broker: &Broker, entity: &str, request: &AmqpMessage) -> AmqpMessage {
         match serde_amqp::to_vec(&Serializable(&message)) {
             Ok(bytes) => {
                 let mut entry = OrderedMap::new();
-                entry.insert(Value::String("message".into()), Value::Binary(Binary::from(bytes)));
+                entry.insert(
+                    Value::String("message".into()),
+                    Value::Binary(Binary::from(bytes)),
+                );
                 encoded.push(Value::Map(entry));
             }
             Err(e) => tracing::warn!(error = %e, "a stored message failed to encode for peek"),

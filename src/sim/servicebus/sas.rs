@@ -31,14 +31,20 @@ pub(crate) struct SasKey {
 
 impl std::fmt::Debug for SasKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SasKey").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("SasKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl SasKey {
     /// Checks a `SharedAccessSignature ...` string against this key and the clock (`now` in unix seconds).
     pub(crate) fn verify(&self, token: &str, now: i64) -> Result<(), SasError> {
-        let fields = token.trim().strip_prefix("SharedAccessSignature").ok_or(SasError::Malformed)?.trim();
+        let fields = token
+            .trim()
+            .strip_prefix("SharedAccessSignature")
+            .ok_or(SasError::Malformed)?
+            .trim();
         let mut sr = None;
         let mut sig = None;
         let mut se = None;
@@ -88,8 +94,8 @@ impl SasKey {
     #[cfg(test)]
     pub(crate) fn sign(&self, resource: &str, expiry: i64) -> String {
         let encoded = utf8_percent_encode(resource, NON_ALPHANUMERIC).to_string();
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(self.key.as_bytes()).expect("HMAC accepts keys of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.as_bytes())
+            .expect("HMAC accepts keys of any length");
         mac.update(format!("{encoded}\n{expiry}").as_bytes());
         let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         format!(
@@ -101,7 +107,9 @@ impl SasKey {
 }
 
 fn decode(value: &str) -> String {
-    percent_decode_str(&value.replace('+', " ")).decode_utf8_lossy().into_owned()
+    percent_decode_str(&value.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -109,7 +117,10 @@ mod tests {
     use super::*;
 
     fn key() -> SasKey {
-        SasKey { name: "RootManageSharedAccessKey".into(), key: "c2VjcmV0".into() }
+        SasKey {
+            name: "RootManageSharedAccessKey".into(),
+            key: "c2VjcmV0".into(),
+        }
     }
 
     #[test]
@@ -117,10 +128,19 @@ mod tests {
         let token = key().sign("amqp://127.0.0.1/q1", 2_000);
         assert_eq!(key().verify(&token, 1_000), Ok(()));
         assert_eq!(key().verify(&token, 2_000), Err(SasError::Expired(2_000)));
-        let other = SasKey { name: key().name, key: "d3Jvbmc=".into() };
+        let other = SasKey {
+            name: key().name,
+            key: "d3Jvbmc=".into(),
+        };
         assert_eq!(other.verify(&token, 1_000), Err(SasError::BadSignature));
-        let renamed = SasKey { name: "listen".into(), key: key().key };
-        assert!(matches!(renamed.verify(&token, 1_000), Err(SasError::UnknownKeyName(_))));
+        let renamed = SasKey {
+            name: "listen".into(),
+            key: key().key,
+        };
+        assert!(matches!(
+            renamed.verify(&token, 1_000),
+            Err(SasError::UnknownKeyName(_))
+        ));
         assert_eq!(key().verify("Bearer abc", 1_000), Err(SasError::Malformed));
     }
 }
