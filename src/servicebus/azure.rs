@@ -19,7 +19,7 @@
 //!   `receive`; the old link stays open only until the messages it delivered are settled.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,7 +110,9 @@ impl Default for AzureAdConfig {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
-    /// Retries after the first attempt; 0 hands every failure straight to trimtab's own retry logic.
+    /// Retries inside the AMQP client after the first attempt. Keep 0 (the default) and let trimtab retry
+    /// on [`ServiceBusError::is_retriable`]: `azservicebus` 0.25.1 panics ("called after complete") when it
+    /// retries a batch send whose first attempt was refused, because it polls the finished delivery again.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// First back-off, in milliseconds.
@@ -128,7 +130,7 @@ pub struct RetryConfig {
 }
 
 const fn default_max_retries() -> u32 {
-    3
+    0
 }
 const fn default_retry_delay_ms() -> u64 {
     800
@@ -348,8 +350,72 @@ impl Redactor {
     }
 }
 
+type Client = ServiceBusClient<azservicebus::core::BasicRetryPolicy>;
+
+/// What the AMQP connection authenticates with.
+enum Credentials {
+    ConnectionString(SecretString),
+    EntraId(Arc<dyn TokenCredential>),
+}
+
+/// Everything needed to open (and reopen) the AMQP connection.
+struct Connector {
+    credentials: Credentials,
+    host: String,
+    tls: bool,
+    options: ServiceBusClientOptions,
+}
+
+impl Connector {
+    /// Opens a new connection. Boxed: the client's connect future is large enough to overflow a test
+    /// thread's stack in debug builds when nested in other futures.
+    fn open(&self) -> futures::future::BoxFuture<'_, Result<Client, azure_core::Error>> {
+        Box::pin(self.open_inner())
+    }
+
+    async fn open_inner(&self) -> Result<Client, azure_core::Error> {
+        let options = self.options.clone();
+        match (&self.credentials, self.tls) {
+            (Credentials::ConnectionString(cs), true) => {
+                ServiceBusClient::new_from_connection_string(cs.expose(), options).await
+            }
+            (Credentials::ConnectionString(cs), false) => {
+                ServiceBusClient::unsecured()
+                    .new_from_connection_string(cs.expose(), options)
+                    .await
+            }
+            (Credentials::EntraId(credential), true) => {
+                ServiceBusClient::new_from_token_credential(
+                    self.host.clone(),
+                    credential.clone(),
+                    options,
+                )
+                .await
+            }
+            (Credentials::EntraId(credential), false) => {
+                ServiceBusClient::unsecured()
+                    .new_from_token_credential(self.host.clone(), credential.clone(), options)
+                    .await
+            }
+        }
+    }
+}
+
+/// Whether an error says the AMQP session or connection under the client has stopped. `fe2o3-amqp` ends the
+/// session when the broker detaches a link it no longer tracks (a refused attach, for one), after which
+/// every open on that client fails this way until it is replaced.
+fn session_stopped(error: &azure_core::Error) -> bool {
+    let text = format!("{error} {error:?}").to_ascii_lowercase();
+    text.contains("illegal session state")
+        || text.contains("illegalsessionstate")
+        || text.contains("session might have stopped")
+        || text.contains("client is disposed")
+        || text.contains("scope is disposed")
+}
+
 struct Shared {
-    client: AsyncMutex<ServiceBusClient<azservicebus::core::BasicRetryPolicy>>,
+    client: AsyncMutex<Client>,
+    connector: Connector,
     host: String,
     tls: bool,
     auth: AuthMode,
@@ -359,6 +425,36 @@ struct Shared {
     redactor: Redactor,
     receive_slice: Duration,
     prefetch: u32,
+}
+
+impl Shared {
+    /// Runs an open (sender or receiver) on the client; if the client's session has stopped, replaces the
+    /// client with a fresh connection and tries once more.
+    async fn open_with<T, F>(&self, entity: &str, open: F) -> Result<T, ServiceBusError>
+    where
+        F: for<'c> Fn(
+            &'c mut Client,
+        ) -> futures::future::BoxFuture<'c, Result<T, azure_core::Error>>,
+    {
+        let mut client = self.client.lock().await;
+        match open(&mut client).await {
+            Ok(t) => Ok(t),
+            Err(e) if session_stopped(&e) => {
+                tracing::warn!(host = %self.host, entity, "amqp session stopped, reconnecting");
+                let fresh = self
+                    .connector
+                    .open()
+                    .await
+                    .map_err(|e| classify(&e, &self.host, None, &self.redactor))?;
+                let old = std::mem::replace(&mut *client, fresh);
+                close_in_background("connection", self.host.clone(), old.dispose());
+                open(&mut client)
+                    .await
+                    .map_err(|e| classify(&e, entity, None, &self.redactor))
+            }
+            Err(e) => Err(classify(&e, entity, None, &self.redactor)),
+        }
+    }
 }
 
 /// One AMQP connection to a namespace. Cheap to clone; senders and receivers share the connection.
@@ -430,12 +526,12 @@ impl AzureServiceBus {
     /// Validates `config`, resolves its credentials and opens the connection.
     pub async fn connect(config: &ServiceBusConfig) -> Result<Self, ServiceBusError> {
         config.validate()?;
-        let mut options = ServiceBusClientOptions {
+        let options = ServiceBusClientOptions {
             retry_options: config.retry_options(),
+            identifier: Some(format!("trimtab-{}", Uuid::new_v4())),
             ..Default::default()
         };
-        options.identifier = Some(format!("trimtab-{}", Uuid::new_v4()));
-        let (client, host, management_auth, redactor) = match config.auth {
+        let (credentials, host, management_auth, redactor) = match config.auth {
             AuthMode::Sas => {
                 let cs_text = config.resolve_connection_string()?;
                 let cs =
@@ -445,40 +541,39 @@ impl AzureServiceBus {
                 let redactor = Redactor {
                     secrets: vec![cs_text.expose().to_string(), cs.key.expose().to_string()],
                 };
-                let result = if config.tls {
-                    ServiceBusClient::new_from_connection_string(cs_text.expose(), options).await
-                } else {
-                    ServiceBusClient::unsecured()
-                        .new_from_connection_string(cs_text.expose(), options)
-                        .await
-                };
-                let client = result.map_err(|e| classify(&e, &cs.host, None, &redactor))?;
                 let auth = ManagementAuth::Sas {
                     key_name: cs.key_name.clone(),
                     key: cs.key.clone(),
                 };
-                (client, cs.host, auth, redactor)
+                (
+                    Credentials::ConnectionString(cs_text),
+                    cs.host,
+                    auth,
+                    redactor,
+                )
             }
             AuthMode::AzureAd => {
                 let host = fully_qualified(config.namespace.as_deref().unwrap_or_default());
                 let credential = entra_credential(&config.azure_ad)?;
-                let redactor = Redactor::default();
-                let result = if config.tls {
-                    ServiceBusClient::new_from_token_credential(
-                        host.clone(),
-                        credential.clone(),
-                        options,
-                    )
-                    .await
-                } else {
-                    ServiceBusClient::unsecured()
-                        .new_from_token_credential(host.clone(), credential.clone(), options)
-                        .await
-                };
-                let client = result.map_err(|e| classify(&e, &host, None, &redactor))?;
-                (client, host, ManagementAuth::EntraId(credential), redactor)
+                let auth = ManagementAuth::EntraId(credential.clone());
+                (
+                    Credentials::EntraId(credential),
+                    host,
+                    auth,
+                    Redactor::default(),
+                )
             }
         };
+        let connector = Connector {
+            credentials,
+            host: host.clone(),
+            tls: config.tls,
+            options,
+        };
+        let client = connector
+            .open()
+            .await
+            .map_err(|e| classify(&e, &host, None, &redactor))?;
         let management_base_url = config
             .management_base_url
             .clone()
@@ -487,6 +582,7 @@ impl AzureServiceBus {
         Ok(Self {
             shared: Arc::new(Shared {
                 client: AsyncMutex::new(client),
+                connector,
                 host,
                 tls: config.tls,
                 auth: config.auth,
@@ -511,13 +607,17 @@ impl AzureServiceBus {
             Entity::Queue(q) => q.clone(),
             Entity::Subscription { topic, .. } => topic.clone(),
         };
-        let sender = {
-            let mut client = self.shared.client.lock().await;
-            client
-                .create_sender(target.clone(), ServiceBusSenderOptions::default())
-                .await
-        }
-        .map_err(|e| classify(&e, &target, None, &self.shared.redactor))?;
+        let sender = self
+            .shared
+            .open_with(&target, |client| {
+                let target = target.clone();
+                Box::pin(async move {
+                    client
+                        .create_sender(target, ServiceBusSenderOptions::default())
+                        .await
+                })
+            })
+            .await?;
         tracing::debug!(entity = %target, "opened sender");
         Ok(AzureSender {
             shared: self.shared.clone(),
@@ -538,6 +638,7 @@ impl AzureServiceBus {
             tracked: std::sync::Mutex::new(HashMap::new()),
             desired_prefetch: AtomicU32::new(prefetch),
             next_generation: AtomicU64::new(1),
+            reopen: AtomicBool::new(false),
         })
     }
 
@@ -632,7 +733,9 @@ where
                 }
             });
         }
-        Err(_) => tracing::warn!(entity = %entity, "{what} dropped outside a tokio runtime; its link is not closed"),
+        Err(_) => {
+            tracing::warn!(entity = %entity, "{what} dropped outside a tokio runtime; its link is not closed")
+        }
     }
 }
 
@@ -683,6 +786,9 @@ fn to_service_bus_message(message: OutgoingMessage) -> Result<ServiceBusMessage,
     }
     Ok(out)
 }
+
+/// Bytes a batch envelope adds around each message: the data-section descriptor and a 32-bit binary header.
+const DATA_SECTION_OVERHEAD: u64 = 8;
 
 /// The encoded size of a message, with the encoder the batch uses.
 fn encoded_size(message: &ServiceBusMessage) -> Option<usize> {
@@ -757,6 +863,20 @@ impl MessageSender for AzureSender {
         let total = converted.len();
         let mut batches = 0;
         for message in converted {
+            // `azservicebus` counts each message's encoded size but not the data section that wraps it in the
+            // batch envelope, so a batch it calls full can exceed the link limit by a few percent (seen: 269511
+            // bytes against 262144). Close the batch early by that overhead instead.
+            let size = encoded_size(&message).unwrap_or(0) as u64;
+            let projected =
+                batch.size_in_bytes() + size + DATA_SECTION_OVERHEAD * (batch.len() as u64 + 1);
+            if !batch.is_empty() && projected > max {
+                let full = std::mem::replace(&mut batch, self.new_batch(sender)?);
+                sender
+                    .send_message_batch(full)
+                    .await
+                    .map_err(|e| self.map(&e))?;
+                batches += 1;
+            }
             match batch.try_add_message(message) {
                 Ok(()) => {}
                 Err(TryAddMessageError::BatchFull(message)) => {
@@ -840,11 +960,16 @@ pub struct AzureReceiver {
     tracked: std::sync::Mutex<HashMap<Uuid, Tracked>>,
     desired_prefetch: AtomicU32,
     next_generation: AtomicU64,
+    /// Set when the link failed in a way a new link may fix (detached, session stopped).
+    reopen: AtomicBool,
 }
 
 impl Drop for AzureReceiver {
     fn drop(&mut self) {
-        self.tracked.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
+        self.tracked
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let mut links = std::mem::take(self.retired.get_mut().unwrap_or_else(|p| p.into_inner()));
         links.push(self.current.get_mut().clone());
         for link in links {
@@ -877,21 +1002,25 @@ async fn open_link(
         prefetch_count: prefetch,
         ..Default::default()
     };
-    let receiver = {
-        let mut client = shared.client.lock().await;
-        match entity {
-            Entity::Queue(q) => client.create_receiver_for_queue(q.clone(), options).await,
-            Entity::Subscription {
-                topic,
-                subscription,
-            } => {
-                client
-                    .create_receiver_for_subscription(topic, subscription, options)
-                    .await
-            }
-        }
-    }
-    .map_err(|e| classify(&e, &entity.path(), None, &shared.redactor))?;
+    let receiver = shared
+        .open_with(&entity.path(), |client| {
+            let options = options.clone();
+            let entity = entity.clone();
+            Box::pin(async move {
+                match entity {
+                    Entity::Queue(q) => client.create_receiver_for_queue(q, options).await,
+                    Entity::Subscription {
+                        topic,
+                        subscription,
+                    } => {
+                        client
+                            .create_receiver_for_subscription(topic, subscription, options)
+                            .await
+                    }
+                }
+            })
+        })
+        .await?;
     tracing::debug!(entity = %entity, prefetch, generation, "opened receive link");
     Ok(Arc::new(Link {
         generation,
@@ -926,11 +1055,12 @@ impl AzureReceiver {
     async fn link(&self) -> Result<Arc<Link>, ServiceBusError> {
         let mut current = self.current.lock().await;
         let desired = self.desired_prefetch.load(Ordering::Relaxed);
-        if current.prefetch != desired {
+        let broken = self.reopen.swap(false, Ordering::Relaxed);
+        if current.prefetch != desired || broken {
             let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
             let fresh = open_link(&self.shared, &self.entity, desired, generation).await?;
             let old = std::mem::replace(&mut *current, fresh);
-            tracing::info!(entity = %self.entity, from = old.prefetch, to = desired, "prefetch changed, reopened receive link");
+            tracing::info!(entity = %self.entity, from = old.prefetch, to = desired, broken, "reopened receive link");
             self.retired
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
