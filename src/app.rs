@@ -63,7 +63,9 @@ struct BusSenders(Arc<AzureServiceBus>);
 #[async_trait]
 impl SenderFactory for BusSenders {
     async fn open_sender(&self, entity: &str) -> Result<Arc<dyn MessageSender>, ServiceBusError> {
-        Ok(Arc::new(self.0.sender(&Entity::Queue(entity.to_string())).await?))
+        Ok(Arc::new(
+            self.0.sender(&Entity::Queue(entity.to_string())).await?,
+        ))
     }
 }
 
@@ -127,7 +129,10 @@ impl App {
             knobs.clone(),
             config.pipeline.clone(),
         )
-        .with_observer(Arc::new(LagAndLocks::new(lag.clone(), config.lock_renewal.clone())));
+        .with_observer(Arc::new(LagAndLocks::new(
+            lag.clone(),
+            config.lock_renewal.clone(),
+        )));
 
         Ok(App {
             knobs,
@@ -166,7 +171,10 @@ impl crate::pipeline::sink::VolumeHandler for NoExecutorCredential {
     async fn handle(
         &self,
         request: &crate::message::VolumeRequest,
-    ) -> Result<crate::pipeline::sink::VolumeOutcome, (crate::pipeline::sink::SinkError, serde_json::Value)> {
+    ) -> Result<
+        crate::pipeline::sink::VolumeOutcome,
+        (crate::pipeline::sink::SinkError, serde_json::Value),
+    > {
         let message = format!(
             "{} {}: no linstor executor credential is configured ([linstor] executor)",
             request.op(),

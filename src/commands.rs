@@ -69,7 +69,9 @@ pub fn init_tracing(default: &str) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn cancel_on_signal() -> CancellationToken {
@@ -87,9 +89,15 @@ fn cancel_on_signal() -> CancellationToken {
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     init_tracing("warn");
     if !(args.speedup > 0.0) {
-        anyhow::bail!("--speedup {} is not positive: expected a factor such as 60", args.speedup);
+        anyhow::bail!(
+            "--speedup {} is not positive: expected a factor such as 60",
+            args.speedup
+        );
     }
-    for (name, share) in [("--volume-share", args.volume_share), ("--malformed-share", args.malformed_share)] {
+    for (name, share) in [
+        ("--volume-share", args.volume_share),
+        ("--malformed-share", args.malformed_share),
+    ] {
         if !(0.0..=1.0).contains(&share) {
             anyhow::bail!("{name} {share} is outside 0..=1");
         }

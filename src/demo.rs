@@ -72,7 +72,10 @@ pub enum DemoError {
 }
 
 /// Runs the demo to its summary (and keeps serving if asked, until `stop`).
-pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<ReplaySummary, DemoError> {
+pub async fn run(
+    options: DemoOptions,
+    stop: CancellationToken,
+) -> Result<ReplaySummary, DemoError> {
     let sim = SimCluster::start(SimOptions::local(&[EVENTS_QUEUE, REPLIES_QUEUE])).await?;
     let events = Entity::Queue(EVENTS_QUEUE.into());
     let config = sim.config(vec![events.clone()]);
@@ -84,7 +87,8 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<Replay
     let reader = app.linstor_reader.clone();
     let sender = app.servicebus.sender(&events).await?;
 
-    let arrivals = trace::parse_azure_llm("AzureLLMInferenceTrace_code.csv", trace::AZURE_CODE_TRACE)?;
+    let arrivals =
+        trace::parse_azure_llm("AzureLLMInferenceTrace_code.csv", trace::AZURE_CODE_TRACE)?;
     let planned = generate::plan(&arrivals, &options.replay);
     let count = |e: Expect| planned.iter().filter(|p| p.expect == e).count() as u64;
     let mut summary = ReplaySummary {
@@ -113,7 +117,10 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<Replay
         let stop = stop.clone();
         tokio::spawn(async move {
             let sender: &dyn MessageSender = &sender;
-            send_paced(sender, &planned, &stop, |n| sent.store(n, std::sync::atomic::Ordering::Relaxed)).await
+            send_paced(sender, &planned, &stop, |n| {
+                sent.store(n, std::sync::atomic::Ordering::Relaxed)
+            })
+            .await
         })
     };
 
@@ -160,7 +167,10 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<Replay
                 pipeline_stop.cancel();
                 return Err(DemoError::Drain(
                     options.drain_timeout,
-                    format!("{} settled of {total}, queue depth {active:?}", s.completed + s.dead_lettered),
+                    format!(
+                        "{} settled of {total}, queue depth {active:?}",
+                        s.completed + s.dead_lettered
+                    ),
                 ));
             }
         }
@@ -192,8 +202,16 @@ pub async fn run(options: DemoOptions, stop: CancellationToken) -> Result<Replay
         *reasons.entry(reason).or_default() += 1;
     }
     summary.dead_letter_reasons = reasons.into_iter().collect();
-    summary.replies = sim.servicebus.counts(REPLIES_QUEUE).map(|c| c.active).unwrap_or(0);
-    summary.left_on_queue = sim.servicebus.counts(EVENTS_QUEUE).map(|c| c.active).unwrap_or(0);
+    summary.replies = sim
+        .servicebus
+        .counts(REPLIES_QUEUE)
+        .map(|c| c.active)
+        .unwrap_or(0);
+    summary.left_on_queue = sim
+        .servicebus
+        .counts(EVENTS_QUEUE)
+        .map(|c| c.active)
+        .unwrap_or(0);
     summary.linstor_resources = reader
         .resource_definitions()
         .await

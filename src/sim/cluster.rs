@@ -86,8 +86,9 @@ impl SimCluster {
 
     /// A configuration whose sections point at the stand-ins, receiving from `entities`.
     pub fn config(&self, entities: Vec<Entity>) -> Config {
-        let mut servicebus =
-            ServiceBusConfig::from_connection_string(SecretString::new(self.servicebus.connection_string()));
+        let mut servicebus = ServiceBusConfig::from_connection_string(SecretString::new(
+            self.servicebus.connection_string(),
+        ));
         servicebus.tls = false;
         servicebus.management_base_url = Some(self.servicebus.management_base_url());
         let cassandra = CassandraConfig {
@@ -114,8 +115,14 @@ impl SimCluster {
     /// What another client needs to reach each stand-in, one line each.
     pub fn addresses(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("service bus (azservicebus, unsecured)", self.servicebus.connection_string()),
-            ("service bus (python, other SDKs)", self.servicebus.python_connection_string()),
+            (
+                "service bus (azservicebus, unsecured)",
+                self.servicebus.connection_string(),
+            ),
+            (
+                "service bus (python, other SDKs)",
+                self.servicebus.python_connection_string(),
+            ),
             ("management endpoint", self.servicebus.management_base_url()),
             ("cql (host:port)", self.cql.addr().to_string()),
             ("linstor controller", self.linstor.base_url()),
