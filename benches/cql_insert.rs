@@ -4,7 +4,8 @@
 //! worker writes its own stream), of a prepared idempotent INSERT with a ~200-byte payload, which is
 //! what trimtab's writer sends. Prints rows/s per cell, each cell's ratio to the single-row,
 //! single-request baseline measured in the same run, and the best cell: the raw insert ceiling.
-//! Server and load generator share this process (and the machine's cores).
+//! Then trimtab's `EventWriter` at its default knobs writes through the same server, as a ratio to that
+//! ceiling. Server and load generator share this process (and the machine's cores).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
+use trimtab::cassandra::{CassandraConfig, EventRow, EventWriter};
 use trimtab::sim::cql::{CqlServer, CqlServerConfig};
 
 const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
@@ -142,6 +144,36 @@ fn main() {
             best.0 / baseline.max(1.0)
         );
         println!("rows stored: {}", server.row_count("bench", "events"));
+
+        // trimtab's own writer at its default knobs, against the ceiling just measured.
+        let config = CassandraConfig { contact_points: vec![server.addr().to_string()], ..CassandraConfig::default() };
+        let writer = EventWriter::connect(&config).await.expect("event writer");
+        let payload = format!("{{\"payload\":\"{}\"}}", "x".repeat(180));
+        let now = time::OffsetDateTime::now_utc();
+        let (calls, per_call, streams) = (40, 4096, 16);
+        let start = Instant::now();
+        let mut ok = 0usize;
+        for call in 0..calls {
+            let rows: Vec<EventRow> = (0..per_call)
+                .map(|i| EventRow {
+                    stream: format!("stream-{}", i % streams),
+                    message_id: format!("{call}-{i}"),
+                    event_time: now,
+                    enqueued_at: now,
+                    payload: payload.clone(),
+                })
+                .collect();
+            ok += writer.write(rows).await.iter().filter(|o| o.is_ok()).count();
+        }
+        let rate = ok as f64 / start.elapsed().as_secs_f64();
+        let knobs = writer.knobs();
+        println!(
+            "EventWriter (rows_per_batch={}, max_in_flight={}, {streams} streams, {per_call} rows per call): {rate:.0} rows/s, {:.2}x the raw ceiling, {ok} of {} rows ok",
+            knobs.rows_per_batch(),
+            knobs.max_in_flight(),
+            rate / best.0.max(1.0),
+            calls * per_call
+        );
         server.shutdown().await.expect("shutdown");
     });
 }

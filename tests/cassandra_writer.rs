@@ -163,7 +163,7 @@ async fn write_timeouts_are_retriable_and_clear() {
 }
 
 #[tokio::test]
-async fn overload_is_retriable_and_clears() {
+async fn overload_and_unavailable_are_retriable_and_clear() {
     let server = server_with(16 << 20).await;
     let cfg = CassandraConfig {
         max_attempts: 1,
@@ -180,6 +180,16 @@ async fn overload_is_retriable_and_clears() {
     );
     server.faults().clear();
     all_ok(&write(&w, rows(3, 1, "o")).await);
+    server.faults().fail_writes_unavailable(1_000);
+    let outcomes = write(&w, rows(3, 1, "u")).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Err(e) if e.is_retriable() && e.kind() == "unavailable")),
+        "{outcomes:?}"
+    );
+    server.faults().clear();
+    all_ok(&write(&w, rows(3, 1, "u")).await);
 }
 
 #[tokio::test]

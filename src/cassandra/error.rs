@@ -22,7 +22,7 @@ pub enum CassandraError {
         /// The statement's first line.
         statement: String,
         #[source]
-        source: ExecutionError,
+        source: Box<ExecutionError>,
     },
     /// A statement could not be prepared.
     #[error("cannot prepare {statement}")]
@@ -30,7 +30,7 @@ pub enum CassandraError {
         /// The statement text.
         statement: String,
         #[source]
-        source: PrepareError,
+        source: Box<PrepareError>,
     },
     /// A write of one event row failed; `retriable` says whether trying again later may succeed.
     #[error("write of message {message_id} failed")]
@@ -38,7 +38,7 @@ pub enum CassandraError {
         /// The Service Bus message id of the row.
         message_id: String,
         #[source]
-        source: ExecutionError,
+        source: Box<ExecutionError>,
     },
     /// A row is larger than `max_row_bytes`; it can never be written.
     #[error("row for message {message_id} is {bytes} bytes, over the limit of {limit} bytes")]
@@ -64,7 +64,7 @@ pub enum CassandraError {
         /// What was being done, such as `load audit log`.
         what: String,
         #[source]
-        source: ExecutionError,
+        source: Box<ExecutionError>,
     },
     /// A result could not be decoded into the expected columns.
     #[error("cannot decode the result of {what}: {reason}")]

@@ -88,7 +88,7 @@ pub async fn ensure_schema(
                     .unwrap_or(&statement)
                     .trim()
                     .to_string(),
-                source,
+                source: Box::new(source),
             })?;
     }
     tracing::info!(keyspace = %config.keyspace, "cassandra schema ready");

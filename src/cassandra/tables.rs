@@ -15,6 +15,16 @@ use super::writer::{day_of, timestamp};
 
 const MS_PER_DAY: i64 = 86_400_000;
 
+/// `audit_log` columns as read: seq, prev_hash, hash, record.
+type AuditColumns = (i64, Option<String>, Option<String>, Option<String>);
+/// `events` columns as read: message_id, event_time, enqueued_at, payload.
+type EventColumns = (
+    String,
+    Option<CqlTimestamp>,
+    Option<CqlTimestamp>,
+    Option<String>,
+);
+
 /// One record of the audit log as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRow {
@@ -111,7 +121,7 @@ impl OwnTables {
                 let mut p = session.prepare(text.as_str()).await.map_err(|source| {
                     CassandraError::Prepare {
                         statement: text.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 p.set_is_idempotent(true);
@@ -156,7 +166,7 @@ impl OwnTables {
     fn query_err(what: &str) -> impl Fn(ExecutionError) -> CassandraError + '_ {
         move |source| CassandraError::Query {
             what: what.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -257,7 +267,7 @@ impl OwnTables {
     pub async fn load_audit(&self) -> Result<Vec<AuditRow>, CassandraError> {
         let mut out = Vec::new();
         for bucket in 0i64.. {
-            let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = self
+            let rows: Vec<AuditColumns> = self
                 .rows("load audit log", &self.load_audit, (bucket,))
                 .await?;
             if rows.is_empty() {
@@ -415,12 +425,7 @@ impl OwnTables {
         stream: &str,
         on: OffsetDateTime,
     ) -> Result<Vec<StoredEvent>, CassandraError> {
-        let rows: Vec<(
-            String,
-            Option<CqlTimestamp>,
-            Option<CqlTimestamp>,
-            Option<String>,
-        )> = self
+        let rows: Vec<EventColumns> = self
             .rows("load events", &self.load_events, (stream, day_of(on)))
             .await?;
         Ok(rows

@@ -202,7 +202,7 @@ impl EventWriter {
             .await
             .map_err(|source| CassandraError::Prepare {
                 statement: statement.clone(),
-                source,
+                source: Box::new(source),
             })?;
         insert.set_is_idempotent(true);
         insert.set_consistency(config.consistency.driver());
@@ -336,7 +336,7 @@ impl EventWriter {
                         i,
                         Err(CassandraError::Write {
                             message_id: rows[i].message_id.clone(),
-                            source: e.clone(),
+                            source: Box::new(e.clone()),
                         }),
                     )
                 })
@@ -348,7 +348,7 @@ impl EventWriter {
                     let outcome = self.send_with_retry(rows, &[i]).await.map_err(|source| {
                         CassandraError::Write {
                             message_id: rows[i].message_id.clone(),
-                            source,
+                            source: Box::new(source),
                         }
                     });
                     out.push((i, outcome));

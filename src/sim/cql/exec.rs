@@ -116,6 +116,9 @@ enum Plan {
     Other(Statement),
 }
 
+/// The keyspace, table and columns of a SELECT's result.
+pub type ResultColumns = (String, String, Vec<(String, CqlType)>);
+
 /// A statement planned against the schema; prepared statements keep theirs by id.
 #[derive(Debug)]
 pub struct Prepared {
@@ -123,7 +126,7 @@ pub struct Prepared {
     plan: Plan,
     pub binds: Vec<Spec>,
     /// Columns of the result, for SELECTs.
-    pub result: Option<(String, String, Vec<(String, CqlType)>)>,
+    pub result: Option<ResultColumns>,
     /// Indexes of bind markers that carry the partition key, in key order.
     pub pk_indexes: Vec<i16>,
 }
