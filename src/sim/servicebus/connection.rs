@@ -34,6 +34,8 @@ use super::sas::SasKey;
 
 /// The largest frame this server accepts, and announces in `open`.
 const MAX_FRAME_SIZE: usize = 65_536;
+/// How long a new connection may take to finish its protocol headers and SASL.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The session incoming window this server announces, in transfer frames.
 const INCOMING_WINDOW: u32 = 2_048;
 /// Link credit granted to client senders; topped up when half is used.
@@ -72,8 +74,17 @@ pub(crate) async fn serve(
         }
         let _ = writer.shutdown().await;
     });
-    if let Err(e) = handshake(&mut reader, &out).await {
-        tracing::debug!(connection = id, error = %e, "handshake failed");
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader, &out)) => done,
+        _ = shutdown.cancelled() => Ok(Err(HandshakeError::ShuttingDown)),
+    };
+    let failure = match handshake {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
+    };
+    if let Some(error) = failure {
+        tracing::debug!(connection = id, %error, "handshake failed");
         drop(out);
         let _ = write_task.await;
         return;
@@ -133,6 +144,8 @@ enum HandshakeError {
     BadHeader([u8; 8]),
     #[error("failed to encode a sasl frame")]
     Encode(#[source] serde_amqp::Error),
+    #[error("the stand-in is shutting down")]
+    ShuttingDown,
 }
 
 /// Reads the protocol header(s) and runs SASL (ANONYMOUS or PLAIN, both accepted) when the client asks for it.
@@ -728,7 +741,7 @@ impl Connection {
                     count = messages.len(),
                     "messages enqueued"
                 );
-                self.shared.broker.enqueue(targets, messages);
+                let _ = self.shared.broker.enqueue(targets, messages);
                 DeliveryState::Accepted(Accepted {})
             }
             Err(e) => DeliveryState::Rejected(Rejected {

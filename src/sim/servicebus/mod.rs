@@ -7,6 +7,15 @@
 //! `com.microsoft:message-lock-lost`. [`Faults`] switches inject throttling, lock loss, detaches and slow
 //! settlement at runtime.
 //!
+//! What clients can and cannot observe:
+//! * `azservicebus` 0.25.1 (`fe2o3-amqp` 0.14) returns from `complete`/`abandon`/`dead_letter` as soon as its
+//!   disposition is queued, without waiting for the stand-in's answer, so a settlement refused with
+//!   `com.microsoft:message-lock-lost` is invisible to it (the message simply comes back); `renew_message_lock`
+//!   on a lost lock does fail. Python `azure-servicebus` waits for the answer and raises `MessageLockLostError`.
+//! * The outcome of every message a client sends is held back 5 ms to dodge a race in `fe2o3-amqp` 0.14 on
+//!   multi-threaded runtimes (see `connection.rs`): each send that waits for its outcome takes at least 5 ms.
+//! * `azservicebus` always dials port 5672, hence [`StandIn::start_on_free_loopback`].
+//!
 //! **Invariant:** a message the stand-in has accepted is never lost while it runs: lock expiry, abandon, link
 //! detaches and dropped connections all put it back (or dead-letter it at the delivery limit).
 //!
