@@ -572,6 +572,17 @@ async fn throttling_is_server_busy_and_retriable() {
         .expect("the next send goes through");
     assert_eq!(standin.counts("busy").unwrap().active, 1);
 
+    standin.faults().throttle_receives(Some(1));
+    let err = step("throttled receiver attach", bus.receiver(&busy))
+        .await
+        .expect_err("the receive attach is throttled");
+    assert!(matches!(err, ServiceBusError::ServerBusy { .. }), "{err:?}");
+    assert!(err.is_retriable());
+    let receiver = step("receiver after throttling", bus.receiver(&busy))
+        .await
+        .expect("the next attach goes through");
+    assert_eq!(receive_n(&receiver, 1).await.len(), 1);
+
     standin.shutdown().await;
 }
 

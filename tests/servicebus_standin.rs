@@ -777,11 +777,11 @@ async fn a_message_larger_than_a_frame_crosses_in_several_transfers_both_ways_sc
 }
 
 #[test]
-fn a_scheduled_message_waits_until_its_enqueue_time() {
-    run(a_scheduled_message_waits_until_its_enqueue_time_scenario);
+fn scheduled_messages_wait_for_their_enqueue_time_and_can_be_cancelled() {
+    run(scheduled_messages_wait_for_their_enqueue_time_and_can_be_cancelled_scenario);
 }
 
-async fn a_scheduled_message_waits_until_its_enqueue_time_scenario() {
+async fn scheduled_messages_wait_for_their_enqueue_time_and_can_be_cancelled_scenario() {
     let standin = standin(queues(&["later"])).await;
     let mut client = client(&standin).await;
     let mut sender = step(
@@ -809,6 +809,36 @@ async fn a_scheduled_message_waits_until_its_enqueue_time_scenario() {
     let got = receive(&mut receiver, 1).await;
     assert_eq!(got[0].body().unwrap(), b"wake up");
     assert_eq!(standin.counts("later").unwrap().scheduled, 0);
+
+    // The management operations: schedule two, cancel one, and only the other arrives.
+    let at = OffsetDateTime::now_utc() + Duration::from_millis(800);
+    let keep = step("schedule", sender.schedule_message("kept", at))
+        .await
+        .expect("schedule-message");
+    let drop = step("schedule", sender.schedule_message("cancelled", at))
+        .await
+        .expect("schedule-message");
+    assert!(
+        drop > keep && keep > got[0].sequence_number(),
+        "sequence numbers rise: {keep}, {drop}"
+    );
+    assert_eq!(standin.counts("later").unwrap().scheduled, 2);
+    step("cancel", sender.cancel_scheduled_message(drop))
+        .await
+        .expect("cancel-scheduled-message");
+    assert_eq!(standin.counts("later").unwrap().scheduled, 1);
+    let kept = receive(&mut receiver, 1).await;
+    assert_eq!(
+        (kept[0].body().unwrap(), kept[0].sequence_number()),
+        (&b"kept"[..], keep)
+    );
+    let none = step(
+        "receive after cancel",
+        receiver.receive_messages_with_max_wait_time(1, Duration::from_millis(1_000)),
+    )
+    .await
+    .unwrap();
+    assert!(none.is_empty(), "the cancelled message never arrives");
     step("dispose", client.dispose()).await.unwrap();
     standin.shutdown().await;
 }

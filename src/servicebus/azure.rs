@@ -705,11 +705,31 @@ fn classify(
         };
     }
     if has("amqp:link:message-size-exceeded") || has("linkerror(messagesizeexceeded)") {
-        return ServiceBusError::Transport {
-            detail: format!("the broker refused a message as too large: {detail}"),
+        // Not retriable: the same message will be refused again.
+        return match broker_sizes(&display) {
+            Some((size, max)) => ServiceBusError::MessageTooLarge { size, max },
+            None => ServiceBusError::InvalidMessage {
+                detail: format!("the broker refused a message as too large: {detail}"),
+            },
         };
     }
     ServiceBusError::Transport { detail }
+}
+
+/// Reads "size ... N bytes" and "limit (M bytes)" out of a broker's message-size-exceeded description, as
+/// Service Bus words it ("The received message (delivery-id:0, size:269511 bytes) exceeds the limit (262144
+/// bytes) currently allowed on the link.").
+fn broker_sizes(text: &str) -> Option<(usize, u64)> {
+    let number_after = |marker: &str| -> Option<u64> {
+        let rest = &text[text.find(marker)? + marker.len()..];
+        let digits: String = rest
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    Some((number_after("size")? as usize, number_after("limit")?))
 }
 
 /// Sends to one queue or topic.
@@ -1392,6 +1412,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not an http(s) url"));
+    }
+
+    #[test]
+    fn broker_size_descriptions_are_read() {
+        let real = "Rejected { error: Some(Error { condition: LinkError(MessageSizeExceeded), description: Some(\"The received message (delivery-id:0, size:269511 bytes) exceeds the limit (262144 bytes) currently allowed on the link.\") }) }";
+        assert_eq!(broker_sizes(real), Some((269_511, 262_144)));
+        assert_eq!(broker_sizes("message too big"), None);
     }
 
     #[test]

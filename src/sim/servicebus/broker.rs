@@ -79,6 +79,8 @@ pub(crate) enum AddressError {
 struct Stored {
     message: AmqpMessage,
     sequence: i64,
+    /// The sequence number in the first entity this message was sent to; shared by the copies of a topic message.
+    group: i64,
     enqueued_ms: i64,
     /// Deliveries so far: the wire `delivery-count` of the next delivery.
     delivery_count: u32,
@@ -251,23 +253,29 @@ impl Broker {
         state.topics.contains_key(&key) || self.receive_source_locked(&state, &key).is_some()
     }
 
-    /// Stores messages sent to `targets`, stamping sequence numbers and enqueued times.
-    pub(crate) fn enqueue(&self, targets: &[String], messages: Vec<AmqpMessage>) {
+    /// Stores messages sent to `targets`, stamping sequence numbers and enqueued times. Returns each message's
+    /// sequence number in the first target (the number a scheduling client is given back).
+    pub(crate) fn enqueue(&self, targets: &[String], messages: Vec<AmqpMessage>) -> Vec<i64> {
         let now = now_ms();
         let mut state = self.lock();
+        let mut numbers = Vec::with_capacity(messages.len());
         for message in messages {
             let scheduled_for = match annotation(&message, "x-opt-scheduled-enqueue-time") {
                 Some(Value::Timestamp(t)) if t.milliseconds() > now => Some(t.milliseconds()),
                 _ => None,
             };
+            let mut group = None;
             for target in targets {
                 let Some(entity) = state.entities.get_mut(target) else {
                     continue;
                 };
                 entity.next_sequence += 1;
+                let sequence = entity.next_sequence;
+                let group = *group.get_or_insert(sequence);
                 let stored = Stored {
                     message: message.clone(),
-                    sequence: entity.next_sequence,
+                    sequence,
+                    group,
                     enqueued_ms: now,
                     delivery_count: 0,
                 };
@@ -276,9 +284,24 @@ impl Broker {
                     None => entity.active.push_back(stored),
                 }
             }
+            numbers.extend(group);
         }
         drop(state);
         self.poke();
+        numbers
+    }
+
+    /// Drops scheduled messages by the sequence numbers [`Broker::enqueue`] returned for them (every copy of a
+    /// message sent to a topic goes). Unknown numbers are ignored, as Service Bus does.
+    pub(crate) fn cancel_scheduled(&self, targets: &[String], sequences: &[i64]) {
+        let mut state = self.lock();
+        for target in targets {
+            if let Some(entity) = state.entities.get_mut(target) {
+                entity
+                    .scheduled
+                    .retain(|(_, s)| !sequences.contains(&s.group));
+            }
+        }
     }
 
     /// Takes the next available message of `source` for a receive link; peek-lock keeps it locked to `owner`.

@@ -741,7 +741,7 @@ impl Connection {
                     count = messages.len(),
                     "messages enqueued"
                 );
-                self.shared.broker.enqueue(targets, messages);
+                let _ = self.shared.broker.enqueue(targets, messages);
                 DeliveryState::Accepted(Accepted {})
             }
             Err(e) => DeliveryState::Rejected(Rejected {

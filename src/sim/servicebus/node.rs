@@ -1,7 +1,8 @@
-//! Request/reply nodes: `$cbs` (put-token) and `<entity>/$management` (renew-lock, peek-message).
+//! Request/reply nodes: `$cbs` (put-token) and `<entity>/$management` (renew-lock, peek, schedule, cancel).
 
 use fe2o3_amqp_types::messaging::{
-    message::__private::Serializable, AmqpValue, ApplicationProperties, Body, Message, Properties,
+    message::__private::{Deserializable, Serializable},
+    AmqpValue, ApplicationProperties, Body, Message, Properties,
 };
 use fe2o3_amqp_types::primitives::{
     Array, Binary, OrderedMap, SimpleValue, Symbol, Timestamp, Value,
@@ -127,6 +128,8 @@ pub(crate) fn management(broker: &Broker, entity: &str, request: &AmqpMessage) -
     match property(request, "operation") {
         Some("com.microsoft:renew-lock") => renew_lock(broker, request),
         Some("com.microsoft:peek-message") => peek(broker, entity, request),
+        Some("com.microsoft:schedule-message") => schedule(broker, entity, request),
+        Some("com.microsoft:cancel-scheduled-message") => cancel_scheduled(broker, entity, request),
         other => management_status(
             request,
             501,
@@ -181,6 +184,124 @@ fn renew_lock(broker: &Broker, request: &AmqpMessage) -> AmqpMessage {
             Value::Null,
         ),
     }
+}
+
+fn schedule(broker: &Broker, entity: &str, request: &AmqpMessage) -> AmqpMessage {
+    let targets = match broker.send_targets(entity) {
+        Ok(t) => t,
+        Err(e) => {
+            return management_status(
+                request,
+                404,
+                &e.to_string(),
+                Some("amqp:not-found"),
+                Value::Null,
+            )
+        }
+    };
+    let entries = match body_map(request).and_then(|m| map_entry(m, "messages")) {
+        Some(Value::List(entries)) => entries,
+        Some(Value::Array(entries)) => &entries.0,
+        _ => {
+            return management_status(
+                request,
+                400,
+                "schedule-message needs `messages`: a list of maps with an encoded `message`",
+                Some("amqp:invalid-field"),
+                Value::Null,
+            )
+        }
+    };
+    let mut messages = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let encoded = match entry {
+            Value::Map(m) => match map_entry(m, "message") {
+                Some(Value::Binary(b)) => b,
+                _ => {
+                    return management_status(
+                        request,
+                        400,
+                        "a scheduled entry lacks its binary `message`",
+                        Some("amqp:invalid-field"),
+                        Value::Null,
+                    )
+                }
+            },
+            _ => {
+                return management_status(
+                    request,
+                    400,
+                    "a scheduled entry is not a map",
+                    Some("amqp:invalid-field"),
+                    Value::Null,
+                )
+            }
+        };
+        match serde_amqp::from_slice::<Deserializable<AmqpMessage>>(encoded) {
+            Ok(m) => messages.push(m.0),
+            Err(e) => {
+                return management_status(
+                    request,
+                    400,
+                    &format!("a scheduled message does not decode: {e}"),
+                    Some("amqp:decode-error"),
+                    Value::Null,
+                )
+            }
+        }
+    }
+    let numbers = broker.enqueue(&targets, messages);
+    let mut body = OrderedMap::new();
+    body.insert(
+        Value::String("sequence-numbers".into()),
+        Value::Array(Array(numbers.into_iter().map(Value::Long).collect())),
+    );
+    management_status(request, 200, "OK", None, Value::Map(body))
+}
+
+fn cancel_scheduled(broker: &Broker, entity: &str, request: &AmqpMessage) -> AmqpMessage {
+    let targets = match broker.send_targets(entity) {
+        Ok(t) => t,
+        Err(e) => {
+            return management_status(
+                request,
+                404,
+                &e.to_string(),
+                Some("amqp:not-found"),
+                Value::Null,
+            )
+        }
+    };
+    let numbers: Option<Vec<i64>> = body_map(request)
+        .and_then(|m| map_entry(m, "sequence-numbers"))
+        .and_then(|v| {
+            let items = match v {
+                Value::Array(a) => a.0.as_slice(),
+                Value::List(l) => l.as_slice(),
+                _ => return None,
+            };
+            items
+                .iter()
+                .map(|i| {
+                    if let Value::Long(n) = i {
+                        Some(*n)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        });
+    let Some(numbers) = numbers else {
+        return management_status(
+            request,
+            400,
+            "cancel-scheduled-message needs `sequence-numbers`: an array of longs",
+            Some("amqp:invalid-field"),
+            Value::Null,
+        );
+    };
+    broker.cancel_scheduled(&targets, &numbers);
+    management_status(request, 200, "OK", None, Value::Null)
 }
 
 fn peek(broker: &Broker, entity: &str, request: &AmqpMessage) -> AmqpMessage {
