@@ -1235,7 +1235,18 @@ impl MessageReceiver for AzureReceiver {
                     .receive_messages_with_max_wait_time(max, slice)
                     .await
             }
-            .map_err(|e| classify(&e, &self.entity.path(), None, &self.shared.redactor))?;
+            .map_err(|e| classify(&e, &self.entity.path(), None, &self.shared.redactor));
+            let got = match got {
+                Ok(got) => got,
+                Err(error) => {
+                    // A detached link (throttling, a forced detach) or a dead session is not coming back by
+                    // itself: the next receive opens a fresh link, reconnecting the client if it has to.
+                    if error.is_retriable() {
+                        self.reopen.store(true, Ordering::Relaxed);
+                    }
+                    return Err(error);
+                }
+            };
             if !got.is_empty() {
                 let mut out = Vec::with_capacity(got.len());
                 let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());

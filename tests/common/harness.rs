@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use trimtab::cassandra::{connect_session, OwnTables};
+use trimtab::cassandra::{connect_session, ensure_schema, OwnTables};
 use trimtab::config::Config;
 use trimtab::message::{self, Event, VolumeRequest};
 use trimtab::servicebus::azure::AzureServiceBus;
@@ -28,6 +28,10 @@ pub struct Harness {
 impl Harness {
     /// Starts the stand-ins with queues `events` and `volume-replies` and the given lock duration.
     pub async fn start(lock_duration: Duration) -> Harness {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let mut options = SimOptions::local(&["events", "volume-replies"]);
         options.servicebus.lock_duration = lock_duration;
         let sim = tokio::time::timeout(Duration::from_secs(30), SimCluster::start(options))
@@ -56,6 +60,7 @@ impl Harness {
     /// trimtab's own tables on the CQL stand-in.
     pub async fn tables(&self) -> OwnTables {
         let session = connect_session(&self.config.cassandra).await.expect("connect to the cql stand-in");
+        ensure_schema(&session, &self.config.cassandra).await.expect("create the schema");
         OwnTables::new(session, &self.config.cassandra).await.expect("open trimtab's tables")
     }
 
@@ -78,6 +83,26 @@ impl Harness {
             .into_iter()
             .map(|(body, reason, _)| (String::from_utf8_lossy(&body).into_owned(), reason.unwrap_or_default()))
             .collect()
+    }
+
+    /// The correlation ids of every reply on `volume-replies`, received (and completed) with the real client.
+    pub async fn reply_ids(&self) -> Vec<String> {
+        use trimtab::servicebus::MessageReceiver;
+        let bus = AzureServiceBus::connect(&self.config.servicebus).await.expect("connect to the stand-in");
+        let replies = bus.receiver(&Entity::Queue("volume-replies".into())).await.expect("open reply receiver");
+        let mut ids = Vec::new();
+        loop {
+            let got = replies.receive(50, Duration::from_millis(500)).await.expect("receive replies");
+            if got.is_empty() {
+                break;
+            }
+            for m in got {
+                replies.complete(&m).await.expect("complete reply");
+                ids.push(m.correlation_id.clone().unwrap_or_default());
+            }
+        }
+        ids.sort();
+        ids
     }
 
     /// Messages still on `events` (active includes locked ones, as Service Bus counts them).
