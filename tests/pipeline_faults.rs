@@ -36,7 +36,9 @@ async fn run_with(fault: Fault) {
     all.extend(volumes.clone());
     h.send(all).await;
 
-    let app = App::build(&h.config).await.expect("build the pipeline against the stand-ins");
+    let app = App::build(&h.config)
+        .await
+        .expect("build the pipeline against the stand-ins");
     let stats = app.stats();
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run(stop.clone()));
@@ -45,7 +47,10 @@ async fn run_with(fault: Fault) {
         h.sim.linstor.faults().fail_next(6);
     }
     if matches!(fault, Fault::LinstorSlow) {
-        h.sim.linstor.faults().slow_replies(Duration::from_millis(700));
+        h.sim
+            .linstor
+            .faults()
+            .slow_replies(Duration::from_millis(700));
     }
     // Inject the fault once the run is under way.
     harness::wait_until("the first rows", Duration::from_secs(60), || {
@@ -72,15 +77,23 @@ async fn run_with(fault: Fault) {
     }
 
     let tables = h.tables().await;
-    harness::wait_until("every valid row, every dead letter and an empty queue", Duration::from_secs(120), || {
-        let h = &h;
-        let tables = &tables;
-        async move {
-            tables.count_events().await.map(|n| n as usize == VALID).unwrap_or(false)
-                && h.dead_letters().len() == BAD
-                && h.active() == 0
-        }
-    })
+    harness::wait_until(
+        "every valid row, every dead letter and an empty queue",
+        Duration::from_secs(120),
+        || {
+            let h = &h;
+            let tables = &tables;
+            async move {
+                tables
+                    .count_events()
+                    .await
+                    .map(|n| n as usize == VALID)
+                    .unwrap_or(false)
+                    && h.dead_letters().len() == BAD
+                    && h.active() == 0
+            }
+        },
+    )
     .await;
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), running)
@@ -88,11 +101,24 @@ async fn run_with(fault: Fault) {
         .expect("the pipeline drains within 30 s")
         .expect("pipeline task");
 
-    assert_eq!(h.stored_ids(&tables).await, harness::ids(&valid), "{fault:?}: exactly the valid messages, once each");
-    assert_eq!(tables.count_events().await.unwrap() as usize, VALID, "{fault:?}: no duplicate rows");
+    assert_eq!(
+        h.stored_ids(&tables).await,
+        harness::ids(&valid),
+        "{fault:?}: exactly the valid messages, once each"
+    );
+    assert_eq!(
+        tables.count_events().await.unwrap() as usize,
+        VALID,
+        "{fault:?}: no duplicate rows"
+    );
     let dead = h.dead_letters();
-    let dead_bodies: std::collections::BTreeSet<String> = dead.iter().map(|(b, _)| b.clone()).collect();
-    assert_eq!(dead_bodies, harness::bodies(&bad), "{fault:?}: every malformed message, and only those, dead-lettered");
+    let dead_bodies: std::collections::BTreeSet<String> =
+        dead.iter().map(|(b, _)| b.clone()).collect();
+    assert_eq!(
+        dead_bodies,
+        harness::bodies(&bad),
+        "{fault:?}: every malformed message, and only those, dead-lettered"
+    );
     for (body, reason) in &dead {
         assert!(
             reason == "MalformedJson" || reason == "UnknownKind",
@@ -103,10 +129,17 @@ async fn run_with(fault: Fault) {
     // (idempotently) and answer twice, but every request is answered.
     let mut replied = h.reply_ids().await;
     replied.dedup();
-    assert_eq!(replied, harness::ids(&volumes), "{fault:?}: every volume request answered");
+    assert_eq!(
+        replied,
+        harness::ids(&volumes),
+        "{fault:?}: every volume request answered"
+    );
     let placed = h.sim.linstor.resources();
     for i in 0..4 {
-        let on = placed.iter().filter(|p| p.resource == format!("v-vol-{i}")).count();
+        let on = placed
+            .iter()
+            .filter(|p| p.resource == format!("v-vol-{i}"))
+            .count();
         assert_eq!(on, 2, "{fault:?}: v-vol-{i} has its two replicas");
     }
     drop(tables);
@@ -210,33 +243,59 @@ async fn trimtab_killed_and_restarted() {
     let tables = h.tables().await;
 
     let mut first = start_trimtab(&config);
-    harness::wait_until("the first instance to write some rows", Duration::from_secs(60), || {
-        let tables = &tables;
-        async move { tables.count_events().await.map(|n| n >= 100).unwrap_or(false) }
-    })
+    harness::wait_until(
+        "the first instance to write some rows",
+        Duration::from_secs(60),
+        || {
+            let tables = &tables;
+            async move {
+                tables
+                    .count_events()
+                    .await
+                    .map(|n| n >= 100)
+                    .unwrap_or(false)
+            }
+        },
+    )
     .await;
     first.kill().expect("SIGKILL the first instance");
     first.wait().expect("reap the first instance");
     let after_kill = tables.count_events().await.unwrap();
-    assert!((after_kill as usize) < valid.len(), "the kill landed mid-run ({after_kill} rows already)");
+    assert!(
+        (after_kill as usize) < valid.len(),
+        "the kill landed mid-run ({after_kill} rows already)"
+    );
 
     let mut second = start_trimtab(&config);
     let expected = valid.len();
-    harness::wait_until("the restarted instance to finish the queue", Duration::from_secs(120), || {
-        let h = &h;
-        let tables = &tables;
-        async move {
-            tables.count_events().await.map(|n| n as usize == expected).unwrap_or(false)
-                && h.dead_letters().len() == BAD
-                && h.active() == 0
-        }
-    })
+    harness::wait_until(
+        "the restarted instance to finish the queue",
+        Duration::from_secs(120),
+        || {
+            let h = &h;
+            let tables = &tables;
+            async move {
+                tables
+                    .count_events()
+                    .await
+                    .map(|n| n as usize == expected)
+                    .unwrap_or(false)
+                    && h.dead_letters().len() == BAD
+                    && h.active() == 0
+            }
+        },
+    )
     .await;
     let _ = Command::new("kill").arg(second.id().to_string()).status();
     let _ = tokio::task::spawn_blocking(move || second.wait()).await;
 
-    assert_eq!(h.stored_ids(&tables).await, harness::ids(&valid), "every message once, none lost to the kill");
-    let dead_bodies: std::collections::BTreeSet<String> = h.dead_letters().into_iter().map(|(b, _)| b).collect();
+    assert_eq!(
+        h.stored_ids(&tables).await,
+        harness::ids(&valid),
+        "every message once, none lost to the kill"
+    );
+    let dead_bodies: std::collections::BTreeSet<String> =
+        h.dead_letters().into_iter().map(|(b, _)| b).collect();
     assert_eq!(dead_bodies, harness::bodies(&bad));
     drop(tables);
     h.sim.shutdown().await;

@@ -24,7 +24,8 @@ fn request(id: &str, request: &VolumeRequest) -> OutgoingMessage {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_creates_a_replicated_volume_and_a_bad_one_is_dead_lettered_with_linstors_reason() {
+async fn a_message_creates_a_replicated_volume_and_a_bad_one_is_dead_lettered_with_linstors_reason()
+{
     let h = Harness::start(Duration::from_secs(10)).await;
     let create = VolumeRequest::Create {
         resource: "pvc-orders".into(),
@@ -59,7 +60,11 @@ async fn a_message_creates_a_replicated_volume_and_a_bad_one_is_dead_lettered_wi
         async move { s.completed >= 1 }
     })
     .await;
-    h.send(vec![request("snap-1", &snapshot), request("wide-1", &too_many)]).await;
+    h.send(vec![
+        request("snap-1", &snapshot),
+        request("wide-1", &too_many),
+    ])
+    .await;
     harness::wait_until("both requests settled", Duration::from_secs(60), || {
         let s = stats.snapshot();
         async move { s.completed + s.dead_lettered >= 3 }
@@ -69,16 +74,38 @@ async fn a_message_creates_a_replicated_volume_and_a_bad_one_is_dead_lettered_wi
     running.await.expect("pipeline task");
 
     // The controller holds three diskful replicas in three zones.
-    let replicas: Vec<_> = h.sim.linstor.resources().into_iter().filter(|p| p.resource == "pvc-orders").collect();
+    let replicas: Vec<_> = h
+        .sim
+        .linstor
+        .resources()
+        .into_iter()
+        .filter(|p| p.resource == "pvc-orders")
+        .collect();
     assert_eq!(replicas.len(), 3, "{replicas:?}");
-    assert!(h.sim.linstor.resources().iter().all(|p| p.resource != "pvc-wide"), "nothing placed for the refused request");
+    assert!(
+        h.sim
+            .linstor
+            .resources()
+            .iter()
+            .all(|p| p.resource != "pvc-wide"),
+        "nothing placed for the refused request"
+    );
 
     // Replies arrive on the reply queue, correlated to their requests.
-    let bus = AzureServiceBus::connect(&h.config.servicebus).await.unwrap();
-    let replies = bus.receiver(&Entity::Queue("volume-replies".into())).await.unwrap();
+    let bus = AzureServiceBus::connect(&h.config.servicebus)
+        .await
+        .unwrap();
+    let replies = bus
+        .receiver(&Entity::Queue("volume-replies".into()))
+        .await
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..20 {
-        for m in replies.receive(10, Duration::from_millis(500)).await.unwrap() {
+        for m in replies
+            .receive(10, Duration::from_millis(500))
+            .await
+            .unwrap()
+        {
             replies.complete(&m).await.unwrap();
             let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
             got.push((m.correlation_id.clone().unwrap_or_default(), body));
@@ -92,17 +119,33 @@ async fn a_message_creates_a_replicated_volume_and_a_bad_one_is_dead_lettered_wi
     assert_eq!(ids, vec!["create-1", "snap-1", "wide-1"]);
     let created = &got[0].1;
     assert_eq!(created["ok"], true);
-    assert_eq!(created["replicas"].as_array().unwrap().len(), 3, "{created}");
+    assert_eq!(
+        created["replicas"].as_array().unwrap().len(),
+        3,
+        "{created}"
+    );
     assert_eq!(got[1].1["ok"], true);
     let refused = &got[2].1;
     assert_eq!(refused["ok"], false);
-    assert!(refused["error"].as_str().unwrap().contains("Not enough available nodes"), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("Not enough available nodes"),
+        "{refused}"
+    );
 
     // The refused request is in the dead-letter queue with LINSTOR's words.
     let dead = h.sim.servicebus.peek_dead_letters("events");
     assert_eq!(dead.len(), 1);
     let (_, reason, description) = &dead[0];
     assert_eq!(reason.as_deref(), Some("LinstorRejected"));
-    assert!(description.as_deref().unwrap_or("").contains("Not enough available nodes"), "{description:?}");
+    assert!(
+        description
+            .as_deref()
+            .unwrap_or("")
+            .contains("Not enough available nodes"),
+        "{description:?}"
+    );
     h.sim.shutdown().await;
 }

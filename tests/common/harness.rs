@@ -44,12 +44,18 @@ impl Harness {
         config.pipeline.backoff_initial_ms = 50;
         config.pipeline.backoff_max_ms = 500;
         config.pipeline.grace_ms = 10_000;
-        Harness { sim, config, events }
+        Harness {
+            sim,
+            config,
+            events,
+        }
     }
 
     /// Sends messages to `events` through trimtab's real Service Bus client.
     pub async fn send(&self, messages: Vec<OutgoingMessage>) {
-        let bus = AzureServiceBus::connect(&self.config.servicebus).await.expect("connect to the stand-in");
+        let bus = AzureServiceBus::connect(&self.config.servicebus)
+            .await
+            .expect("connect to the stand-in");
         let sender = bus.sender(&self.events).await.expect("open sender");
         tokio::time::timeout(Duration::from_secs(60), sender.send_batch(messages))
             .await
@@ -59,16 +65,25 @@ impl Harness {
 
     /// trimtab's own tables on the CQL stand-in.
     pub async fn tables(&self) -> OwnTables {
-        let session = connect_session(&self.config.cassandra).await.expect("connect to the cql stand-in");
-        ensure_schema(&session, &self.config.cassandra).await.expect("create the schema");
-        OwnTables::new(session, &self.config.cassandra).await.expect("open trimtab's tables")
+        let session = connect_session(&self.config.cassandra)
+            .await
+            .expect("connect to the cql stand-in");
+        ensure_schema(&session, &self.config.cassandra)
+            .await
+            .expect("create the schema");
+        OwnTables::new(session, &self.config.cassandra)
+            .await
+            .expect("open trimtab's tables")
     }
 
     /// The message ids of every row in `events`, read back from the CQL server.
     pub async fn stored_ids(&self, tables: &OwnTables) -> Vec<String> {
         let mut ids = Vec::new();
         for stream in STREAMS {
-            let rows = tables.load_events(stream, EVENT_DAY).await.expect("read events back");
+            let rows = tables
+                .load_events(stream, EVENT_DAY)
+                .await
+                .expect("read events back");
             ids.extend(rows.into_iter().map(|r| r.message_id));
         }
         ids.sort();
@@ -81,18 +96,31 @@ impl Harness {
             .servicebus
             .peek_dead_letters("events")
             .into_iter()
-            .map(|(body, reason, _)| (String::from_utf8_lossy(&body).into_owned(), reason.unwrap_or_default()))
+            .map(|(body, reason, _)| {
+                (
+                    String::from_utf8_lossy(&body).into_owned(),
+                    reason.unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
     /// The correlation ids of every reply on `volume-replies`, received (and completed) with the real client.
     pub async fn reply_ids(&self) -> Vec<String> {
         use trimtab::servicebus::MessageReceiver;
-        let bus = AzureServiceBus::connect(&self.config.servicebus).await.expect("connect to the stand-in");
-        let replies = bus.receiver(&Entity::Queue("volume-replies".into())).await.expect("open reply receiver");
+        let bus = AzureServiceBus::connect(&self.config.servicebus)
+            .await
+            .expect("connect to the stand-in");
+        let replies = bus
+            .receiver(&Entity::Queue("volume-replies".into()))
+            .await
+            .expect("open reply receiver");
         let mut ids = Vec::new();
         loop {
-            let got = replies.receive(50, Duration::from_millis(500)).await.expect("receive replies");
+            let got = replies
+                .receive(50, Duration::from_millis(500))
+                .await
+                .expect("receive replies");
             if got.is_empty() {
                 break;
             }
@@ -107,7 +135,11 @@ impl Harness {
 
     /// Messages still on `events` (active includes locked ones, as Service Bus counts them).
     pub fn active(&self) -> u64 {
-        self.sim.servicebus.counts("events").map(|c| c.active).unwrap_or(u64::MAX)
+        self.sim
+            .servicebus
+            .counts("events")
+            .map(|c| c.active)
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -172,7 +204,10 @@ pub fn volume_creates(prefix: &str, n: usize) -> Vec<OutgoingMessage> {
 
 /// The ids of a set of messages, sorted.
 pub fn ids(messages: &[OutgoingMessage]) -> Vec<String> {
-    let mut ids: Vec<String> = messages.iter().filter_map(|m| m.message_id.clone()).collect();
+    let mut ids: Vec<String> = messages
+        .iter()
+        .filter_map(|m| m.message_id.clone())
+        .collect();
     ids.sort();
     ids
 }
@@ -197,7 +232,10 @@ where
 
 /// The bodies of a set of messages.
 pub fn bodies(messages: &[OutgoingMessage]) -> BTreeSet<String> {
-    messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
+    messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
 }
 
 /// Shared handle type for tests that keep the tables around.
