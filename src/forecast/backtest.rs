@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use super::features::Calendar;
 use super::forecaster::{resolve_season, ForecastConfig, Forecaster, ValidationScore};
+use super::model::Family;
 use super::score;
 use super::{Forecast, ForecastError};
 
@@ -41,11 +42,13 @@ pub struct BacktestConfig {
     pub season: Option<usize>,
     /// The central coverage of the prediction intervals.
     pub coverage: f64,
+    /// The linfa families tried beside the baselines.
+    pub families: Vec<Family>,
 }
 
 impl Default for BacktestConfig {
     fn default() -> Self {
-        Self { horizon: 12, holdout: 0.2, season: None, coverage: 0.8 }
+        Self { horizon: 12, holdout: 0.2, season: None, coverage: 0.8, families: Family::ALL.to_vec() }
     }
 }
 
@@ -139,8 +142,13 @@ pub fn run(
     let train_points = y.len() - holdout;
     let train = &y[..train_points];
     let season = resolve_season(train, calendar, config.season);
-    let forecast_config =
-        ForecastConfig { horizon: config.horizon, season: Some(season), coverage: config.coverage, ..Default::default() };
+    let forecast_config = ForecastConfig {
+        horizon: config.horizon,
+        season: Some(season),
+        coverage: config.coverage,
+        families: config.families.clone(),
+        ..Default::default()
+    };
     progress(Progress::Fitting);
     let forecaster = Forecaster::fit(train, calendar, &forecast_config)?;
     let fit_seconds = started.elapsed().as_secs_f64();

@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::backtest::{self, Backtest, BacktestConfig, Progress};
 use super::card::{self, ModelCard};
 use super::features::Calendar;
+use super::model::Family;
 use super::plot::{self, PlotInput};
 use super::ForecastError;
 use crate::metrics::series::{self, LoadOptions, LoadReport, Series, SeriesError};
@@ -41,6 +42,9 @@ struct SeriesArgs {
     /// Season length in steps; detected from the data when absent.
     #[arg(long)]
     season: Option<usize>,
+    /// The linfa families to try beside the baselines.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Family::ALL)]
+    families: Vec<Family>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,7 +127,13 @@ fn load(args: &SeriesArgs) -> Result<(Series, LoadReport), CliError> {
 }
 
 fn run_backtest(args: &SeriesArgs, series: &Series, show_progress: bool) -> Result<Backtest, CliError> {
-    let config = BacktestConfig { horizon: args.horizon, holdout: args.holdout, season: args.season, ..Default::default() };
+    let config = BacktestConfig {
+        horizon: args.horizon,
+        holdout: args.holdout,
+        season: args.season,
+        families: args.families.clone(),
+        ..Default::default()
+    };
     let calendar = Calendar { start: series.start, step: series.step };
     let bar = if show_progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
     bar.set_message(format!("fitting and choosing a model for {}", series.key));
