@@ -90,8 +90,9 @@ enum Kind {
 struct Candidate {
     name: String,
     kind: Kind,
-    /// Per step: the residual (actual - forecast) quantiles at the interval's low end and high end.
-    interval: Vec<(f64, f64)>,
+    /// Per step: the shift added to the raw point forecast (the median validation residual, zero for
+    /// baselines), and the interval's low and high ends relative to the shifted point.
+    interval: Vec<(f64, f64, f64)>,
 }
 
 /// A fitted forecaster for one series.
@@ -158,13 +159,20 @@ impl Forecaster {
         let scale = score::seasonal_naive_scale(train, season)
             .filter(|s| *s > 0.0)
             .ok_or(ForecastError::TooShort { needed: season + 2, found: inner })?;
+        // Non-negative series also get the linear families on the log scale.
+        let mut variants: Vec<(Family, bool)> = config.families.iter().map(|&f| (f, false)).collect();
+        if y.iter().all(|v| *v >= 0.0) {
+            variants.extend(
+                config.families.iter().filter(|f| matches!(f, Family::Ridge | Family::ElasticNet)).map(|&f| (f, true)),
+            );
+        }
         let mut inner_models = Vec::new();
-        for &family in &config.families {
-            inner_models.push(DirectModel::fit(family, &spec, train, horizon)?);
+        for &(family, log) in &variants {
+            inner_models.push(DirectModel::fit(family, log, &spec, train, horizon)?);
         }
         let mut names: Vec<String> = baselines.iter().map(Baseline::name).collect();
-        names.extend(config.families.iter().map(|f| f.name().to_string()));
-        if config.families.len() > 1 {
+        names.extend(inner_models.iter().map(DirectModel::name));
+        if variants.len() > 1 {
             names.push("ensemble".to_string());
         }
         let mut residuals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); horizon]; names.len()];
@@ -186,6 +194,23 @@ impl Forecaster {
         if actuals.is_empty() {
             return Err(ForecastError::TooShort { needed: inner + horizon + 1, found: y.len() });
         }
+        // The models learn a conditional mean; MAE is lowest at the conditional median, which for skewed series
+        // (request counts) sits well below the mean. Each model's point forecast is therefore shifted per step by
+        // the median of its validation residuals. Baselines stay as they are.
+        let shifts: Vec<Vec<f64>> = (0..names.len())
+            .map(|c| {
+                if c < baselines.len() {
+                    vec![0.0; horizon]
+                } else {
+                    residuals[c].iter().map(|r| quantile(r, 0.5)).collect()
+                }
+            })
+            .collect();
+        for (c, p) in predictions.iter_mut().enumerate() {
+            for (k, v) in p.iter_mut().enumerate() {
+                *v += shifts[c][k % horizon];
+            }
+        }
         let validation: Vec<ValidationScore> = names
             .iter()
             .zip(&predictions)
@@ -204,19 +229,23 @@ impl Forecaster {
         // Refit on everything.
         let low_q = (1.0 - config.coverage) / 2.0;
         let high_q = 1.0 - low_q;
-        let interval_of = |c: usize| -> Vec<(f64, f64)> {
-            residuals[c].iter().map(|r| (quantile(r, low_q), quantile(r, high_q))).collect()
+        let interval_of = |c: usize| -> Vec<(f64, f64, f64)> {
+            residuals[c]
+                .iter()
+                .zip(&shifts[c])
+                .map(|(r, shift)| (*shift, quantile(r, low_q) - shift, quantile(r, high_q) - shift))
+                .collect()
         };
         let mut candidates: Vec<Candidate> = Vec::with_capacity(names.len());
         for (i, b) in baselines.iter().enumerate() {
             candidates.push(Candidate { name: names[i].clone(), kind: Kind::Baseline(*b), interval: interval_of(i) });
         }
-        for (k, &family) in config.families.iter().enumerate() {
+        for (k, &(family, log)) in variants.iter().enumerate() {
             let c = baselines.len() + k;
-            let model = DirectModel::fit(family, &spec, y, horizon)?;
+            let model = DirectModel::fit(family, log, &spec, y, horizon)?;
             candidates.push(Candidate { name: names[c].clone(), kind: Kind::Direct(model), interval: interval_of(c) });
         }
-        if config.families.len() > 1 {
+        if variants.len() > 1 {
             let c = names.len() - 1;
             candidates.push(Candidate { name: names[c].clone(), kind: Kind::Ensemble, interval: interval_of(c) });
         }
@@ -306,9 +335,10 @@ impl Forecaster {
 }
 
 impl Candidate {
-    fn with_interval(&self, point: Vec<f64>, origin: usize) -> Forecast {
-        let lower = point.iter().zip(&self.interval).map(|(p, (lo, _))| p + lo).collect();
-        let upper = point.iter().zip(&self.interval).map(|(p, (_, hi))| p + hi).collect();
+    fn with_interval(&self, raw: Vec<f64>, origin: usize) -> Forecast {
+        let point: Vec<f64> = raw.iter().zip(&self.interval).map(|(p, (shift, _, _))| p + shift).collect();
+        let lower = point.iter().zip(&self.interval).map(|(p, (_, lo, _))| p + lo).collect();
+        let upper = point.iter().zip(&self.interval).map(|(p, (_, _, hi))| p + hi).collect();
         Forecast { model: self.name.clone(), origin, point, lower, upper }
     }
 }

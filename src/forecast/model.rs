@@ -48,7 +48,7 @@ impl Family {
         match self {
             Family::Ridge | Family::ElasticNet => 20_000,
             Family::Trees => 2_000,
-            Family::Svr => 800,
+            Family::Svr => 600,
         }
     }
 }
@@ -133,12 +133,27 @@ impl StepModel {
 #[derive(Debug)]
 pub struct DirectModel {
     family: Family,
+    log: bool,
     steps: Vec<StepModel>,
+}
+
+/// `ln(1 + max(y, 0))` of every value: the log scale for counts, whose noise grows with their level.
+fn log_scale(y: &[f64]) -> Vec<f64> {
+    y.iter().map(|v| v.max(0.0).ln_1p()).collect()
 }
 
 impl DirectModel {
     /// Fits one model per step `1..=horizon` on every origin of `y` that has a full row and a known target.
-    pub fn fit(family: Family, spec: &FeatureSpec, y: &[f64], horizon: usize) -> Result<Self, ForecastError> {
+    /// With `log`, the model is fitted on `ln(1 + y)` and its forecasts are mapped back with `exp(x) - 1`, which
+    /// forecasts nearer the median than the mean for skewed, non-negative series.
+    pub fn fit(family: Family, log: bool, spec: &FeatureSpec, y: &[f64], horizon: usize) -> Result<Self, ForecastError> {
+        let logged;
+        let y = if log {
+            logged = log_scale(y);
+            &logged[..]
+        } else {
+            y
+        };
         let mut steps = Vec::with_capacity(horizon);
         let mut row = Vec::with_capacity(spec.width());
         for h in 1..=horizon {
@@ -158,7 +173,7 @@ impl DirectModel {
             }
             steps.push(fit_step(family, x, target, h as u64)?);
         }
-        Ok(Self { family, steps })
+        Ok(Self { family, log, steps })
     }
 
     /// The family of this model.
@@ -166,8 +181,31 @@ impl DirectModel {
         self.family
     }
 
+    /// The model name used in reports: the family, with `_log` when fitted on the log scale.
+    pub fn name(&self) -> String {
+        if self.log {
+            format!("{}_log", self.family.name())
+        } else {
+            self.family.name().to_string()
+        }
+    }
+
     /// Forecasts steps `1..=horizon` after origin `t` (the last observed index of `y`).
     pub fn predict(&self, spec: &FeatureSpec, y: &[f64], t: usize) -> Vec<f64> {
+        if !self.log {
+            return self.predict_on_scale(spec, y, t);
+        }
+        // Only the rows' reach back from `t` is needed; earlier values stay zero and are never read.
+        let reach = spec.min_origin(self.steps.len()) + 1;
+        let mut logged = vec![0.0; t + 1];
+        let from = t.saturating_sub(reach);
+        for (slot, v) in logged[from..].iter_mut().zip(&y[from..=t]) {
+            *slot = v.max(0.0).ln_1p();
+        }
+        self.predict_on_scale(spec, &logged, t).into_iter().map(f64::exp_m1).collect()
+    }
+
+    fn predict_on_scale(&self, spec: &FeatureSpec, y: &[f64], t: usize) -> Vec<f64> {
         let mut row = Vec::with_capacity(spec.width());
         let anchor = FeatureSpec::anchor(y, t);
         self.steps
@@ -238,7 +276,7 @@ fn fit_step(family: Family, mut x: Array2<f64>, target: Array1<f64>, seed: u64) 
 /// sample, and a prediction is the mean over trees of the chosen bin's mean target.
 fn fit_trees(x: Array2<f64>, y: &Array1<f64>, seed: u64) -> Result<Regressor, Box<dyn std::error::Error + Send + Sync>> {
     const BINS: usize = 24;
-    const TREES: usize = 5;
+    const TREES: usize = 4;
     let n = y.len();
     let mut sorted: Vec<f64> = y.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -258,7 +296,7 @@ fn fit_trees(x: Array2<f64>, y: &Array1<f64>, seed: u64) -> Result<Regressor, Bo
         let xs = x.select(ndarray::Axis(0), &pick);
         let ys = labels.select(ndarray::Axis(0), &pick);
         let tree = DecisionTree::params()
-            .max_depth(Some(7))
+            .max_depth(Some(6))
             .min_weight_leaf(4.0)
             .fit(&Dataset::new(xs, ys))?;
         trees.push(tree);
