@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn nab(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/traces/nab").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/traces/nab")
+        .join(relative)
 }
 
 /// Copies the first `rows` data rows of a NAB series (with its header) into `dir`.
@@ -17,7 +19,10 @@ fn truncated_copy(source: &Path, dir: &Path, rows: usize) -> PathBuf {
 }
 
 fn trimtab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trimtab")).args(args).output().expect("run the trimtab binary")
+    Command::new(env!("CARGO_BIN_EXE_trimtab"))
+        .args(args)
+        .output()
+        .expect("run the trimtab binary")
 }
 
 fn stdout_of(output: &Output) -> String {
@@ -34,7 +39,11 @@ fn stdout_of(output: &Output) -> String {
 fn backtest_json_reports_every_model_and_the_chosen_one_beats_seasonal_naive() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Ten days of the 5-minute ELB request counts: enough for the daily season, quick in a debug build.
-    let csv = truncated_copy(&nab("realAWSCloudwatch/elb_request_count_8c0756.csv"), dir.path(), 2880);
+    let csv = truncated_copy(
+        &nab("realAWSCloudwatch/elb_request_count_8c0756.csv"),
+        dir.path(),
+        2880,
+    );
     let cards = dir.path().join("models");
     let output = trimtab(&[
         "forecast",
@@ -52,13 +61,29 @@ fn backtest_json_reports_every_model_and_the_chosen_one_beats_seasonal_naive() {
         cards.to_str().expect("utf-8 path"),
     ]);
     let stdout = stdout_of(&output);
-    assert_eq!(stdout.trim().lines().count(), 1, "--json prints one line: {stdout}");
+    assert_eq!(
+        stdout.trim().lines().count(),
+        1,
+        "--json prints one line: {stdout}"
+    );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     let models = report["models"].as_object().expect("models is an object");
-    for name in ["naive", "seasonal_naive_288", "ridge", "elastic_net", "bagged_trees", "svr", "ensemble"] {
-        let model = &models.get(name).unwrap_or_else(|| panic!("model {name} missing from {stdout}"));
+    for name in [
+        "naive",
+        "seasonal_naive_288",
+        "ridge",
+        "elastic_net",
+        "bagged_trees",
+        "svr",
+        "ensemble",
+    ] {
+        let model = &models
+            .get(name)
+            .unwrap_or_else(|| panic!("model {name} missing from {stdout}"));
         for field in ["mase", "smape", "mase_h", "smape_h"] {
-            let v = model[field].as_f64().unwrap_or_else(|| panic!("{name}.{field} is not a number"));
+            let v = model[field]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}.{field} is not a number"));
             assert!(v.is_finite() && v >= 0.0, "{name}.{field} = {v}");
         }
         let smape = model["smape"].as_f64().expect("number");
@@ -66,7 +91,9 @@ fn backtest_json_reports_every_model_and_the_chosen_one_beats_seasonal_naive() {
     }
     let chosen = report["chosen"].as_str().expect("chosen names a model");
     let chosen_mase = models[chosen]["mase"].as_f64().expect("chosen mase");
-    let seasonal_mase = models["seasonal_naive_288"]["mase"].as_f64().expect("seasonal naive mase");
+    let seasonal_mase = models["seasonal_naive_288"]["mase"]
+        .as_f64()
+        .expect("seasonal naive mase");
     assert!(
         chosen_mase < seasonal_mase,
         "chosen {chosen} (MASE {chosen_mase:.3}) should beat seasonal naive ({seasonal_mase:.3})"
@@ -77,17 +104,27 @@ fn backtest_json_reports_every_model_and_the_chosen_one_beats_seasonal_naive() {
 
     let card_path = cards.join("elb_request_count_8c0756.json");
     let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&card_path).expect("model card written")).expect("card json");
+        serde_json::from_str(&std::fs::read_to_string(&card_path).expect("model card written"))
+            .expect("card json");
     assert_eq!(card["chosen"].as_str(), Some(chosen));
     assert_eq!(card["training_points"].as_u64(), Some(2304));
-    assert_eq!(card["training_start"].as_str(), Some("2014-04-10T00:04:00Z"));
-    assert!(card["features"].as_array().is_some_and(|f| f.iter().any(|n| n == "lag_1")));
+    assert_eq!(
+        card["training_start"].as_str(),
+        Some("2014-04-10T00:04:00Z")
+    );
+    assert!(card["features"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|n| n == "lag_1")));
 }
 
 #[test]
 fn plot_writes_an_svg_of_the_series_with_forecast_and_band() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let csv = truncated_copy(&nab("realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"), dir.path(), 2400);
+    let csv = truncated_copy(
+        &nab("realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"),
+        dir.path(),
+        2400,
+    );
     let out = dir.path().join("plot.svg");
     let output = trimtab(&[
         "forecast",
@@ -101,20 +138,48 @@ fn plot_writes_an_svg_of_the_series_with_forecast_and_band() {
     ]);
     stdout_of(&output);
     let svg = std::fs::read_to_string(&out).expect("the plot file exists");
-    assert!(svg.starts_with("<svg") || svg.contains("<svg"), "not an SVG");
-    assert!(svg.contains("ec2_cpu_utilization_825cc2"), "the title names the series");
-    assert!(svg.contains("actual") && svg.contains("forecast") && svg.contains("interval"), "legend");
-    assert!(svg.matches("<polyline").count() >= 10, "actual and forecast lines are drawn");
-    assert!(svg.matches("<polygon").count() >= 10, "interval bands are drawn");
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg"),
+        "not an SVG"
+    );
+    assert!(
+        svg.contains("ec2_cpu_utilization_825cc2"),
+        "the title names the series"
+    );
+    assert!(
+        svg.contains("actual") && svg.contains("forecast") && svg.contains("interval"),
+        "legend"
+    );
+    assert!(
+        svg.matches("<polyline").count() >= 10,
+        "actual and forecast lines are drawn"
+    );
+    assert!(
+        svg.matches("<polygon").count() >= 10,
+        "interval bands are drawn"
+    );
 }
 
 #[test]
 fn a_bad_row_is_reported_with_file_and_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let csv = dir.path().join("broken.csv");
-    std::fs::write(&csv, "timestamp,value\n2014-04-10 00:04:00,1\n2014-04-10 00:09:00,abc\n").expect("write");
-    let output = trimtab(&["forecast", "backtest", "--csv", csv.to_str().expect("utf-8 path"), "--json"]);
+    std::fs::write(
+        &csv,
+        "timestamp,value\n2014-04-10 00:04:00,1\n2014-04-10 00:09:00,abc\n",
+    )
+    .expect("write");
+    let output = trimtab(&[
+        "forecast",
+        "backtest",
+        "--csv",
+        csv.to_str().expect("utf-8 path"),
+        "--json",
+    ]);
     assert!(!output.status.success(), "a broken file must fail");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("broken.csv line 3") && stderr.contains("expected a number"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("broken.csv line 3") && stderr.contains("expected a number"),
+        "stderr: {stderr}"
+    );
 }

@@ -44,5 +44,13 @@ pub fn card_file_stem(key: &SeriesKey) -> String {
     for (k, v) in &key.labels {
         stem.push_str(&format!("__{k}_{v}"));
     }
-    stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    stem.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

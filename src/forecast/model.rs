@@ -13,7 +13,9 @@ use super::features::FeatureSpec;
 use super::ForecastError;
 
 /// A family of linfa regressors that a series can be forecast with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Family {
@@ -31,7 +33,12 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 4] = [Family::Ridge, Family::ElasticNet, Family::Trees, Family::Svr];
+    pub const ALL: [Family; 4] = [
+        Family::Ridge,
+        Family::ElasticNet,
+        Family::Trees,
+        Family::Svr,
+    ];
 
     /// The model name used in reports.
     pub fn name(&self) -> &'static str {
@@ -89,8 +96,14 @@ const RIDGE_ALPHA: f64 = 1e-3;
 
 /// A fitted regressor on scaled features predicting the scaled target.
 enum Regressor {
-    Linear { weights: Array1<f64>, intercept: f64 },
-    Trees { trees: Vec<DecisionTree<f64, usize>>, centres: Vec<f64> },
+    Linear {
+        weights: Array1<f64>,
+        intercept: f64,
+    },
+    Trees {
+        trees: Vec<DecisionTree<f64, usize>>,
+        centres: Vec<f64>,
+    },
     Svr(Box<Svm<f64, f64>>),
 }
 
@@ -146,7 +159,13 @@ impl DirectModel {
     /// Fits one model per step `1..=horizon` on every origin of `y` that has a full row and a known target.
     /// With `log`, the model is fitted on `ln(1 + y)` and its forecasts are mapped back with `exp(x) - 1`, which
     /// forecasts nearer the median than the mean for skewed, non-negative series.
-    pub fn fit(family: Family, log: bool, spec: &FeatureSpec, y: &[f64], horizon: usize) -> Result<Self, ForecastError> {
+    pub fn fit(
+        family: Family,
+        log: bool,
+        spec: &FeatureSpec,
+        y: &[f64],
+        horizon: usize,
+    ) -> Result<Self, ForecastError> {
         let logged;
         let y = if log {
             logged = log_scale(y);
@@ -158,10 +177,14 @@ impl DirectModel {
         let mut row = Vec::with_capacity(spec.width());
         for h in 1..=horizon {
             let first = spec.min_origin(h);
-            let last = y.len().checked_sub(h + 1).filter(|&l| l >= first + 10).ok_or(ForecastError::TooShort {
-                needed: first + h + 11,
-                found: y.len(),
-            })?;
+            let last = y
+                .len()
+                .checked_sub(h + 1)
+                .filter(|&l| l >= first + 10)
+                .ok_or(ForecastError::TooShort {
+                    needed: first + h + 11,
+                    found: y.len(),
+                })?;
             let first = first.max((last + 1).saturating_sub(family.max_rows()));
             let rows = last - first + 1;
             let mut x = Array2::zeros((rows, spec.width()));
@@ -202,7 +225,10 @@ impl DirectModel {
         for (slot, v) in logged[from..].iter_mut().zip(&y[from..=t]) {
             *slot = v.max(0.0).ln_1p();
         }
-        self.predict_on_scale(spec, &logged, t).into_iter().map(f64::exp_m1).collect()
+        self.predict_on_scale(spec, &logged, t)
+            .into_iter()
+            .map(f64::exp_m1)
+            .collect()
     }
 
     fn predict_on_scale(&self, spec: &FeatureSpec, y: &[f64], t: usize) -> Vec<f64> {
@@ -219,15 +245,27 @@ impl DirectModel {
     }
 }
 
-fn fit_step(family: Family, mut x: Array2<f64>, target: Array1<f64>, seed: u64) -> Result<StepModel, ForecastError> {
+fn fit_step(
+    family: Family,
+    mut x: Array2<f64>,
+    target: Array1<f64>,
+    seed: u64,
+) -> Result<StepModel, ForecastError> {
     let scaler = Scaler::fit(&x);
     scaler.apply(&mut x);
     let n = target.len() as f64;
     let target_mean = target.sum() / n;
-    let var = target.iter().map(|v| (v - target_mean).powi(2)).sum::<f64>() / n;
+    let var = target
+        .iter()
+        .map(|v| (v - target_mean).powi(2))
+        .sum::<f64>()
+        / n;
     let target_scale = if var > 1e-12 { var.sqrt() } else { 1.0 };
     let y = target.mapv(|v| (v - target_mean) / target_scale);
-    let fit_error = |source: Box<dyn std::error::Error + Send + Sync>| ForecastError::Fit { family: family.name(), source };
+    let fit_error = |source: Box<dyn std::error::Error + Send + Sync>| ForecastError::Fit {
+        family: family.name(),
+        source,
+    };
     let regressor = match family {
         Family::Ridge => {
             // Ridge as least squares on the rows augmented with sqrt(n * alpha) * I and zero targets: the same
@@ -245,18 +283,24 @@ fn fit_step(family: Family, mut x: Array2<f64>, target: Array1<f64>, seed: u64) 
                 .with_intercept(true)
                 .fit(&Dataset::new(augmented, targets))
                 .map_err(|e| fit_error(Box::new(e)))?;
-            Regressor::Linear { weights: model.params().clone(), intercept: model.intercept() }
+            Regressor::Linear {
+                weights: model.params().clone(),
+                intercept: model.intercept(),
+            }
         }
         Family::ElasticNet => {
             let model = ElasticNet::params()
                 .penalty(2e-2)
                 .l1_ratio(0.5)
                 .with_intercept(true)
-                .max_iterations(1_000)
-                .tolerance(1e-4)
+                .max_iterations(500)
+                .tolerance(1e-3)
                 .fit(&Dataset::new(x, y))
                 .map_err(|e| fit_error(Box::new(e)))?;
-            Regressor::Linear { weights: model.hyperplane().clone(), intercept: model.intercept() }
+            Regressor::Linear {
+                weights: model.hyperplane().clone(),
+                intercept: model.intercept(),
+            }
         }
         Family::Trees => fit_trees(x, &y, seed).map_err(fit_error)?,
         Family::Svr => {
@@ -269,12 +313,21 @@ fn fit_step(family: Family, mut x: Array2<f64>, target: Array1<f64>, seed: u64) 
             Regressor::Svr(Box::new(model))
         }
     };
-    Ok(StepModel { scaler, target_mean, target_scale, regressor })
+    Ok(StepModel {
+        scaler,
+        target_mean,
+        target_scale,
+        regressor,
+    })
 }
 
 /// Regression by classification: the target is cut into quantile bins, each tree learns the bin on a bootstrap
 /// sample, and a prediction is the mean over trees of the chosen bin's mean target.
-fn fit_trees(x: Array2<f64>, y: &Array1<f64>, seed: u64) -> Result<Regressor, Box<dyn std::error::Error + Send + Sync>> {
+fn fit_trees(
+    x: Array2<f64>,
+    y: &Array1<f64>,
+    seed: u64,
+) -> Result<Regressor, Box<dyn std::error::Error + Send + Sync>> {
     const BINS: usize = 24;
     const TREES: usize = 4;
     let n = y.len();
@@ -288,7 +341,11 @@ fn fit_trees(x: Array2<f64>, y: &Array1<f64>, seed: u64) -> Result<Regressor, Bo
         sums[label] += v;
         counts[label] += 1;
     }
-    let centres: Vec<f64> = sums.iter().zip(&counts).map(|(s, &c)| if c == 0 { 0.0 } else { s / c as f64 }).collect();
+    let centres: Vec<f64> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &c)| if c == 0 { 0.0 } else { s / c as f64 })
+        .collect();
     let mut rng = StdRng::seed_from_u64(0x7e1a_b5ed ^ seed);
     let mut trees = Vec::with_capacity(TREES);
     for _ in 0..TREES {
