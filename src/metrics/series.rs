@@ -752,7 +752,8 @@ mod tests {
             bin_events("azure.csv", SeriesKey::new("arrivals"), text.as_bytes(), 10).expect("bins");
         assert_eq!(r.rows, 4);
         assert_eq!(s.start % 10, 0);
-        assert_eq!(s.values, vec![2.0, 1.0, 0.0, 1.0]);
+        // Bins of 18:17:00, :10, :20, :30, :40.
+        assert_eq!(s.values, vec![2.0, 1.0, 0.0, 0.0, 1.0]);
     }
 
     #[test]
