@@ -189,3 +189,28 @@ fn a_bad_row_is_reported_with_file_and_line() {
         "stderr: {stderr}"
     );
 }
+
+#[test]
+fn the_azure_llm_trace_bins_into_arrivals_per_ten_seconds() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/traces/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv");
+    let (series, report) =
+        trimtab::metrics::series::load_event_counts(&path, 10).expect("the trace loads");
+    let rows = std::fs::read_to_string(&path)
+        .expect("read")
+        .lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(report.rows, rows);
+    assert_eq!(
+        series.values.iter().sum::<f64>() as usize,
+        rows,
+        "every request lands in one bin"
+    );
+    assert_eq!(series.step, 10);
+    assert!(
+        series.values.len() > 100,
+        "an hour of trace gives hundreds of bins"
+    );
+}
