@@ -9,7 +9,9 @@
 //! 2. Hold out the last `P` share of the points (`round(P * n)`, default 20 %); the rest is the training part.
 //!    The season `M` is given, or detected from the autocorrelation of the training part.
 //! 3. Fit on the training part only. This includes choosing the model: every candidate (naive, seasonal naive at
-//!    `M` and, with two weeks of daily-season history, at `7M`, the linfa families, and their mean) is fitted on
+//!    `M` and, with two weeks of daily-season history, at `7M`; the linfa families — ridge, elastic net, bagged
+//!    trees, SVR, and for non-negative series ridge and elastic net on `ln(1 + y)` — each one model per horizon
+//!    step, and the mean of those models) is fitted on
 //!    the first 80 % of the training part and scored by rolling origin over its last 20 % in the same way as
 //!    below; the lowest validation MASE is the chosen model. Then every candidate is refitted on the whole
 //!    training part. The held-out part is never looked at while fitting or choosing.
@@ -53,7 +55,7 @@ impl Default for BacktestConfig {
             holdout: 0.2,
             season: None,
             coverage: 0.8,
-            families: Family::ALL.to_vec(),
+            families: Family::DEFAULT.to_vec(),
         }
     }
 }

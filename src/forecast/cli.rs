@@ -43,7 +43,7 @@ struct SeriesArgs {
     #[arg(long)]
     season: Option<usize>,
     /// The linfa families to try beside the baselines.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Family::ALL)]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Family::DEFAULT)]
     families: Vec<Family>,
 }
 

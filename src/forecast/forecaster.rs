@@ -39,7 +39,7 @@ const fn default_coverage() -> f64 {
     0.8
 }
 fn default_families() -> Vec<Family> {
-    Family::ALL.to_vec()
+    Family::DEFAULT.to_vec()
 }
 
 impl Default for ForecastConfig {
@@ -183,7 +183,7 @@ impl Forecaster {
                 config
                     .families
                     .iter()
-                    .filter(|f| matches!(f, Family::Ridge | Family::ElasticNet))
+                    .filter(|f| matches!(f, Family::Ridge | Family::ElasticNet | Family::Lad))
                     .map(|&f| (f, true)),
             );
         }
