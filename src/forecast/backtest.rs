@@ -9,7 +9,9 @@
 //! 2. Hold out the last `P` share of the points (`round(P * n)`, default 20 %); the rest is the training part.
 //!    The season `M` is given, or detected from the autocorrelation of the training part.
 //! 3. Fit on the training part only. This includes choosing the model: every candidate (naive, seasonal naive at
-//!    `M` and, with two weeks of daily-season history, at `7M`, the linfa families, and their mean) is fitted on
+//!    `M` and, with two weeks of daily-season history, at `7M`; the linfa families — ridge, elastic net, bagged
+//!    trees, SVR, and for non-negative series ridge and elastic net on `ln(1 + y)` — each one model per horizon
+//!    step, and the mean of those models) is fitted on
 //!    the first 80 % of the training part and scored by rolling origin over its last 20 % in the same way as
 //!    below; the lowest validation MASE is the chosen model. Then every candidate is refitted on the whole
 //!    training part. The held-out part is never looked at while fitting or choosing.
@@ -27,6 +29,7 @@ use std::time::Instant;
 
 use super::features::Calendar;
 use super::forecaster::{resolve_season, ForecastConfig, Forecaster, ValidationScore};
+use super::model::Family;
 use super::score;
 use super::{Forecast, ForecastError};
 
@@ -41,11 +44,19 @@ pub struct BacktestConfig {
     pub season: Option<usize>,
     /// The central coverage of the prediction intervals.
     pub coverage: f64,
+    /// The linfa families tried beside the baselines.
+    pub families: Vec<Family>,
 }
 
 impl Default for BacktestConfig {
     fn default() -> Self {
-        Self { horizon: 12, holdout: 0.2, season: None, coverage: 0.8 }
+        Self {
+            horizon: 12,
+            holdout: 0.2,
+            season: None,
+            coverage: 0.8,
+            families: Family::DEFAULT.to_vec(),
+        }
     }
 }
 
@@ -133,20 +144,31 @@ pub fn run(
 ) -> Result<Backtest, ForecastError> {
     let started = Instant::now();
     if !(0.0..1.0).contains(&config.holdout) || config.holdout == 0.0 {
-        return Err(ForecastError::Config(format!("holdout must be in (0, 1), got {}", config.holdout)));
+        return Err(ForecastError::Config(format!(
+            "holdout must be in (0, 1), got {}",
+            config.holdout
+        )));
     }
     let holdout = (y.len() as f64 * config.holdout).round() as usize;
     let train_points = y.len() - holdout;
     let train = &y[..train_points];
     let season = resolve_season(train, calendar, config.season);
-    let forecast_config =
-        ForecastConfig { horizon: config.horizon, season: Some(season), coverage: config.coverage, ..Default::default() };
+    let forecast_config = ForecastConfig {
+        horizon: config.horizon,
+        season: Some(season),
+        coverage: config.coverage,
+        families: config.families.clone(),
+        ..Default::default()
+    };
     progress(Progress::Fitting);
     let forecaster = Forecaster::fit(train, calendar, &forecast_config)?;
     let fit_seconds = started.elapsed().as_secs_f64();
     let scale = score::seasonal_naive_scale(train, season)
         .filter(|s| *s > 0.0)
-        .ok_or(ForecastError::TooShort { needed: season + 2, found: train_points })?;
+        .ok_or(ForecastError::TooShort {
+            needed: season + 2,
+            found: train_points,
+        })?;
 
     let names = forecaster.model_names();
     let total = holdout.div_ceil(config.horizon);
@@ -171,7 +193,9 @@ pub fn run(
             if steps == config.horizon {
                 predicted_h[m].push(f.point[steps - 1]);
             }
-            inside[m] += (0..steps).filter(|&i| f.lower[i] <= actual[i] && actual[i] <= f.upper[i]).count();
+            inside[m] += (0..steps)
+                .filter(|&i| f.lower[i] <= actual[i] && actual[i] <= f.upper[i])
+                .count();
             if f.model == forecaster.chosen_name() {
                 chosen_forecasts.push(f.clone());
             }
@@ -214,5 +238,63 @@ pub fn run(
         fit_seconds,
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok(Backtest { report, forecasts: chosen_forecasts })
+    Ok(Backtest {
+        report,
+        forecasts: chosen_forecasts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_non_overlapping_windows_over_the_holdout_and_scores_the_baselines_as_by_hand() {
+        // Season 4 pattern 1 3 5 3, every other season lifted by 1: the seasonal naive error is exactly 1 at every
+        // point (so the MASE scale is 1 and seasonal naive scores MASE 1), and the naive forecast from the last
+        // point of a season misses by 3, 1, 1, 1 or 1, 1, 3, 1: MASE 1.5.
+        let y: Vec<f64> = (0..400)
+            .map(|i| [1.0, 3.0, 5.0, 3.0][i % 4] + ((i / 4) % 2) as f64)
+            .collect();
+        let config = BacktestConfig {
+            horizon: 4,
+            holdout: 0.1,
+            season: Some(4),
+            families: vec![Family::Ridge],
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let outcome = run(&y, Calendar { start: 0, step: 60 }, &config, &mut |p| {
+            seen.push(p)
+        })
+        .expect("runs");
+        let report = &outcome.report;
+        assert_eq!(
+            (report.train_points, report.holdout_points, report.origins),
+            (360, 40, 10)
+        );
+        assert_eq!(seen.first(), Some(&Progress::Fitting));
+        assert_eq!(
+            seen.last(),
+            Some(&Progress::Origins {
+                done: 10,
+                total: 10
+            })
+        );
+        let seasonal = report.models["seasonal_naive_4"];
+        assert!(
+            (seasonal.mase - 1.0).abs() < 1e-12 && (seasonal.mase_h - 1.0).abs() < 1e-12,
+            "{seasonal:?}"
+        );
+        let naive = report.models["naive"];
+        assert!((naive.mase - 1.5).abs() < 1e-12, "{naive:?}");
+        assert!(
+            (naive.mase_h - 1.0).abs() < 1e-12,
+            "step 4 misses by 1: {naive:?}"
+        );
+        // The pattern is deterministic, so the ridge model learns it and is chosen.
+        assert_eq!(report.chosen, "ridge");
+        assert!(report.chosen_score.mase < 0.1, "{:?}", report.chosen_score);
+        assert_eq!(outcome.forecasts.len(), 10);
+    }
 }

@@ -54,7 +54,10 @@ mod tests {
 
     #[test]
     fn naive_repeats_the_last_value() {
-        assert_eq!(Baseline::Naive.forecast(&[4.0, 9.0, 2.0], 3), vec![2.0, 2.0, 2.0]);
+        assert_eq!(
+            Baseline::Naive.forecast(&[4.0, 9.0, 2.0], 3),
+            vec![2.0, 2.0, 2.0]
+        );
     }
 
     #[test]
@@ -63,6 +66,9 @@ mod tests {
         let history = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let forecast = Baseline::SeasonalNaive { period: 3 }.forecast(&history, 7);
         assert_eq!(forecast, vec![4.0, 5.0, 6.0, 4.0, 5.0, 6.0, 4.0]);
-        assert_eq!(Baseline::SeasonalNaive { period: 3 }.name(), "seasonal_naive_3");
+        assert_eq!(
+            Baseline::SeasonalNaive { period: 3 }.name(),
+            "seasonal_naive_3"
+        );
     }
 }

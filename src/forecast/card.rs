@@ -46,7 +46,10 @@ pub struct ModelCard {
 fn rfc3339(seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| seconds.to_string())
 }
 
@@ -56,7 +59,10 @@ impl ModelCard {
         let spec = forecaster.spec();
         let chosen = forecaster.chosen_name().to_string();
         let validation = forecaster.validation().to_vec();
-        let validation_mase = validation.iter().find(|v| v.model == chosen).map_or(f64::NAN, |v| v.mase);
+        let validation_mase = validation
+            .iter()
+            .find(|v| v.model == chosen)
+            .map_or(f64::NAN, |v| v.mase);
         let last = forecaster.trained_on().saturating_sub(1) as i64;
         Self {
             version: CARD_VERSION,
@@ -77,8 +83,11 @@ impl ModelCard {
 
     /// The card of the model a backtest chose, fitted on the backtest's training part.
     pub fn from_backtest(series: &Series, report: &BacktestReport) -> Self {
-        let validation_mase =
-            report.validation.iter().find(|v| v.model == report.chosen).map_or(f64::NAN, |v| v.mase);
+        let validation_mase = report
+            .validation
+            .iter()
+            .find(|v| v.model == report.chosen)
+            .map_or(f64::NAN, |v| v.mase);
         Self {
             version: CARD_VERSION,
             series: series.key.to_string(),
@@ -99,10 +108,14 @@ impl ModelCard {
 
 /// Writes `card` as pretty JSON to `path`, creating its directory.
 pub fn write_card(path: &Path, card: &ModelCard) -> Result<(), ForecastError> {
-    let io_error = |source| ForecastError::Card { path: path.display().to_string(), source };
+    let io_error = |source| ForecastError::Card {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io_error)?;
     }
-    let json = serde_json::to_string_pretty(card).map_err(|e| io_error(std::io::Error::other(e)))?;
+    let json =
+        serde_json::to_string_pretty(card).map_err(|e| io_error(std::io::Error::other(e)))?;
     std::fs::write(path, json + "\n").map_err(io_error)
 }

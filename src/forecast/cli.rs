@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::backtest::{self, Backtest, BacktestConfig, Progress};
 use super::card::{self, ModelCard};
 use super::features::Calendar;
+use super::model::Family;
 use super::plot::{self, PlotInput};
 use super::ForecastError;
 use crate::metrics::series::{self, LoadOptions, LoadReport, Series, SeriesError};
@@ -41,6 +42,9 @@ struct SeriesArgs {
     /// Season length in steps; detected from the data when absent.
     #[arg(long)]
     season: Option<usize>,
+    /// The linfa families to try beside the baselines.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Family::DEFAULT)]
+    families: Vec<Family>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,10 +126,27 @@ fn load(args: &SeriesArgs) -> Result<(Series, LoadReport), CliError> {
     Ok((series, report))
 }
 
-fn run_backtest(args: &SeriesArgs, series: &Series, show_progress: bool) -> Result<Backtest, CliError> {
-    let config = BacktestConfig { horizon: args.horizon, holdout: args.holdout, season: args.season, ..Default::default() };
-    let calendar = Calendar { start: series.start, step: series.step };
-    let bar = if show_progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+fn run_backtest(
+    args: &SeriesArgs,
+    series: &Series,
+    show_progress: bool,
+) -> Result<Backtest, CliError> {
+    let config = BacktestConfig {
+        horizon: args.horizon,
+        holdout: args.holdout,
+        season: args.season,
+        families: args.families.clone(),
+        ..Default::default()
+    };
+    let calendar = Calendar {
+        start: series.start,
+        step: series.step,
+    };
+    let bar = if show_progress {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_message(format!("fitting and choosing a model for {}", series.key));
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut on_progress = |p: Progress| {
@@ -176,10 +197,17 @@ fn backtest_command(args: &BacktestArgs) -> Result<(), CliError> {
         "horizon {} steps, season {} steps ({}), {} origins",
         report.horizon,
         report.season,
-        if report.season_detected { "detected" } else { "given" },
+        if report.season_detected {
+            "detected"
+        } else {
+            "given"
+        },
         report.origins
     );
-    println!("{:<22} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}", "model", "MASE", "sMAPE", "MASE@H", "sMAPE@H", "coverage", "valid MASE");
+    println!(
+        "{:<22} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
+        "model", "MASE", "sMAPE", "MASE@H", "sMAPE@H", "coverage", "valid MASE"
+    );
     for v in &report.validation {
         if let Some(s) = report.models.get(&v.model) {
             let mark = if v.model == report.chosen { " *" } else { "" };
@@ -196,15 +224,24 @@ fn backtest_command(args: &BacktestArgs) -> Result<(), CliError> {
             );
         }
     }
-    println!("chosen: {} (* above, by validation on the training part)", report.chosen);
-    println!("took {:.2} s ({:.2} s fitting and choosing)", report.seconds, report.fit_seconds);
+    println!(
+        "chosen: {} (* above, by validation on the training part)",
+        report.chosen
+    );
+    println!(
+        "took {:.2} s ({:.2} s fitting and choosing)",
+        report.seconds, report.fit_seconds
+    );
     Ok(())
 }
 
 fn plot_command(args: &PlotArgs) -> Result<(), CliError> {
     let (series, _) = load(&args.series)?;
     let outcome = run_backtest(&args.series, &series, true)?;
-    let from = outcome.report.train_points.saturating_sub(args.series.horizon * 4);
+    let from = outcome
+        .report
+        .train_points
+        .saturating_sub(args.series.horizon * 4);
     let title = series.key.to_string();
     let input = PlotInput {
         title: &title,
@@ -226,5 +263,8 @@ fn plot_command(args: &PlotArgs) -> Result<(), CliError> {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    std::fs::write(path, bytes).map_err(|source| CliError::Write { path: path.display().to_string(), source })
+    std::fs::write(path, bytes).map_err(|source| CliError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }

@@ -55,9 +55,17 @@ impl FeatureSpec {
         names.push(format!("lag_{}", self.season));
         names.push(format!("seasonal_change_{}", self.season));
         if let Some(w) = self.weekly {
-            names.extend([format!("weekly_lag_{w}"), format!("lag_{w}"), format!("weekly_change_{w}")]);
+            names.extend([
+                format!("weekly_lag_{w}"),
+                format!("lag_{w}"),
+                format!("weekly_change_{w}"),
+            ]);
         }
-        names.extend(["rolling_mean_short".into(), "rolling_mean_season".into(), "rolling_std_season".into()]);
+        names.extend([
+            "rolling_mean_short".into(),
+            "rolling_mean_season".into(),
+            "rolling_std_season".into(),
+        ]);
         for k in 1..=self.season_harmonics {
             names.extend([format!("season_sin_{k}"), format!("season_cos_{k}")]);
         }

@@ -37,7 +37,11 @@ const fn default_max_mase() -> f64 {
 
 impl Default for LiveConfig {
     fn default() -> Self {
-        Self { window: default_window(), min_scored: default_min_scored(), max_mase: default_max_mase() }
+        Self {
+            window: default_window(),
+            min_scored: default_min_scored(),
+            max_mase: default_max_mase(),
+        }
     }
 }
 
@@ -91,7 +95,10 @@ pub struct LiveAccuracy {
 impl LiveAccuracy {
     /// An empty record.
     pub fn new(config: LiveConfig) -> Self {
-        Self { config, series: HashMap::new() }
+        Self {
+            config,
+            series: HashMap::new(),
+        }
     }
 
     /// Keeps every step of `issued` until its actual arrives.
@@ -134,7 +141,10 @@ impl LiveAccuracy {
 
     /// The accuracy of every series.
     pub fn snapshots(&self) -> BTreeMap<SeriesKey, AccuracySnapshot> {
-        self.series.iter().map(|(k, s)| (k.clone(), self.summarise(s))).collect()
+        self.series
+            .iter()
+            .map(|(k, s)| (k.clone(), self.summarise(s)))
+            .collect()
     }
 
     /// The rolling MASE of a series, if it can be computed yet.
@@ -148,14 +158,15 @@ impl LiveAccuracy {
     }
 
     fn summarise(&self, s: &SeriesAccuracy) -> AccuracySnapshot {
-        let mean = |v: &VecDeque<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let mean =
+            |v: &VecDeque<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         let mae = mean(&s.errors);
         let rolling_mase = match (mae, mean(&s.naive_errors)) {
             (Some(e), Some(n)) if n > 0.0 => Some(e / n),
             _ => None,
         };
-        let trusted =
-            s.errors.len() >= self.config.min_scored && rolling_mase.is_some_and(|m| m < self.config.max_mase);
+        let trusted = s.errors.len() >= self.config.min_scored
+            && rolling_mase.is_some_and(|m| m < self.config.max_mase);
         AccuracySnapshot {
             rolling_mase,
             mae,
@@ -183,7 +194,13 @@ mod tests {
             origin_at,
             step: 60,
             season: 4,
-            forecast: Forecast { model: "m".into(), origin: 0, point, lower: vec![0.0; n], upper: vec![0.0; n] },
+            forecast: Forecast {
+                model: "m".into(),
+                origin: 0,
+                point,
+                lower: vec![0.0; n],
+                upper: vec![0.0; n],
+            },
         }
     }
 
@@ -195,11 +212,18 @@ mod tests {
     #[test]
     fn accurate_forecasts_become_trusted_and_drifting_ones_lose_trust() {
         let key = SeriesKey::new("depth");
-        let mut live = LiveAccuracy::new(LiveConfig { window: 16, min_scored: 8, max_mase: 1.0 });
+        let mut live = LiveAccuracy::new(LiveConfig {
+            window: 16,
+            min_scored: 8,
+            max_mase: 1.0,
+        });
         // Forecasts off by 0.25 every step: MAE 0.25 against seasonal naive's 1.
         for i in 0..40 {
             if i % 2 == 0 {
-                live.record_forecast(&key, &issued(i * 60, vec![actual(i + 1) + 0.25, actual(i + 2) - 0.25]));
+                live.record_forecast(
+                    &key,
+                    &issued(i * 60, vec![actual(i + 1) + 0.25, actual(i + 2) - 0.25]),
+                );
             }
             live.observe(&key, i * 60, actual(i));
         }
@@ -210,7 +234,10 @@ mod tests {
         // Now forecasts miss by 3 every step: rolling MASE rises to 3 and trust is withdrawn.
         for i in 40..80 {
             if i % 2 == 0 {
-                live.record_forecast(&key, &issued(i * 60, vec![actual(i + 1) + 3.0, actual(i + 2) - 3.0]));
+                live.record_forecast(
+                    &key,
+                    &issued(i * 60, vec![actual(i + 1) + 3.0, actual(i + 2) - 3.0]),
+                );
             }
             live.observe(&key, i * 60, actual(i));
         }
@@ -222,7 +249,11 @@ mod tests {
     #[test]
     fn too_few_scores_are_not_trusted() {
         let key = SeriesKey::new("lag");
-        let mut live = LiveAccuracy::new(LiveConfig { window: 16, min_scored: 8, max_mase: 1.0 });
+        let mut live = LiveAccuracy::new(LiveConfig {
+            window: 16,
+            min_scored: 8,
+            max_mase: 1.0,
+        });
         live.record_forecast(&key, &issued(0, vec![actual(1)]));
         for i in 0..6 {
             live.observe(&key, i * 60, actual(i));

@@ -25,7 +25,8 @@ pub fn render_svg(input: &PlotInput<'_>, width: u32, height: u32) -> Result<Stri
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         draw(&root, input).map_err(|e| ForecastError::Plot(e.to_string()))?;
-        root.present().map_err(|e| ForecastError::Plot(e.to_string()))?;
+        root.present()
+            .map_err(|e| ForecastError::Plot(e.to_string()))?;
     }
     Ok(svg)
 }
@@ -50,19 +51,32 @@ fn draw<DB: DrawingBackend>(
     }
     let pad = (high - low) * 0.05;
     let mut chart = ChartBuilder::on(root)
-        .caption(format!("{}: actual vs forecast", input.title), ("sans-serif", 22))
+        .caption(
+            format!("{}: actual vs forecast", input.title),
+            ("sans-serif", 22),
+        )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
         .build_cartesian_2d(from as f64..end as f64, (low - pad)..(high + pad))?;
-    chart.configure_mesh().x_desc("step").y_desc("value").light_line_style(WHITE.mix(0.0)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("value")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
 
     let band = BLUE.mix(0.18);
     for (i, f) in input.forecasts.iter().enumerate() {
         let steps = f.point.len().min(end.saturating_sub(f.origin + 1));
-        let mut polygon: Vec<(f64, f64)> =
-            (0..steps).map(|s| ((f.origin + 1 + s) as f64, f.upper[s])).collect();
-        polygon.extend((0..steps).rev().map(|s| ((f.origin + 1 + s) as f64, f.lower[s])));
+        let mut polygon: Vec<(f64, f64)> = (0..steps)
+            .map(|s| ((f.origin + 1 + s) as f64, f.upper[s]))
+            .collect();
+        polygon.extend(
+            (0..steps)
+                .rev()
+                .map(|s| ((f.origin + 1 + s) as f64, f.lower[s])),
+        );
         let drawn = chart.draw_series(std::iter::once(Polygon::new(polygon, band.filled())))?;
         if i == 0 {
             drawn
@@ -71,7 +85,13 @@ fn draw<DB: DrawingBackend>(
         }
     }
     chart
-        .draw_series(LineSeries::new(shown.iter().enumerate().map(|(i, v)| ((from + i) as f64, *v)), BLACK.stroke_width(1)))?
+        .draw_series(LineSeries::new(
+            shown
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ((from + i) as f64, *v)),
+            BLACK.stroke_width(1),
+        ))?
         .label("actual")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK));
     for (i, f) in input.forecasts.iter().enumerate() {
@@ -86,6 +106,10 @@ fn draw<DB: DrawingBackend>(
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
         }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }

@@ -7,7 +7,9 @@ pub fn seasonal_naive_scale(train: &[f64], season: usize) -> Option<f64> {
     if train.len() <= season {
         return None;
     }
-    let sum: f64 = (season..train.len()).map(|i| (train[i] - train[i - season]).abs()).sum();
+    let sum: f64 = (season..train.len())
+        .map(|i| (train[i] - train[i - season]).abs())
+        .sum();
     Some(sum / (train.len() - season) as f64)
 }
 
@@ -17,7 +19,12 @@ pub fn mae(actual: &[f64], forecast: &[f64]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    actual.iter().zip(forecast).map(|(a, f)| (a - f).abs()).sum::<f64>() / n as f64
+    actual
+        .iter()
+        .zip(forecast)
+        .map(|(a, f)| (a - f).abs())
+        .sum::<f64>()
+        / n as f64
 }
 
 /// MASE: the mean absolute error divided by `scale` (see [`seasonal_naive_scale`]).
@@ -53,7 +60,10 @@ mod tests {
     #[test]
     fn scale_is_the_in_sample_seasonal_naive_mae() {
         // Lag 2: |3-1| + |2-2| + |7-3| = 6 over 3 pairs.
-        assert_eq!(seasonal_naive_scale(&[1.0, 2.0, 3.0, 2.0, 7.0], 2), Some(2.0));
+        assert_eq!(
+            seasonal_naive_scale(&[1.0, 2.0, 3.0, 2.0, 7.0], 2),
+            Some(2.0)
+        );
         assert_eq!(seasonal_naive_scale(&[1.0, 2.0], 2), None);
     }
 

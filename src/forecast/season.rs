@@ -20,7 +20,14 @@ pub fn detect_season(values: &[f64]) -> Option<usize> {
     }
     let max_lag = n / 3;
     let acf: Vec<f64> = (0..=max_lag)
-        .map(|lag| centred[lag..].iter().zip(&centred).map(|(a, b)| a * b).sum::<f64>() / variance)
+        .map(|lag| {
+            centred[lag..]
+                .iter()
+                .zip(&centred)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                / variance
+        })
         .collect();
     let peaks: Vec<(usize, f64)> = (2..max_lag)
         .filter(|&lag| acf[lag] > acf[lag - 1] && acf[lag] >= acf[lag + 1] && acf[lag] > 0.2)
@@ -40,10 +47,13 @@ mod tests {
         let mut state = 7u64;
         let values: Vec<f64> = (0..24 * 7 * 4)
             .map(|i| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let noise = ((state >> 33) as f64 / (1u64 << 31) as f64) - 0.5;
                 let t = i as f64;
-                100.0 + 0.05 * t
+                100.0
+                    + 0.05 * t
                     + 20.0 * (2.0 * std::f64::consts::PI * t / 24.0).sin()
                     + 5.0 * (2.0 * std::f64::consts::PI * t / 168.0).sin()
                     + 2.0 * noise
@@ -57,7 +67,9 @@ mod tests {
         let mut state = 11u64;
         let values: Vec<f64> = (0..500)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (state >> 33) as f64
             })
             .collect();

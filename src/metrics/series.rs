@@ -17,7 +17,9 @@ use std::io::Read;
 use std::path::Path;
 
 /// The name and labels that identify one series, such as `arrival_rate{queue="orders"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct SeriesKey {
     /// The metric name.
     pub name: String,
@@ -28,7 +30,10 @@ pub struct SeriesKey {
 impl SeriesKey {
     /// A key with no labels.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), labels: BTreeMap::new() }
+        Self {
+            name: name.into(),
+            labels: BTreeMap::new(),
+        }
     }
 
     /// The same key with one more label.
@@ -42,7 +47,11 @@ impl std::fmt::Display for SeriesKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name)?;
         if !self.labels.is_empty() {
-            let pairs: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let pairs: Vec<String> = self
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
             write!(f, "{{{}}}", pairs.join(","))?;
         }
         Ok(())
@@ -272,16 +281,28 @@ pub fn parse_timestamp(text: &str) -> Option<f64> {
     let month = time::Month::try_from(month).ok()?;
     let date = time::Date::from_calendar_date(year, month, day).ok()?;
     let time = time::Time::from_hms(hour, minute, second).ok()?;
-    let whole = time::PrimitiveDateTime::new(date, time).assume_utc().unix_timestamp();
-    let fraction = if fraction.is_empty() { 0.0 } else { format!("0.{fraction}").parse::<f64>().ok()? };
+    let whole = time::PrimitiveDateTime::new(date, time)
+        .assume_utc()
+        .unix_timestamp();
+    let fraction = if fraction.is_empty() {
+        0.0
+    } else {
+        format!("0.{fraction}").parse::<f64>().ok()?
+    };
     Some(whole as f64 + fraction)
 }
 
 /// Loads a `timestamp,value` CSV file (the NAB format) into a regular series named after the file.
 pub fn load_csv(path: &Path, options: &LoadOptions) -> Result<(Series, LoadReport), SeriesError> {
     let input = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| SeriesError::Io { input: input.clone(), source })?;
-    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("series");
+    let file = std::fs::File::open(path).map_err(|source| SeriesError::Io {
+        input: input.clone(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("series");
     parse_csv(&input, SeriesKey::new(name), file, options)
 }
 
@@ -295,11 +316,24 @@ pub fn parse_csv(
     reader: impl Read,
     options: &LoadOptions,
 ) -> Result<(Series, LoadReport), SeriesError> {
-    let mut rows = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
+    let mut rows = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
     let mut records = rows.records();
     let header = match records.next() {
-        Some(record) => record.map_err(|source| SeriesError::Csv { input: input.to_string(), line: 1, source })?,
-        None => return Err(SeriesError::TooShort { input: input.to_string(), expected: 2, found: 0 }),
+        Some(record) => record.map_err(|source| SeriesError::Csv {
+            input: input.to_string(),
+            line: 1,
+            source,
+        })?,
+        None => {
+            return Err(SeriesError::TooShort {
+                input: input.to_string(),
+                expected: 2,
+                found: 0,
+            })
+        }
     };
     let expected = "timestamp,value";
     let first = header.get(0).unwrap_or("");
@@ -311,17 +345,28 @@ pub fn parse_csv(
         });
     }
     let find = |names: &[&str], fallback: usize| {
-        header.iter().position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n))).unwrap_or(fallback)
+        header
+            .iter()
+            .position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
+            .unwrap_or(fallback)
     };
     let time_col = find(&["timestamp", "time"], 0);
     let value_col = find(&["value"], if time_col == 0 { 1 } else { 0 });
     let value_name = header.get(value_col).unwrap_or("value").trim().to_string();
-    let time_name = header.get(time_col).unwrap_or("timestamp").trim().to_string();
+    let time_name = header
+        .get(time_col)
+        .unwrap_or("timestamp")
+        .trim()
+        .to_string();
 
     let mut samples: Vec<(f64, f64)> = Vec::new();
     for (index, record) in records.enumerate() {
         let line = index as u64 + 2;
-        let record = record.map_err(|source| SeriesError::Csv { input: input.to_string(), line, source })?;
+        let record = record.map_err(|source| SeriesError::Csv {
+            input: input.to_string(),
+            line,
+            source,
+        })?;
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
@@ -333,15 +378,23 @@ pub fn parse_csv(
             })
         };
         let stamp = field(time_col, &time_name)?;
-        let at = parse_timestamp(stamp)
-            .ok_or_else(|| SeriesError::Timestamp { input: input.to_string(), line, found: stamp.to_string() })?;
-        let raw = field(value_col, &value_name)?;
-        let value = raw.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| SeriesError::Value {
+        let at = parse_timestamp(stamp).ok_or_else(|| SeriesError::Timestamp {
             input: input.to_string(),
             line,
-            column: value_name.clone(),
-            found: raw.to_string(),
+            found: stamp.to_string(),
         })?;
+        let raw = field(value_col, &value_name)?;
+        let value = raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| SeriesError::Value {
+                input: input.to_string(),
+                line,
+                column: value_name.clone(),
+                found: raw.to_string(),
+            })?;
         samples.push((at, value));
     }
     regularise(input, key, samples, options)
@@ -354,10 +407,18 @@ pub fn regularise(
     mut samples: Vec<(f64, f64)>,
     options: &LoadOptions,
 ) -> Result<(Series, LoadReport), SeriesError> {
-    let mut report =
-        LoadReport { rows: samples.len(), duplicate_policy: options.duplicates, gap_policy: options.gaps, ..Default::default() };
+    let mut report = LoadReport {
+        rows: samples.len(),
+        duplicate_policy: options.duplicates,
+        gap_policy: options.gaps,
+        ..Default::default()
+    };
     if samples.len() < 2 {
-        return Err(SeriesError::TooShort { input: input.to_string(), expected: 2, found: samples.len() });
+        return Err(SeriesError::TooShort {
+            input: input.to_string(),
+            expected: 2,
+            found: samples.len(),
+        });
     }
     report.unsorted = samples.windows(2).any(|w| w[1].0 < w[0].0);
     // A stable sort keeps file order among equal timestamps, which the `Last` policy relies on.
@@ -382,9 +443,16 @@ pub fn regularise(
             _ => merged.push((at, value, 1)),
         }
     }
-    let merged: Vec<(f64, f64)> = merged.into_iter().map(|(at, sum, n)| (at, sum / n as f64)).collect();
+    let merged: Vec<(f64, f64)> = merged
+        .into_iter()
+        .map(|(at, sum, n)| (at, sum / n as f64))
+        .collect();
     if merged.len() < 2 {
-        return Err(SeriesError::TooShort { input: input.to_string(), expected: 2, found: merged.len() });
+        return Err(SeriesError::TooShort {
+            input: input.to_string(),
+            expected: 2,
+            found: merged.len(),
+        });
     }
 
     let step = match options.step {
@@ -396,7 +464,10 @@ pub fn regularise(
         }
     };
     if step <= 0 {
-        return Err(SeriesError::Step { input: input.to_string(), found: step });
+        return Err(SeriesError::Step {
+            input: input.to_string(),
+            found: step,
+        });
     }
     report.step = step;
 
@@ -417,8 +488,11 @@ pub fn regularise(
         sums[slot] += value;
         counts[slot] += 1;
     }
-    let mut values: Vec<f64> =
-        sums.iter().zip(&counts).map(|(s, &n)| if n == 0 { f64::NAN } else { s / n as f64 }).collect();
+    let mut values: Vec<f64> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &n)| if n == 0 { f64::NAN } else { s / n as f64 })
+        .collect();
     let mut missing: Vec<bool> = counts.iter().map(|&n| n == 0).collect();
     match options.gaps {
         GapPolicy::MarkMissing => report.gaps_missing = missing.iter().filter(|&&m| m).count(),
@@ -427,7 +501,16 @@ pub fn regularise(
             missing.iter_mut().for_each(|m| *m = false);
         }
     }
-    Ok((Series { key, start, step, values, missing }, report))
+    Ok((
+        Series {
+            key,
+            start,
+            step,
+            values,
+            missing,
+        },
+        report,
+    ))
 }
 
 /// Fills `NaN` runs by linear interpolation between their neighbours; returns how many were filled.
@@ -464,9 +547,20 @@ fn interpolate_gaps(values: &mut [f64]) -> usize {
 /// Loads an event log (one row per event, with a `TIMESTAMP` or `timestamp` column) as counts per `step` seconds.
 pub fn load_event_counts(path: &Path, step: i64) -> Result<(Series, LoadReport), SeriesError> {
     let input = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| SeriesError::Io { input: input.clone(), source })?;
-    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("events");
-    bin_events(&input, SeriesKey::new(format!("{name}_arrivals")), file, step)
+    let file = std::fs::File::open(path).map_err(|source| SeriesError::Io {
+        input: input.clone(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("events");
+    bin_events(
+        &input,
+        SeriesKey::new(format!("{name}_arrivals")),
+        file,
+        step,
+    )
 }
 
 /// Bins event rows from `reader` into counts per `step` seconds; steps with no events count zero.
@@ -479,39 +573,69 @@ pub fn bin_events(
     step: i64,
 ) -> Result<(Series, LoadReport), SeriesError> {
     if step <= 0 {
-        return Err(SeriesError::Step { input: input.to_string(), found: step });
+        return Err(SeriesError::Step {
+            input: input.to_string(),
+            found: step,
+        });
     }
-    let mut rows = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
+    let mut rows = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
     let mut records = rows.records();
     let header = match records.next() {
-        Some(record) => record.map_err(|source| SeriesError::Csv { input: input.to_string(), line: 1, source })?,
-        None => return Err(SeriesError::TooShort { input: input.to_string(), expected: 1, found: 0 }),
+        Some(record) => record.map_err(|source| SeriesError::Csv {
+            input: input.to_string(),
+            line: 1,
+            source,
+        })?,
+        None => {
+            return Err(SeriesError::TooShort {
+                input: input.to_string(),
+                expected: 1,
+                found: 0,
+            })
+        }
     };
-    let time_col = header.iter().position(|h| h.trim().eq_ignore_ascii_case("timestamp")).ok_or_else(|| {
-        SeriesError::Header {
+    let time_col = header
+        .iter()
+        .position(|h| h.trim().eq_ignore_ascii_case("timestamp"))
+        .ok_or_else(|| SeriesError::Header {
             input: input.to_string(),
             expected: "a TIMESTAMP column".to_string(),
             found: header.iter().collect::<Vec<_>>().join(","),
-        }
-    })?;
+        })?;
     let mut times = Vec::new();
     for (index, record) in records.enumerate() {
         let line = index as u64 + 2;
-        let record = record.map_err(|source| SeriesError::Csv { input: input.to_string(), line, source })?;
+        let record = record.map_err(|source| SeriesError::Csv {
+            input: input.to_string(),
+            line,
+            source,
+        })?;
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        let stamp = record.get(time_col).ok_or_else(|| SeriesError::MissingField {
+        let stamp = record
+            .get(time_col)
+            .ok_or_else(|| SeriesError::MissingField {
+                input: input.to_string(),
+                line,
+                column: "TIMESTAMP".to_string(),
+            })?;
+        let at = parse_timestamp(stamp).ok_or_else(|| SeriesError::Timestamp {
             input: input.to_string(),
             line,
-            column: "TIMESTAMP".to_string(),
+            found: stamp.to_string(),
         })?;
-        let at = parse_timestamp(stamp)
-            .ok_or_else(|| SeriesError::Timestamp { input: input.to_string(), line, found: stamp.to_string() })?;
         times.push(at.floor() as i64);
     }
     let (Some(&first), Some(&last)) = (times.iter().min(), times.iter().max()) else {
-        return Err(SeriesError::TooShort { input: input.to_string(), expected: 1, found: 0 });
+        return Err(SeriesError::TooShort {
+            input: input.to_string(),
+            expected: 1,
+            found: 0,
+        });
     };
     let start = first.div_euclid(step) * step;
     let len = ((last - start) / step) as usize + 1;
@@ -525,7 +649,16 @@ pub fn bin_events(
         step,
         ..Default::default()
     };
-    Ok((Series { key, start, step, missing: vec![false; len], values }, report))
+    Ok((
+        Series {
+            key,
+            start,
+            step,
+            missing: vec![false; len],
+            values,
+        },
+        report,
+    ))
 }
 
 #[cfg(test)]
@@ -543,7 +676,10 @@ mod tests {
     #[test]
     fn parses_nab_and_azure_timestamps() {
         assert_eq!(parse_timestamp("1970-01-01 00:01:00"), Some(60.0));
-        assert_eq!(parse_timestamp("2014-07-01T00:30:00Z"), Some(1_404_174_600.0));
+        assert_eq!(
+            parse_timestamp("2014-07-01T00:30:00Z"),
+            Some(1_404_174_600.0)
+        );
         let azure = parse_timestamp("2023-11-16 18:17:03.9799600").expect("azure stamp parses");
         assert!((azure - 1_700_158_623.97996).abs() < 1e-6, "{azure}");
         assert_eq!(parse_timestamp("1700000000"), Some(1_700_000_000.0));
@@ -566,7 +702,10 @@ mod tests {
         let (s, r) = load(text, &mean_options()).expect("loads");
         assert_eq!(s.values, vec![1.0, 3.0, 5.0]);
         assert_eq!(r.duplicates_merged, 1);
-        let last = LoadOptions { duplicates: DuplicatePolicy::Last, ..Default::default() };
+        let last = LoadOptions {
+            duplicates: DuplicatePolicy::Last,
+            ..Default::default()
+        };
         let (s, _) = load(text, &last).expect("loads");
         assert_eq!(s.values, vec![1.0, 4.0, 5.0]);
     }
@@ -578,7 +717,10 @@ mod tests {
         assert_eq!(s.values, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
         assert_eq!(r.gaps_filled, 2);
         assert!(s.missing.iter().all(|m| !m));
-        let mark = LoadOptions { gaps: GapPolicy::MarkMissing, ..Default::default() };
+        let mark = LoadOptions {
+            gaps: GapPolicy::MarkMissing,
+            ..Default::default()
+        };
         let (s, r) = load(text, &mark).expect("loads");
         assert_eq!(r.gaps_missing, 2);
         assert_eq!(s.missing, vec![false, false, true, true, false, false]);
@@ -591,7 +733,10 @@ mod tests {
         let text = "timestamp,value\n\
             1970-01-01 00:00:00,1\n1970-01-01 00:10:30,2\n1970-01-01 00:19:00,3\n\
             1970-01-01 00:21:00,5\n1970-01-01 00:30:00,6\n";
-        let options = LoadOptions { step: Some(600), ..Default::default() };
+        let options = LoadOptions {
+            step: Some(600),
+            ..Default::default()
+        };
         let (s, r) = load(text, &options).expect("loads");
         assert_eq!(s.values, vec![1.0, 2.0, 4.0, 6.0]);
         assert_eq!(r.snapped, 3);
@@ -603,35 +748,59 @@ mod tests {
         let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
             2023-11-16 18:17:03.9799600,4808,10\n2023-11-16 18:17:04.0319600,3180,8\n\
             2023-11-16 18:17:15.5000000,10,1\n2023-11-16 18:17:41.0000000,10,1\n";
-        let (s, r) = bin_events("azure.csv", SeriesKey::new("arrivals"), text.as_bytes(), 10).expect("bins");
+        let (s, r) =
+            bin_events("azure.csv", SeriesKey::new("arrivals"), text.as_bytes(), 10).expect("bins");
         assert_eq!(r.rows, 4);
         assert_eq!(s.start % 10, 0);
-        assert_eq!(s.values, vec![2.0, 1.0, 0.0, 1.0]);
+        // Bins of 18:17:00, :10, :20, :30, :40.
+        assert_eq!(s.values, vec![2.0, 1.0, 0.0, 0.0, 1.0]);
     }
 
     #[test]
     fn missing_header_names_line_one() {
-        let err = load("2014-07-01 00:00:00,1\n2014-07-01 00:30:00,2\n", &mean_options()).expect_err("no header");
+        let err = load(
+            "2014-07-01 00:00:00,1\n2014-07-01 00:30:00,2\n",
+            &mean_options(),
+        )
+        .expect_err("no header");
         let text = err.to_string();
-        assert!(text.contains("test.csv line 1") && text.contains("header"), "{text}");
+        assert!(
+            text.contains("test.csv line 1") && text.contains("header"),
+            "{text}"
+        );
     }
 
     #[test]
     fn bad_timestamp_names_the_line() {
         let err = load("timestamp,value\n0,1\nnoon,2\n", &mean_options()).expect_err("bad stamp");
-        assert!(matches!(err, SeriesError::Timestamp { line: 3, .. }), "{err}");
-        assert!(err.to_string().contains("test.csv line 3: expected a timestamp"), "{err}");
+        assert!(
+            matches!(err, SeriesError::Timestamp { line: 3, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("test.csv line 3: expected a timestamp"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_value_names_the_line_and_column() {
-        let err = load("timestamp,value\n0,1\n60,2\n120,lots\n", &mean_options()).expect_err("bad value");
-        assert!(err.to_string().contains("test.csv line 4: expected a number in column \"value\""), "{err}");
+        let err =
+            load("timestamp,value\n0,1\n60,2\n120,lots\n", &mean_options()).expect_err("bad value");
+        assert!(
+            err.to_string()
+                .contains("test.csv line 4: expected a number in column \"value\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn short_row_names_the_missing_column() {
         let err = load("timestamp,value\n0,1\n60\n", &mean_options()).expect_err("short row");
-        assert!(matches!(err, SeriesError::MissingField { line: 3, .. }), "{err}");
+        assert!(
+            matches!(err, SeriesError::MissingField { line: 3, .. }),
+            "{err}"
+        );
     }
 }

@@ -33,7 +33,13 @@ pub enum StoreError {
 impl StoreError {
     /// Whether trying again could succeed.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StoreError::History { retriable: true, .. })
+        matches!(
+            self,
+            StoreError::History {
+                retriable: true,
+                ..
+            }
+        )
     }
 }
 
@@ -65,7 +71,10 @@ impl MemoryHistory {
 #[async_trait::async_trait]
 impl SampleHistory for MemoryHistory {
     async fn append(&self, key: &SeriesKey, samples: &[Sample]) -> Result<(), StoreError> {
-        let mut all = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut all = self
+            .samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let series = all.entry(key.clone()).or_default();
         for s in samples {
             series.insert(s.at, s.value);
@@ -74,15 +83,25 @@ impl SampleHistory for MemoryHistory {
     }
 
     async fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
-        let all = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let all = self
+            .samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(all
             .get(key)
-            .map(|s| s.range(from..to).map(|(&at, &value)| Sample { at, value }).collect())
+            .map(|s| {
+                s.range(from..to)
+                    .map(|(&at, &value)| Sample { at, value })
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
     async fn keys(&self) -> Result<Vec<SeriesKey>, StoreError> {
-        let all = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let all = self
+            .samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(all.keys().cloned().collect())
     }
 }
@@ -96,19 +115,29 @@ pub struct MetricStore {
 
 impl std::fmt::Debug for MetricStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricStore").field("capacity", &self.capacity).finish_non_exhaustive()
+        f.debug_struct("MetricStore")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
     }
 }
 
 impl MetricStore {
     /// An empty store keeping `capacity` recent samples per series.
     pub fn new(history: Arc<dyn SampleHistory>, capacity: usize) -> Self {
-        Self { history, capacity: capacity.max(1), windows: Mutex::new(HashMap::new()) }
+        Self {
+            history,
+            capacity: capacity.max(1),
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A store whose windows are reloaded from `history`: the latest `capacity` samples of every series up to
     /// `now` (exclusive).
-    pub async fn restore(history: Arc<dyn SampleHistory>, capacity: usize, now: i64) -> Result<Self, StoreError> {
+    pub async fn restore(
+        history: Arc<dyn SampleHistory>,
+        capacity: usize,
+        now: i64,
+    ) -> Result<Self, StoreError> {
         let store = Self::new(history, capacity);
         let mut windows = HashMap::new();
         for key in store.history.keys().await? {
@@ -123,15 +152,22 @@ impl MetricStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, VecDeque<Sample>>> {
         // A panic while holding the lock cannot leave a window half-updated in a way that matters: each update
         // is a single push or pop, so the data is still usable.
-        self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a sample: durable history first, then the window. Out-of-order samples are placed in time order.
     pub async fn record(&self, key: &SeriesKey, sample: Sample) -> Result<(), StoreError> {
         if !sample.value.is_finite() {
-            return Err(StoreError::NotFinite { key: key.to_string(), at: sample.at });
+            return Err(StoreError::NotFinite {
+                key: key.to_string(),
+                at: sample.at,
+            });
         }
-        self.history.append(key, std::slice::from_ref(&sample)).await?;
+        self.history
+            .append(key, std::slice::from_ref(&sample))
+            .await?;
         let mut windows = self.lock();
         let window = windows.entry(key.clone()).or_default();
         let position = window.partition_point(|s| s.at < sample.at);
@@ -148,7 +184,10 @@ impl MetricStore {
 
     /// The recent samples of a series, oldest first.
     pub fn window(&self, key: &SeriesKey) -> Vec<Sample> {
-        self.lock().get(key).map(|w| w.iter().copied().collect()).unwrap_or_default()
+        self.lock()
+            .get(key)
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The series that have samples in memory.
@@ -176,29 +215,68 @@ mod tests {
         {
             let store = MetricStore::new(history.clone(), 5);
             for i in 0..8 {
-                store.record(&depth, Sample { at: i * 10, value: i as f64 }).await.expect("record");
+                store
+                    .record(
+                        &depth,
+                        Sample {
+                            at: i * 10,
+                            value: i as f64,
+                        },
+                    )
+                    .await
+                    .expect("record");
             }
             // Out of order and a rewrite of an existing timestamp.
-            store.record(&lag, Sample { at: 20, value: 2.0 }).await.expect("record");
-            store.record(&lag, Sample { at: 10, value: 1.0 }).await.expect("record");
-            store.record(&lag, Sample { at: 20, value: 2.5 }).await.expect("record");
+            store
+                .record(&lag, Sample { at: 20, value: 2.0 })
+                .await
+                .expect("record");
+            store
+                .record(&lag, Sample { at: 10, value: 1.0 })
+                .await
+                .expect("record");
+            store
+                .record(&lag, Sample { at: 20, value: 2.5 })
+                .await
+                .expect("record");
             let window: Vec<f64> = store.window(&depth).iter().map(|s| s.value).collect();
             assert_eq!(window, vec![3.0, 4.0, 5.0, 6.0, 7.0]);
-            assert_eq!(store.window(&lag), vec![Sample { at: 10, value: 1.0 }, Sample { at: 20, value: 2.5 }]);
+            assert_eq!(
+                store.window(&lag),
+                vec![Sample { at: 10, value: 1.0 }, Sample { at: 20, value: 2.5 }]
+            );
         }
         // The process restarts: a new store over the same durable history.
-        let restored = MetricStore::restore(history.clone(), 5, 1_000).await.expect("restore");
+        let restored = MetricStore::restore(history.clone(), 5, 1_000)
+            .await
+            .expect("restore");
         assert_eq!(restored.keys(), vec![lag.clone(), depth.clone()]);
         let window: Vec<f64> = restored.window(&depth).iter().map(|s| s.value).collect();
         assert_eq!(window, vec![3.0, 4.0, 5.0, 6.0, 7.0]);
-        assert_eq!(restored.window(&lag), vec![Sample { at: 10, value: 1.0 }, Sample { at: 20, value: 2.5 }]);
-        assert_eq!(history.range(&depth, 0, 30).await.expect("range").len(), 3, "history keeps everything");
+        assert_eq!(
+            restored.window(&lag),
+            vec![Sample { at: 10, value: 1.0 }, Sample { at: 20, value: 2.5 }]
+        );
+        assert_eq!(
+            history.range(&depth, 0, 30).await.expect("range").len(),
+            3,
+            "history keeps everything"
+        );
     }
 
     #[tokio::test]
     async fn a_non_finite_sample_is_refused() {
         let store = MetricStore::new(Arc::new(MemoryHistory::new()), 4);
-        let err = store.record(&SeriesKey::new("x"), Sample { at: 0, value: f64::NAN }).await.expect_err("nan");
+        let err = store
+            .record(
+                &SeriesKey::new("x"),
+                Sample {
+                    at: 0,
+                    value: f64::NAN,
+                },
+            )
+            .await
+            .expect_err("nan");
         assert!(!err.is_retriable());
         assert!(store.window(&SeriesKey::new("x")).is_empty());
     }
