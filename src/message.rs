@@ -261,7 +261,7 @@ mod tests {
         );
         check_err(
             r#"{"version":1,"kind":"volume","op":"create","resource":"r","size_kib":"big"}"#,
-            "size_kib",
+            "invalid type: string \"big\", expected u64",
         );
         check_err(
             r#"{"version":1,"kind":"volume","op":"explode","resource":"r"}"#,
