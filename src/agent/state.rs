@@ -293,7 +293,7 @@ impl StateSource for AgentState {
         })?;
         Ok(list
             .into_iter()
-            .filter(|p| p.status == ProposalStatus::Pending)
+            .filter(|p| p.status.is_open())
             .map(|p| {
                 let (current, proposed) = render_action(&p.change.action);
                 let verdict = serde_json::to_value(p.decision.verdict)
@@ -306,7 +306,13 @@ impl StateSource for AgentState {
                     current,
                     proposed,
                     reason: p.change.reason.summary.clone(),
-                    policy: format!("{verdict}: {}", p.decision.reasons.join("; ")),
+                    // A recommendation (recommend mode) can be approved too; it runs once the agent is autonomous.
+                    policy: match p.status {
+                        ProposalStatus::Recommended => {
+                            format!("{verdict} (recommended only): {}", p.decision.reasons.join("; "))
+                        }
+                        _ => format!("{verdict}: {}", p.decision.reasons.join("; ")),
+                    },
                     created_at: at(p.created_at),
                     expires_at: None,
                 }
