@@ -213,7 +213,7 @@ impl ForecastBook {
                 self.fitted.insert(key, Arc::new(f));
             }
             // A constant or too-short series cannot be fitted; the planner then reacts to measurements.
-            Err(e) => tracing::debug!(series = %key, error = %e, "forecaster not fitted"),
+            Err(e) => tracing::info!(series = %key, error = %e, "forecaster not fitted"),
         }
     }
 

@@ -169,6 +169,10 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(opts: Options) -> Harness {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let mut sim_opts = SimOptions::local(&[QUEUE]);
         sim_opts.linstor.sync_delay_ms = opts.sync_delay_ms;
         let sim = SimCluster::start(sim_opts).await.expect("stand-ins start");
@@ -289,7 +293,10 @@ impl Harness {
                     _ = tick.tick() => {}
                 }
                 let phase = (time::OffsetDateTime::now_utc().unix_timestamp() % 4) as usize;
-                let n = [2usize, 5, 10, 5][phase];
+                // A period of 4 s plus noise: a perfectly periodic series gives seasonal naive zero error, which
+                // no model can be scaled against.
+                let noise = ((i * 7919) % 5) as usize;
+                let n = [2usize, 5, 10, 5][phase] + noise;
                 let messages: Vec<OutgoingMessage> = (0..n)
                     .map(|j| OutgoingMessage {
                         message_id: Some(format!("warm-{stream}-{i}-{j}")),
@@ -325,8 +332,10 @@ impl Harness {
         .unwrap_or_else(|_| {
             let s = self.agent().snapshot();
             panic!(
-                "agent never trusted its forecasts: mode {:?}, forecasts {:?}",
+                "agent never trusted its forecasts: mode {:?}, arrival {:?}, errors {:?}, forecasts {:?}",
                 s.mode,
+                s.collected.as_ref().map(|c| c.arrival_per_s),
+                s.errors,
                 s.forecasts.iter().map(|f| (&f.key.name, &f.accuracy)).collect::<Vec<_>>()
             )
         });
