@@ -1,0 +1,242 @@
+//! The executor's actuators over the real parts: LINSTOR through the writer credential, knobs through `LiveKnobs`.
+//!
+//! Only the executor holds these: [`LinstorPlacement`] carries the LINSTOR write credential and
+//! [`PipelineKnobs`] the handle that changes the running pipeline. Collectors and chat-ops get readers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::cassandra::{BatchOutcome, ObservationWindow};
+use crate::executor::{
+    ActuatorError, Knob, KnobActuator, PlacementActuator, ReplicaView, WindowStats,
+};
+use crate::linstor::placement::{DEFAULT_PLACE_COUNT, DEFAULT_RESOURCE_GROUP};
+use crate::linstor::retcode::{FAIL_EXISTS_RSC, FAIL_NOT_FOUND_RSC};
+use crate::linstor::types::ResourceWithVolumes;
+use crate::linstor::{LinstorError, LinstorWriter};
+use crate::pipeline::{Knobs, LiveKnobs};
+use crate::planner::{ReplicaState, Settings};
+
+fn linstor_failed(what: &str, e: &LinstorError) -> ActuatorError {
+    ActuatorError {
+        reason: format!("{what}: {}", e.reason()),
+        retriable: e.is_retriable(),
+    }
+}
+
+/// Placement verbs over LINSTOR's REST API with the executor's credential.
+pub struct LinstorPlacement {
+    writer: LinstorWriter,
+}
+
+impl LinstorPlacement {
+    /// Placement through `writer` (built from the executor credential).
+    pub fn new(writer: LinstorWriter) -> Self {
+        LinstorPlacement { writer }
+    }
+}
+
+/// One replica as the planner models it, from `/v1/view/resources`.
+pub fn replica_state(r: &ResourceWithVolumes) -> ReplicaState {
+    let res = &r.resource;
+    let diskful = !res.is_diskless();
+    let pool = r
+        .volumes
+        .first()
+        .map(|v| v.storage_pool_name.clone())
+        .filter(|p| !p.is_empty())
+        .or_else(|| res.props.get("StorPoolName").cloned())
+        .unwrap_or_default();
+    ReplicaState {
+        node: res.node_name.clone(),
+        pool: if diskful { pool } else { String::new() },
+        diskful,
+        up_to_date: diskful
+            && !r.volumes.is_empty()
+            && r.volumes
+                .iter()
+                .all(|v| v.state.disk_state.as_deref() == Some("UpToDate")),
+        in_use: res.state.as_ref().and_then(|s| s.in_use).unwrap_or(false),
+    }
+}
+
+#[async_trait]
+impl PlacementActuator for LinstorPlacement {
+    async fn add_replica(
+        &self,
+        resource: &str,
+        node: &str,
+        pool: &str,
+    ) -> Result<(), ActuatorError> {
+        match self.writer.create_diskful(resource, node, pool).await {
+            Ok(_) => Ok(()),
+            // Idempotent: the replica is already there (a retry after a crash).
+            Err(e) if e.api_code() == Some(FAIL_EXISTS_RSC) => Ok(()),
+            Err(e) => Err(linstor_failed(
+                &format!("creating {resource} on {node}/{pool}"),
+                &e,
+            )),
+        }
+    }
+
+    async fn remove_replica(&self, resource: &str, node: &str) -> Result<(), ActuatorError> {
+        match self.writer.delete_resource(resource, node).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.api_code() == Some(FAIL_NOT_FOUND_RSC) => Ok(()),
+            Err(e) => Err(linstor_failed(
+                &format!("deleting {resource} on {node}"),
+                &e,
+            )),
+        }
+    }
+
+    async fn set_place_count(&self, resource: &str, place_count: u32) -> Result<(), ActuatorError> {
+        // The LINSTOR writer has no verb that modifies a resource group (PUT /v1/resource-groups/{rg}); until it
+        // has, this refuses before any network call rather than approximating with autoplace.
+        Err(ActuatorError {
+            reason: format!(
+                "setting the place count of {resource} to {place_count} is not supported: the linstor writer has no resource-group modify verb"
+            ),
+            retriable: false,
+        })
+    }
+
+    async fn replicas(&self, resource: &str) -> Result<ReplicaView, ActuatorError> {
+        let reader = self.writer.reader();
+        let definition = reader
+            .resource_definition(resource)
+            .await
+            .map_err(|e| linstor_failed(&format!("reading definition {resource}"), &e))?;
+        let group = definition
+            .resource_group_name
+            .as_deref()
+            .unwrap_or(DEFAULT_RESOURCE_GROUP)
+            .to_string();
+        let place_count = match reader.resource_group(&group).await {
+            Ok(g) => g.select_filter.place_count.unwrap_or(DEFAULT_PLACE_COUNT),
+            Err(e) if e.is_not_found() => DEFAULT_PLACE_COUNT,
+            Err(e) => return Err(linstor_failed(&format!("reading group {group}"), &e)),
+        };
+        let replicas = reader
+            .resources(&[resource])
+            .await
+            .map_err(|e| linstor_failed(&format!("reading replicas of {resource}"), &e))?
+            .iter()
+            .filter(|r| r.resource.name == resource && !r.resource.is_deleting())
+            .map(replica_state)
+            .collect();
+        Ok(ReplicaView {
+            place_count,
+            replicas,
+        })
+    }
+}
+
+/// The pipeline's live knobs, judged by the Cassandra writer's batch observations.
+pub struct PipelineKnobs {
+    knobs: LiveKnobs,
+    observations: Arc<ObservationWindow>,
+}
+
+impl PipelineKnobs {
+    /// Knobs set through `knobs`, measured from `observations` (the writer's window).
+    pub fn new(knobs: LiveKnobs, observations: Arc<ObservationWindow>) -> Self {
+        PipelineKnobs {
+            knobs,
+            observations,
+        }
+    }
+}
+
+/// The planner's view of the pipeline knobs.
+pub fn settings_of(k: &Knobs) -> Settings {
+    Settings {
+        batch_rows: k.batch_rows,
+        batch_bytes: u64::from(k.batch_bytes),
+        concurrency: k.write_concurrency,
+        prefetch: k.prefetch,
+    }
+}
+
+/// Nearest-rank percentile of `values` (sorted here); 0 for none.
+pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+#[async_trait]
+impl KnobActuator for PipelineKnobs {
+    async fn current(&self) -> Result<Settings, ActuatorError> {
+        Ok(settings_of(&self.knobs.get()))
+    }
+
+    async fn set(&self, knob: Knob, value: u64) -> Result<(), ActuatorError> {
+        let narrow = |v: u64| {
+            u32::try_from(v).map_err(|_| ActuatorError {
+                reason: format!("{knob:?} value {value} does not fit the pipeline's 32-bit knob"),
+                retriable: false,
+            })
+        };
+        let v = narrow(value)?;
+        self.knobs
+            .update(|k| match knob {
+                Knob::BatchRows => k.batch_rows = v,
+                Knob::BatchBytes => k.batch_bytes = v,
+                Knob::Concurrency => k.write_concurrency = v,
+                Knob::Prefetch => k.prefetch = v,
+            })
+            .map(|_| ())
+            .map_err(|e| ActuatorError {
+                reason: e.to_string(),
+                retriable: false,
+            })
+    }
+
+    async fn observe(&self, window: Duration) -> Result<WindowStats, ActuatorError> {
+        let before = self.observations.snapshot();
+        tokio::time::sleep(window).await;
+        let after = self.observations.snapshot();
+        let new_batches = after.total_batches.saturating_sub(before.total_batches) as usize;
+        let recent = self.observations.recent();
+        let fresh: Vec<_> = recent.iter().rev().take(new_batches).collect();
+        Ok(window_stats(
+            fresh.into_iter().copied(),
+            self.knobs.get().write_concurrency,
+        ))
+    }
+}
+
+/// p99 and capacity of a set of batch observations at `concurrency`.
+///
+/// Throughput is the capacity the setting showed: rows per second of batch latency, times the writes in flight.
+/// Rows actually written per second would follow the arrival rate instead, so a knob change judged on them
+/// would look worse whenever traffic happened to drop during the window.
+pub fn window_stats(
+    batches: impl IntoIterator<Item = crate::cassandra::BatchObservation>,
+    concurrency: u32,
+) -> WindowStats {
+    let mut latencies = Vec::new();
+    let (mut rows, mut busy_s) = (0usize, 0.0f64);
+    for o in batches {
+        if o.outcome == BatchOutcome::Ok {
+            latencies.push(o.latency.as_secs_f64() * 1e3);
+            rows += o.rows;
+            busy_s += o.latency.as_secs_f64();
+        }
+    }
+    let throughput = if busy_s > 0.0 {
+        rows as f64 / busy_s * f64::from(concurrency.max(1))
+    } else {
+        0.0
+    };
+    WindowStats {
+        p99_ms: percentile(&mut latencies, 0.99),
+        throughput_rows_per_s: throughput,
+    }
+}

@@ -1,0 +1,513 @@
+//! Collectors: sample queue depth, arrival rate, lag, write latency and pool capacity on a fixed step into the
+//! metric store, and the Cassandra-backed [`SampleHistory`] that keeps the store across restarts.
+//!
+//! Collectors hold read handles only: the depth collector (management endpoint), the lag tracker, the writer's
+//! observation window, the pipeline counters, a knob receiver, and a [`LinstorReader`] (GET verbs only). None
+//! of them can change anything.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use scylla::client::session::Session;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::series::{Sample, SeriesKey};
+use super::store::{MetricStore, SampleHistory, StoreError};
+use crate::cassandra::{
+    BatchObservation, BatchOutcome, CassandraError, ObservationWindow, OwnTables,
+};
+use crate::linstor::placement::{PlacementInputs, PlacementSnapshot};
+use crate::linstor::{LinstorError, LinstorReader};
+use crate::pipeline::{Knobs, PipelineStats};
+use crate::servicebus::depth::{DepthCollector, EntityDepth};
+use crate::servicebus::lag::{LagSnapshot, LagTracker};
+use crate::servicebus::Entity;
+
+const MS_PER_DAY: i64 = 86_400_000;
+/// Batch observations kept per (batch rows, concurrency) setting.
+const BATCHES_PER_SETTING: usize = 2_000;
+
+/// Series names the collectors write.
+pub mod names {
+    /// Messages per second arriving (received plus growth of the active count), all entities.
+    pub const ARRIVAL_RATE: &str = "arrival_rate";
+    /// Active messages per entity (`entity` label).
+    pub const QUEUE_ACTIVE: &str = "queue_active";
+    /// Dead-lettered messages per entity.
+    pub const QUEUE_DEAD_LETTER: &str = "queue_dead_letter";
+    /// Scheduled messages per entity.
+    pub const QUEUE_SCHEDULED: &str = "queue_scheduled";
+    /// Messages in flight per partition key (`key` label).
+    pub const LAG_IN_FLIGHT: &str = "lag_in_flight";
+    /// Age of the oldest unsettled message per partition key, seconds.
+    pub const LAG_OLDEST_AGE_S: &str = "lag_oldest_age_s";
+    /// p99 end-to-end latency per partition key, milliseconds.
+    pub const LAG_E2E_P99_MS: &str = "lag_e2e_p99_ms";
+    /// p99 batch write latency per batch size class (`max_rows` label), milliseconds.
+    pub const WRITE_P99_MS: &str = "write_latency_p99_ms";
+    /// Failed batch writes in the step.
+    pub const WRITE_ERRORS: &str = "write_errors";
+    /// Free KiB per pool and node (`node`, `pool` labels).
+    pub const POOL_FREE_KIB: &str = "pool_free_kib";
+    /// Used fraction per pool and node.
+    pub const POOL_USED_FRACTION: &str = "pool_used_fraction";
+    /// Free KiB of a pool class summed over its nodes (`pool` label).
+    pub const POOL_CLASS_FREE_KIB: &str = "pool_class_free_kib";
+}
+
+/// Why a collection step failed in part. The step records what it could; this names what it could not.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The metric store refused a sample.
+    #[error("metric store")]
+    Store(#[from] StoreError),
+    /// LINSTOR could not be read.
+    #[error("linstor placement")]
+    Linstor(#[from] LinstorError),
+    /// The depth of an entity could not be read.
+    #[error("queue depth of {entity}: {message}")]
+    Depth {
+        /// The entity.
+        entity: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl CollectError {
+    /// Whether the next step may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            CollectError::Store(e) => e.is_retriable(),
+            CollectError::Linstor(e) => e.is_retriable(),
+            CollectError::Depth { .. } => true,
+        }
+    }
+}
+
+/// The read handles collectors sample. Every one is optional, so a partial deployment still collects the rest.
+#[derive(Default, Clone)]
+pub struct Sources {
+    /// Queue depth from the management endpoint, with the entities to read.
+    pub depth: Option<(DepthCollector, Vec<Entity>)>,
+    /// Lag per partition key.
+    pub lag: Option<Arc<LagTracker>>,
+    /// The writer's per-batch observations.
+    pub writes: Option<Arc<ObservationWindow>>,
+    /// The pipeline's counters.
+    pub stats: Option<Arc<PipelineStats>>,
+    /// The knobs in force (read only), to attribute batch measurements to a setting.
+    pub knobs: Option<watch::Receiver<Knobs>>,
+    /// LINSTOR with the read credential.
+    pub linstor: Option<LinstorReader>,
+}
+
+/// Batch measurements for one (batch rows, concurrency) setting.
+#[derive(Debug, Clone, Default)]
+pub struct SettingBatches {
+    /// Recent batch observations while the setting was in force, oldest first.
+    pub batches: VecDeque<BatchObservation>,
+}
+
+/// What the latest step saw, for the planner and chat-ops.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    /// Unix seconds of the step.
+    pub at: i64,
+    /// The latest depth per entity.
+    pub depth: Vec<EntityDepth>,
+    /// Messages per second arriving over the last step.
+    pub arrival_per_s: Option<f64>,
+    /// Lag per partition key.
+    pub lag: Option<LagSnapshot>,
+    /// The placement inputs and the snapshot computed from them.
+    pub placement: Option<(PlacementInputs, PlacementSnapshot)>,
+    /// Batch measurements per (batch rows, concurrency), accumulated over steps.
+    pub batches: BTreeMap<(u32, u32), SettingBatches>,
+    /// Mean bytes per row written, over the observations seen.
+    pub avg_row_bytes: f64,
+    /// Errors of the latest step (what could not be collected), as sentences.
+    pub errors: Vec<String>,
+}
+
+/// Samples every source on each call of [`Collector::step`] and writes the series into the store.
+pub struct Collector {
+    sources: Sources,
+    store: Arc<MetricStore>,
+    last_received: Option<(i64, u64, u64)>,
+    last_batches: u64,
+    last_errors: u64,
+    bytes_rows: (u64, u64),
+    state: Collected,
+}
+
+fn key(name: &str) -> SeriesKey {
+    SeriesKey::new(name)
+}
+
+impl Collector {
+    /// A collector over `sources` writing into `store`.
+    pub fn new(sources: Sources, store: Arc<MetricStore>) -> Self {
+        Collector {
+            sources,
+            store,
+            last_received: None,
+            last_batches: 0,
+            last_errors: 0,
+            bytes_rows: (0, 0),
+            state: Collected::default(),
+        }
+    }
+
+    /// The store samples go to.
+    pub fn store(&self) -> &Arc<MetricStore> {
+        &self.store
+    }
+
+    /// What the latest step saw.
+    pub fn latest(&self) -> &Collected {
+        &self.state
+    }
+
+    async fn record(&self, k: SeriesKey, at: i64, value: f64, errors: &mut Vec<String>) {
+        if let Err(e) = self.store.record(&k, Sample { at, value }).await {
+            errors.push(format!("recording {k}: {e}"));
+        }
+    }
+
+    /// Samples everything once at `now` (Unix seconds). Sources that fail are named in `latest().errors`.
+    pub async fn step(&mut self, now: i64) -> &Collected {
+        let mut errors = Vec::new();
+        self.state.at = now;
+
+        // Queue depth per entity.
+        let mut active_total = 0u64;
+        let mut depths = Vec::new();
+        if let Some((collector, entities)) = &self.sources.depth {
+            for entity in entities {
+                match collector.depth(entity).await {
+                    Ok(d) => depths.push(d),
+                    Err(e) => errors.push(
+                        CollectError::Depth {
+                            entity: entity.to_string(),
+                            message: e.to_string(),
+                        }
+                        .to_string(),
+                    ),
+                }
+            }
+        }
+        for d in &depths {
+            active_total += d.counts.active;
+            let label = |n: &str| key(n).with_label("entity", d.entity.clone());
+            self.record(
+                label(names::QUEUE_ACTIVE),
+                now,
+                d.counts.active as f64,
+                &mut errors,
+            )
+            .await;
+            self.record(
+                label(names::QUEUE_DEAD_LETTER),
+                now,
+                d.counts.dead_letter as f64,
+                &mut errors,
+            )
+            .await;
+            self.record(
+                label(names::QUEUE_SCHEDULED),
+                now,
+                d.counts.scheduled as f64,
+                &mut errors,
+            )
+            .await;
+        }
+        if !depths.is_empty() {
+            self.state.depth = depths;
+        }
+
+        // Arrival rate: what was received plus what piled up, per second since the last step.
+        if let Some(stats) = &self.sources.stats {
+            let received = stats.snapshot().received;
+            if let Some((at, prev_received, prev_active)) = self.last_received {
+                let dt = (now - at).max(1) as f64;
+                let grown = active_total as f64 - prev_active as f64;
+                let rate = ((received.saturating_sub(prev_received)) as f64 + grown).max(0.0) / dt;
+                self.state.arrival_per_s = Some(rate);
+                self.record(key(names::ARRIVAL_RATE), now, rate, &mut errors)
+                    .await;
+            }
+            self.last_received = Some((now, received, active_total));
+        }
+
+        // Lag per partition key.
+        if let Some(lag) = &self.sources.lag {
+            let snap = lag.snapshot();
+            for (k, l) in &snap.keys {
+                let label = |n: &str| key(n).with_label("key", k.clone());
+                self.record(
+                    label(names::LAG_IN_FLIGHT),
+                    now,
+                    l.in_flight as f64,
+                    &mut errors,
+                )
+                .await;
+                self.record(
+                    label(names::LAG_OLDEST_AGE_S),
+                    now,
+                    l.oldest_age_ms as f64 / 1e3,
+                    &mut errors,
+                )
+                .await;
+                if let Some(p99) = l.latency_p99_ms {
+                    self.record(label(names::LAG_E2E_P99_MS), now, p99 as f64, &mut errors)
+                        .await;
+                }
+            }
+            self.state.lag = Some(snap);
+        }
+
+        // Write latency per batch size class and errors; new batches attributed to the knobs in force.
+        if let Some(writes) = &self.sources.writes {
+            let snap = writes.snapshot();
+            for class in &snap.by_size {
+                if class.p99_ms > 0.0 {
+                    let k =
+                        key(names::WRITE_P99_MS).with_label("max_rows", class.max_rows.to_string());
+                    self.record(k, now, class.p99_ms, &mut errors).await;
+                }
+            }
+            let new_errors = snap.total_errors.saturating_sub(self.last_errors);
+            self.record(
+                key(names::WRITE_ERRORS),
+                now,
+                new_errors as f64,
+                &mut errors,
+            )
+            .await;
+            self.last_errors = snap.total_errors;
+            let fresh = snap.total_batches.saturating_sub(self.last_batches) as usize;
+            self.last_batches = snap.total_batches;
+            if let Some(knobs) = &self.sources.knobs {
+                let k = *knobs.borrow();
+                let recent = writes.recent();
+                let start = recent.len().saturating_sub(fresh);
+                let entry = self
+                    .state
+                    .batches
+                    .entry((k.batch_rows, k.write_concurrency))
+                    .or_default();
+                for o in &recent[start..] {
+                    if o.outcome == BatchOutcome::Ok {
+                        self.bytes_rows.0 += o.bytes as u64;
+                        self.bytes_rows.1 += o.rows as u64;
+                    }
+                    entry.batches.push_back(*o);
+                    if entry.batches.len() > BATCHES_PER_SETTING {
+                        entry.batches.pop_front();
+                    }
+                }
+                if self.bytes_rows.1 > 0 {
+                    self.state.avg_row_bytes = self.bytes_rows.0 as f64 / self.bytes_rows.1 as f64;
+                }
+            }
+        }
+
+        // Pool capacity, read with GET only.
+        if let Some(reader) = &self.sources.linstor {
+            match read_placement(reader).await {
+                Ok(inputs) => {
+                    let snapshot = PlacementSnapshot::from_inputs(&inputs);
+                    let mut classes: BTreeMap<&str, u64> = BTreeMap::new();
+                    for p in &snapshot.pools {
+                        let label = |n: &str| {
+                            key(n)
+                                .with_label("node", p.node.clone())
+                                .with_label("pool", p.pool.clone())
+                        };
+                        self.record(
+                            label(names::POOL_FREE_KIB),
+                            now,
+                            p.free_kib as f64,
+                            &mut errors,
+                        )
+                        .await;
+                        if p.total_kib > 0 {
+                            let used = 1.0 - p.free_kib as f64 / p.total_kib as f64;
+                            self.record(label(names::POOL_USED_FRACTION), now, used, &mut errors)
+                                .await;
+                        }
+                        *classes.entry(p.pool.as_str()).or_default() += p.free_kib;
+                    }
+                    for (pool, free) in classes {
+                        let k = key(names::POOL_CLASS_FREE_KIB).with_label("pool", pool);
+                        self.record(k, now, free as f64, &mut errors).await;
+                    }
+                    self.state.placement = Some((inputs, snapshot));
+                }
+                Err(e) => errors.push(format!("linstor placement: {}", e.reason())),
+            }
+        }
+
+        for e in &errors {
+            tracing::warn!(error = %e, "collection step incomplete");
+        }
+        self.state.errors = errors;
+        &self.state
+    }
+}
+
+/// Everything the placement snapshot and the planner's observed state are built from, read with GET only.
+pub async fn read_placement(reader: &LinstorReader) -> Result<PlacementInputs, LinstorError> {
+    let (controller_props, nodes, pools, groups, definitions, resources) = tokio::try_join!(
+        reader.controller_properties(),
+        reader.nodes(),
+        reader.storage_pools(),
+        reader.resource_groups(),
+        reader.resource_definitions(),
+        reader.resources(&[]),
+    )?;
+    Ok(PlacementInputs {
+        controller_props,
+        nodes,
+        pools,
+        groups,
+        definitions,
+        resources,
+    })
+}
+
+/// Metric history in Cassandra's `metric_samples` table, through [`OwnTables`].
+///
+/// The series column holds the key as JSON, so labels with any characters survive the round trip. Listing the
+/// series reads the partition keys (`SELECT DISTINCT series, bucket`), which is a scan of partition keys: cheap
+/// for trimtab's few hundred series, and done only on restore.
+pub struct TableHistory {
+    tables: Arc<OwnTables>,
+    session: Arc<Session>,
+    keyspace: String,
+}
+
+fn history_err(e: CassandraError) -> StoreError {
+    StoreError::History {
+        retriable: e.is_retriable(),
+        source: Box::new(e),
+    }
+}
+
+fn encode(key: &SeriesKey) -> String {
+    // Serializing a struct of strings to JSON cannot fail.
+    serde_json::to_string(key).unwrap_or_else(|_| key.name.clone())
+}
+
+fn to_time(at: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(at).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl TableHistory {
+    /// History over `tables`; `session` and `keyspace` are used only to list the series.
+    pub fn new(tables: Arc<OwnTables>, session: Arc<Session>, keyspace: impl Into<String>) -> Self {
+        TableHistory {
+            tables,
+            session,
+            keyspace: keyspace.into(),
+        }
+    }
+
+    async fn partitions(&self) -> Result<BTreeSet<(String, i64)>, StoreError> {
+        let query = format!(
+            "SELECT DISTINCT series, bucket FROM {}.metric_samples",
+            self.keyspace
+        );
+        let what = "list metric series";
+        let result = self
+            .session
+            .query_unpaged(query, &[])
+            .await
+            .map_err(|source| {
+                history_err(CassandraError::Query {
+                    what: what.into(),
+                    source,
+                })
+            })?;
+        let decode = |reason: String| {
+            history_err(CassandraError::Decode {
+                what: what.into(),
+                reason,
+            })
+        };
+        let rows = result
+            .into_rows_result()
+            .map_err(|e| decode(e.to_string()))?;
+        let typed = rows
+            .rows::<(String, i64)>()
+            .map_err(|e| decode(e.to_string()))?;
+        typed
+            .map(|r| r.map_err(|e| decode(e.to_string())))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl SampleHistory for TableHistory {
+    async fn append(&self, key: &SeriesKey, samples: &[Sample]) -> Result<(), StoreError> {
+        let series = encode(key);
+        let rows: Vec<(String, OffsetDateTime, f64)> = samples
+            .iter()
+            .map(|s| (series.clone(), to_time(s.at), s.value))
+            .collect();
+        self.tables
+            .insert_metric_samples(&rows)
+            .await
+            .map_err(history_err)
+    }
+
+    async fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
+        let series = encode(key);
+        let from_ms = from.saturating_mul(1000);
+        let to_ms = to.saturating_mul(1000);
+        // Only the day buckets that exist: a range from the beginning of time must not query every day since.
+        let buckets: Vec<i64> = self
+            .partitions()
+            .await?
+            .into_iter()
+            .filter(|(s, b)| {
+                *s == series
+                    && *b >= from_ms.div_euclid(MS_PER_DAY)
+                    && *b <= (to_ms - 1).div_euclid(MS_PER_DAY)
+            })
+            .map(|(_, b)| b)
+            .collect();
+        let mut out = Vec::new();
+        for bucket in buckets {
+            let lo = (bucket * 86_400).max(from);
+            let hi = ((bucket + 1) * 86_400).min(to);
+            let rows = self
+                .tables
+                .load_metric_samples(&series, to_time(lo), to_time(hi))
+                .await
+                .map_err(history_err)?;
+            out.extend(rows.into_iter().map(|(t, value)| Sample {
+                at: t.unix_timestamp(),
+                value,
+            }));
+        }
+        out.sort_by_key(|s| s.at);
+        Ok(out)
+    }
+
+    async fn keys(&self) -> Result<Vec<SeriesKey>, StoreError> {
+        let series: BTreeSet<String> = self
+            .partitions()
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        // A series written by something else (not JSON) is not one of ours and is skipped.
+        Ok(series
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+}
