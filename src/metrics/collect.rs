@@ -428,7 +428,7 @@ impl TableHistory {
             .map_err(|source| {
                 history_err(CassandraError::Query {
                     what: what.into(),
-                    source,
+                    source: Box::new(source),
                 })
             })?;
         let decode = |reason: String| {
