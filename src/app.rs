@@ -10,10 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::actuators::{LinstorPlacement, PipelineKnobs};
+use crate::agent::AgentParts;
 use crate::cassandra::{connect_session, ensure_schema, CassandraError, EventWriter, OwnTables};
 use crate::config::Config;
 use crate::linstor::ops::VolumeExecutor;
 use crate::linstor::{LinstorError, LinstorReader, LinstorWriter};
+use crate::metrics::collect::{Sources, TableHistory};
+use crate::metrics::store::MetricStore;
 use crate::pipeline::adapters::{
     follow_knobs, CassandraEvents, LagAndLocks, LinstorVolumes, ReplySenders, SenderFactory,
 };
@@ -25,6 +29,8 @@ use crate::servicebus::{Entity, MessageReceiver, MessageSender, ServiceBusError}
 
 /// The lag window for end-to-end latency percentiles.
 const LAG_WINDOW: Duration = Duration::from_secs(300);
+/// Samples kept in memory per metric series (a day at the default 10 s step).
+const METRIC_WINDOW: usize = 8_640;
 /// Latency samples kept per lag key inside the window.
 const LAG_SAMPLES_PER_KEY: usize = 20_000;
 
@@ -145,6 +151,51 @@ impl App {
             linstor_writer,
             entities: config.pipeline.entities.clone(),
             pipeline,
+        })
+    }
+
+    /// The control loop's parts over this app: collectors read the pipeline's handles and LINSTOR with the read
+    /// credential; only the executor's actuators get the LINSTOR writer and the live knobs. `None` when no
+    /// executor credential is configured (then trimtab cannot change anything, and says so at start).
+    pub async fn agent_parts(&self, config: &Config) -> Option<AgentParts> {
+        let writer = self.linstor_writer.clone()?;
+        let history = Arc::new(TableHistory::new(
+            self.tables.clone(),
+            self.writer.session(),
+            config.cassandra.keyspace.clone(),
+        ));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let store = match MetricStore::restore(history.clone(), METRIC_WINDOW, now).await {
+            Ok(store) => Arc::new(store),
+            Err(error) => {
+                tracing::warn!(%error, "metric history could not be restored; starting with empty windows");
+                Arc::new(MetricStore::new(history, METRIC_WINDOW))
+            }
+        };
+        let sources = Sources {
+            depth: Some((self.depth.clone(), self.entities.clone())),
+            lag: Some(self.lag.clone()),
+            writes: Some(self.writer.observations()),
+            stats: Some(self.stats()),
+            knobs: Some(self.knobs.subscribe()),
+            linstor: Some(self.linstor_reader.clone()),
+        };
+        Some(AgentParts {
+            config: config.agent.clone(),
+            limits: Default::default(),
+            executor: Default::default(),
+            forecast: Default::default(),
+            live: Default::default(),
+            refit_every: 60,
+            sources,
+            store,
+            placement: Arc::new(LinstorPlacement::new(writer)),
+            knobs: Arc::new(PipelineKnobs::new(
+                self.knobs.clone(),
+                self.writer.observations(),
+            )),
+            tables: Some(self.tables.clone()),
+            models_dir: Some(config.agent.models_dir.clone()),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The long-running commands (`demo`, `sim`, `run`): their arguments and the runtime they run on.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -164,9 +165,44 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let stop = cancel_on_signal();
         let app = crate::app::App::build(&config).await?;
+        let agent = match app.agent_parts(&config).await {
+            Some(parts) => Some(Arc::new(crate::agent::Agent::start(parts, stop.child_token())?)),
+            None => {
+                tracing::warn!("no [linstor] executor credential: the control loop does not run, nothing will be changed");
+                None
+            }
+        };
+        let mut chat = None;
+        if let Some(agent) = &agent {
+            let chatops = crate::chatops::Chatops::new(
+                config.chatops.clone().unwrap_or_default(),
+                Arc::new(agent.state_source()),
+            )?;
+            chat = Some(crate::chatops::http::router(Arc::new(chatops)));
+        }
+        let api_state = crate::api::ApiState {
+            stats: app.stats(),
+            lag: app.lag.clone(),
+            knobs: app.knobs.clone(),
+            agent: agent.clone(),
+            proposals: agent.as_ref().map(|a| a.proposals()),
+        };
+        if !config.api.bind.is_empty() {
+            let router = crate::api::router(api_state, chat);
+            let bind = config.api.bind.clone();
+            let api_stop = stop.child_token();
+            tokio::spawn(async move {
+                if let Err(error) = crate::api::serve(&bind, router, api_stop).await {
+                    tracing::error!(%error, %bind, "http api stopped");
+                }
+            });
+        }
         tracing::info!(entities = ?app.entities, "pipeline running");
         let stats = app.run(stop).await;
         tracing::info!(?stats, "pipeline stopped");
+        if let Some(agent) = agent.and_then(|a| Arc::try_unwrap(a).ok()) {
+            agent.join().await;
+        }
         Ok(())
     })
 }

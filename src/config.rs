@@ -57,6 +57,9 @@ pub struct AgentConfig {
     /// Directory of the Rego policies and their data files.
     #[serde(default = "default_policies_dir")]
     pub policies_dir: PathBuf,
+    /// Where fitted forecasters' model cards are written.
+    #[serde(default = "default_models_dir")]
+    pub models_dir: PathBuf,
     /// The fixed step at which metrics are sampled, in milliseconds.
     #[serde(default = "default_sample_ms")]
     pub sample_interval_ms: u64,
@@ -74,6 +77,9 @@ fn default_state_dir() -> PathBuf {
 fn default_policies_dir() -> PathBuf {
     PathBuf::from("policies")
 }
+fn default_models_dir() -> PathBuf {
+    PathBuf::from("models")
+}
 const fn default_sample_ms() -> u64 {
     10_000
 }
@@ -87,6 +93,7 @@ impl Default for AgentConfig {
             mode: default_mode(),
             state_dir: default_state_dir(),
             policies_dir: default_policies_dir(),
+            models_dir: default_models_dir(),
             sample_interval_ms: default_sample_ms(),
             plan_interval_ms: default_plan_ms(),
         }

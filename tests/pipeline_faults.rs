@@ -206,6 +206,10 @@ receive_wait_ms = 200
 
 [agent]
 state_dir = "{state}"
+models_dir = "{state}/models"
+
+[api]
+bind = ""
 "#,
         cs = h.sim.servicebus.connection_string(),
         mgmt = h.sim.servicebus.management_base_url(),

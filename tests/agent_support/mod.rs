@@ -213,6 +213,7 @@ impl Harness {
                 mode: opts.mode,
                 state_dir: state_dir.clone(),
                 policies_dir: policies,
+                models_dir: state_dir.join("models"),
                 sample_interval_ms: 1000,
                 plan_interval_ms: 2000,
             },
