@@ -16,7 +16,11 @@ async fn ask(chatops: &Chatops, question: &str) -> Answer {
         .expect("a templated answer over the agent's state took too long; likely deadlocked")
         .expect("templated answer");
     assert_eq!(answer.source, AnswerSource::Templated);
-    assert!(answer.understood.is_some(), "question not understood: {question}\n{}", answer.text);
+    assert!(
+        answer.understood.is_some(),
+        "question not understood: {question}\n{}",
+        answer.text
+    );
     answer
 }
 
@@ -27,7 +31,14 @@ async fn the_common_questions_are_answered_from_the_running_agent_with_the_stand
         ..Options::default()
     })
     .await;
-    create_volume(&h.writer, "vol-q", 2 * 1024 * 1024, "pool-ssd", &["n1", "n3"]).await;
+    create_volume(
+        &h.writer,
+        "vol-q",
+        2 * 1024 * 1024,
+        "pool-ssd",
+        &["n1", "n3"],
+    )
+    .await;
     assert!(h.sim.linstor.faults().pool_full("n1", "pool-ssd", true));
     h.send_events(300, "orders-q", "q").await;
 
@@ -37,12 +48,19 @@ async fn the_common_questions_are_answered_from_the_running_agent_with_the_stand
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let s = agent.snapshot();
-            let drained = s
-                .collected
-                .as_ref()
-                .is_some_and(|c| c.depth.iter().any(|d| d.entity == QUEUE && d.counts.active == 0))
-                && h.sim.servicebus.counts(QUEUE).is_some_and(|c| c.active == 0);
-            let lagged = s.lag_history.iter().any(|l| l.keys.contains_key("orders-q"));
+            let drained = s.collected.as_ref().is_some_and(|c| {
+                c.depth
+                    .iter()
+                    .any(|d| d.entity == QUEUE && d.counts.active == 0)
+            }) && h
+                .sim
+                .servicebus
+                .counts(QUEUE)
+                .is_some_and(|c| c.active == 0);
+            let lagged = s
+                .lag_history
+                .iter()
+                .any(|l| l.keys.contains_key("orders-q"));
             let proposed = proposals.list().unwrap().iter().any(|p| p.status.is_open());
             if drained && lagged && proposed && s.steps > 0 {
                 return;
@@ -54,7 +72,8 @@ async fn the_common_questions_are_answered_from_the_running_agent_with_the_stand
     .expect("the agent never drained, sampled lag and proposed");
 
     let config = ChatopsConfig::default();
-    let chatops = Chatops::new(config, Arc::new(h.agent().state_source())).expect("chatops builds without a model");
+    let chatops = Chatops::new(config, Arc::new(h.agent().state_source()))
+        .expect("chatops builds without a model");
 
     let health = ask(&chatops, "is the pipeline healthy?").await;
     assert!(health.text.contains("orders: 0 active"), "{}", health.text);
@@ -63,13 +82,27 @@ async fn the_common_questions_are_answered_from_the_running_agent_with_the_stand
     let lag = ask(&chatops, "why is lag growing on orders-q?").await;
     assert!(lag.text.contains("orders-q"), "{}", lag.text);
 
-    let open = proposals.list().unwrap().into_iter().find(|p| p.status.is_open()).unwrap();
+    let open = proposals
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.status.is_open())
+        .unwrap();
     let approvals = ask(&chatops, "what is waiting for my approval?").await;
-    assert!(approvals.text.contains(&open.id), "the open proposal {} is not listed:\n{}", open.id, approvals.text);
+    assert!(
+        approvals.text.contains(&open.id),
+        "the open proposal {} is not listed:\n{}",
+        open.id,
+        approvals.text
+    );
 
     let changes = ask(&chatops, "what did you change in the last hour and why?").await;
     // Recommend mode applied nothing; the answer must not claim a change was applied.
-    assert!(!changes.text.to_lowercase().contains("applied:"), "{}", changes.text);
+    assert!(
+        !changes.text.to_lowercase().contains("applied:"),
+        "{}",
+        changes.text
+    );
 
     let fill = ask(&chatops, "will pool-ssd fill up this week?").await;
     let free: u64 = ["n1", "n2", "n3", "n5", "n6"]

@@ -19,7 +19,10 @@ fn every_source_file_states_its_responsibility() {
     let mut files = Vec::new();
     rust_files(&root.join("src"), &mut files);
     rust_files(&root.join("tests"), &mut files);
-    assert!(files.len() > 10, "expected to find the source tree, found {files:?}");
+    assert!(
+        files.len() > 10,
+        "expected to find the source tree, found {files:?}"
+    );
     let missing: Vec<_> = files
         .iter()
         .filter(|f| {
@@ -27,7 +30,10 @@ fn every_source_file_states_its_responsibility() {
             !text.starts_with("//!")
         })
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! line: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! line: {missing:?}"
+    );
 }
 
 #[test]
@@ -42,5 +48,8 @@ fn no_module_is_named_utils_or_helpers() {
             matches!(stem, "utils" | "util" | "helpers" | "helper" | "misc")
         })
         .collect();
-    assert!(vague.is_empty(), "name modules after their responsibility: {vague:?}");
+    assert!(
+        vague.is_empty(),
+        "name modules after their responsibility: {vague:?}"
+    );
 }

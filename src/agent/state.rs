@@ -309,7 +309,10 @@ impl StateSource for AgentState {
                     // A recommendation (recommend mode) can be approved too; it runs once the agent is autonomous.
                     policy: match p.status {
                         ProposalStatus::Recommended => {
-                            format!("{verdict} (recommended only): {}", p.decision.reasons.join("; "))
+                            format!(
+                                "{verdict} (recommended only): {}",
+                                p.decision.reasons.join("; ")
+                            )
                         }
                         _ => format!("{verdict}: {}", p.decision.reasons.join("; ")),
                     },

@@ -45,7 +45,10 @@ impl RequestLog {
 
     /// Requests that are not GET (the mutating ones).
     pub fn mutating(&self) -> Vec<String> {
-        self.all().into_iter().filter(|r| !r.starts_with("GET ")).collect()
+        self.all()
+            .into_iter()
+            .filter(|r| !r.starts_with("GET "))
+            .collect()
     }
 }
 
@@ -58,11 +61,24 @@ struct ProxyState {
 
 async fn forward(State(s): State<ProxyState>, req: Request) -> Response {
     let method = req.method().clone();
-    let path_q = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-    s.log.0.lock().unwrap().push(format!("{method} {}", req.uri().path()));
+    let path_q = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    s.log
+        .0
+        .lock()
+        .unwrap()
+        .push(format!("{method} {}", req.uri().path()));
     let headers = req.headers().clone();
-    let body = to_bytes(req.into_body(), 16 << 20).await.unwrap_or_default();
-    let mut out = s.http.request(method, format!("{}{path_q}", s.upstream)).body(body.to_vec());
+    let body = to_bytes(req.into_body(), 16 << 20)
+        .await
+        .unwrap_or_default();
+    let mut out = s
+        .http
+        .request(method, format!("{}{path_q}", s.upstream))
+        .body(body.to_vec());
     for (k, v) in headers.iter() {
         if k != "host" && k != "content-length" {
             out = out.header(k, v);
@@ -79,7 +95,10 @@ async fn forward(State(s): State<ProxyState>, req: Request) -> Response {
             }
             resp.body(Body::from(bytes)).unwrap()
         }
-        Err(_) => Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::empty()).unwrap(),
+        Err(_) => Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body(Body::empty())
+            .unwrap(),
     }
 }
 
@@ -179,7 +198,11 @@ impl Harness {
         let (proxy_url, linstor_log) = counting_proxy(sim.linstor.base_url()).await;
         let mut config = sim.config(vec![Entity::Queue(QUEUE.into())]);
         config.pipeline.knobs = opts.knobs;
-        config.linstor = LinstorConfig::for_controller(&proxy_url, Some(SIM_LINSTOR_TOKEN), Some(SIM_LINSTOR_TOKEN));
+        config.linstor = LinstorConfig::for_controller(
+            &proxy_url,
+            Some(SIM_LINSTOR_TOKEN),
+            Some(SIM_LINSTOR_TOKEN),
+        );
         let app = tokio::time::timeout(Duration::from_secs(30), App::build(&config))
             .await
             .expect("app build timed out")
@@ -187,11 +210,18 @@ impl Harness {
         let validated = config.linstor.validate().unwrap();
         let writer = LinstorWriter::new(&validated).unwrap();
         let reader = LinstorReader::new(&validated).unwrap();
-        let sender: Arc<dyn MessageSender> =
-            Arc::new(app.servicebus.sender(&Entity::Queue(QUEUE.into())).await.expect("sender"));
+        let sender: Arc<dyn MessageSender> = Arc::new(
+            app.servicebus
+                .sender(&Entity::Queue(QUEUE.into()))
+                .await
+                .expect("sender"),
+        );
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
-        let policies = opts.policies.clone().unwrap_or_else(|| policies_copy(dir.path()));
+        let policies = opts
+            .policies
+            .clone()
+            .unwrap_or_else(|| policies_copy(dir.path()));
         let token = CancellationToken::new();
         let knobs = app.knobs.clone();
         let history = Arc::new(TableHistory::new(
@@ -283,7 +313,11 @@ impl Harness {
     }
 
     /// Periodic traffic (period 4 s) on `stream` until the token is cancelled: what the forecaster learns from.
-    pub fn periodic_traffic(&self, stream: &'static str, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn periodic_traffic(
+        &self,
+        stream: &'static str,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -343,9 +377,18 @@ impl Harness {
     }
 
     /// Waits until `pred` holds for the agent's audit log, returning the records.
-    pub async fn until_audit(&self, within: Duration, what: &str, pred: impl Fn(&[AuditRecord]) -> bool) -> Vec<AuditRecord> {
+    pub async fn until_audit(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&[AuditRecord]) -> bool,
+    ) -> Vec<AuditRecord> {
         let path = self.state_dir.join("audit.log");
-        let path = if path.exists() { path } else { self.agent().state_dir().audit_log() };
+        let path = if path.exists() {
+            path
+        } else {
+            self.agent().state_dir().audit_log()
+        };
         tokio::time::timeout(within, async {
             loop {
                 if let Ok(records) = trimtab::audit::tail(&path, 100_000) {
@@ -359,23 +402,35 @@ impl Harness {
         .await
         .unwrap_or_else(|_| {
             let records = trimtab::audit::tail(&path, 100_000).unwrap_or_default();
-            let kinds: Vec<String> = records.iter().map(|r| format!("{:?} {} {}", r.kind, r.subject, r.detail)).collect();
-            panic!("waiting for {what} timed out; audit log:\n{}", kinds.join("\n"))
+            let kinds: Vec<String> = records
+                .iter()
+                .map(|r| format!("{:?} {} {}", r.kind, r.subject, r.detail))
+                .collect();
+            panic!(
+                "waiting for {what} timed out; audit log:\n{}",
+                kinds.join("\n")
+            )
         })
     }
 
     /// An audit log handle for a person's action (approve, reject), as the command line opens it.
     pub fn audit_log(&self) -> AuditLog {
-        AuditLog::open(&self.agent().state_dir().audit_log()).unwrap().0
+        AuditLog::open(&self.agent().state_dir().audit_log())
+            .unwrap()
+            .0
     }
 
     pub async fn stop(mut self) {
         self.token.cancel();
         if let Some(agent) = self.agent.take() {
-            tokio::time::timeout(Duration::from_secs(30), agent.join()).await.expect("agent stops");
+            tokio::time::timeout(Duration::from_secs(30), agent.join())
+                .await
+                .expect("agent stops");
         }
         if let Some(p) = self.pipeline.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), p).await.expect("pipeline stops");
+            let _ = tokio::time::timeout(Duration::from_secs(30), p)
+                .await
+                .expect("pipeline stops");
         }
         self.sim.shutdown().await;
     }
@@ -387,10 +442,25 @@ pub fn of_kind(records: &[AuditRecord], kind: AuditKind) -> Vec<&AuditRecord> {
 }
 
 /// Creates a resource of `size_kib` with diskful replicas on `nodes` in `pool`, as a user would (not the agent).
-pub async fn create_volume(writer: &LinstorWriter, name: &str, size_kib: u64, pool: &str, nodes: &[&str]) {
-    writer.create_resource_definition(name, None).await.expect("create rd");
-    writer.create_volume_definition(name, 0, size_kib).await.expect("create vd");
+pub async fn create_volume(
+    writer: &LinstorWriter,
+    name: &str,
+    size_kib: u64,
+    pool: &str,
+    nodes: &[&str],
+) {
+    writer
+        .create_resource_definition(name, None)
+        .await
+        .expect("create rd");
+    writer
+        .create_volume_definition(name, 0, size_kib)
+        .await
+        .expect("create vd");
     for n in nodes {
-        writer.create_diskful(name, n, pool).await.expect("create replica");
+        writer
+            .create_diskful(name, n, pool)
+            .await
+            .expect("create replica");
     }
 }
