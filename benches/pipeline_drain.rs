@@ -80,12 +80,19 @@ struct Args {
     /// Skip the one-at-a-time consumer (it is the slowest way).
     #[arg(long)]
     skip_one_at_a_time: bool,
+    /// Extra rows: trimtab at its defaults but with the Service Bus `receive_slice_ms` set to each of these
+    /// values (comma-separated; empty for none). The experiment behind the recommended fix.
+    #[arg(long, default_value = "5")]
+    slice_experiment: String,
     /// Internal: run one way in this process and print its result (`raw`, `one`, `trimtab`).
     #[arg(long, hide = true)]
     child: Option<String>,
     /// Internal: the trimtab knobs of a child, `ROWSxCONC[xPREFETCH]`; absent for the defaults.
     #[arg(long, hide = true)]
     knobs: Option<String>,
+    /// Internal: the Service Bus `receive_slice_ms` of a trimtab child; absent for the default.
+    #[arg(long, hide = true)]
+    slice_ms: Option<u64>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -436,6 +443,9 @@ async fn trimtab_child(args: &Args) -> anyhow::Result<Measured> {
     if let Some(cell) = &args.knobs {
         config.pipeline.knobs = KnobCell::parse(cell)?.knobs();
     }
+    if let Some(slice) = args.slice_ms {
+        config.servicebus.receive_slice_ms = slice;
+    }
     let knobs = config.pipeline.knobs;
     prefill(&sim, &config.servicebus, messages(args.messages)?).await?;
     let app = App::build(&config).await?;
@@ -478,7 +488,7 @@ async fn trimtab_child(args: &Args) -> anyhow::Result<Measured> {
         seconds: elapsed.as_secs_f64(),
         rss_start_kib,
         hwm_kib: memory_kib().1,
-        setting: describe(&knobs),
+        setting: format!("{}, receive slice {} ms", describe(&knobs), config.servicebus.receive_slice_ms),
         detail: format!(
             "write jobs {}, cql batches {} ({:.1} rows each), batch p50 {:.1} ms p99 {:.1} ms, write retries {}, e2e p50 {} ms p99 {} ms",
             end.write_batches,
@@ -494,7 +504,7 @@ async fn trimtab_child(args: &Args) -> anyhow::Result<Measured> {
 }
 
 /// Runs one way in a child process and reads its result line; other lines are passed through.
-fn run_child(args: &Args, way: &str, knobs: Option<&KnobCell>) -> anyhow::Result<Measured> {
+fn run_child(args: &Args, way: &str, knobs: Option<&KnobCell>, slice_ms: Option<u64>) -> anyhow::Result<Measured> {
     let exe = std::env::current_exe().context("locating this benchmark's binary")?;
     let mut command = Command::new(exe);
     command
@@ -506,6 +516,9 @@ fn run_child(args: &Args, way: &str, knobs: Option<&KnobCell>) -> anyhow::Result
         .arg(way);
     if let Some(cell) = knobs {
         command.arg("--knobs").arg(cell.text());
+    }
+    if let Some(slice) = slice_ms {
+        command.arg("--slice-ms").arg(slice.to_string());
     }
     let output = command.output().with_context(|| format!("running the {way} child"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -527,10 +540,10 @@ fn run_child(args: &Args, way: &str, knobs: Option<&KnobCell>) -> anyhow::Result
 }
 
 /// Runs a way `repeats` times: the median rate, and the largest peak memory.
-fn run_way(args: &Args, way: &str, knobs: Option<&KnobCell>) -> anyhow::Result<Measured> {
+fn run_way(args: &Args, way: &str, knobs: Option<&KnobCell>, slice_ms: Option<u64>) -> anyhow::Result<Measured> {
     let mut runs = Vec::new();
     for _ in 0..args.repeats.max(1) {
-        runs.push(run_child(args, way, knobs)?);
+        runs.push(run_child(args, way, knobs, slice_ms)?);
     }
     runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     let hwm = runs.iter().map(|r| r.hwm_kib).max().unwrap_or(0);
@@ -548,6 +561,12 @@ fn mib(kib: u64) -> f64 {
 
 fn parent(args: &Args) -> anyhow::Result<()> {
     let sweep: Vec<KnobCell> = args.sweep.split(',').map(KnobCell::parse).collect::<Result<_, _>>()?;
+    let slices: Vec<u64> = args
+        .slice_experiment
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<u64>().with_context(|| format!("--slice-experiment {s:?}: expected milliseconds")))
+        .collect::<Result<_, _>>()?;
     for cell in &sweep {
         cell.knobs().validate().with_context(|| format!("sweep cell {}", cell.text()))?;
     }
@@ -566,20 +585,20 @@ fn parent(args: &Args) -> anyhow::Result<()> {
     };
 
     step("raw insert ceiling (direct scylla generator, grid of in flight x rows per batch)");
-    let raw = run_way(args, "raw", None)?;
+    let raw = run_way(args, "raw", None, None)?;
     let one = if args.skip_one_at_a_time {
         None
     } else {
         step("one message at a time");
-        Some(run_way(args, "one", None)?)
+        Some(run_way(args, "one", None, None)?)
     };
     step("trimtab at its default settings");
-    let defaults = run_way(args, "trimtab", None)?;
+    let defaults = run_way(args, "trimtab", None, None)?;
 
     step("trimtab sweep (batch rows x write concurrency[x prefetch], each on a fresh queue)");
     let mut best: Option<(KnobCell, f64)> = None;
     for cell in &sweep {
-        let measured = run_child(args, "trimtab", Some(cell))?;
+        let measured = run_child(args, "trimtab", Some(cell), None)?;
         println!(
             "    sweep {:>11}: {:>8.0} msg/s  peak {:>6.0} MiB  [{}] {}",
             cell.text(),
@@ -597,7 +616,13 @@ fn parent(args: &Args) -> anyhow::Result<()> {
         bail!("the sweep is empty: expected at least one ROWSxCONC cell");
     };
     step(&format!("trimtab at the best sweep cell {} (confirming run)", best_cell.text()));
-    let swept = run_way(args, "trimtab", Some(&best_cell))?;
+    let swept = run_way(args, "trimtab", Some(&best_cell), None)?;
+
+    let mut experiments = Vec::new();
+    for slice in slices {
+        step(&format!("experiment: trimtab defaults with the Service Bus receive slice at {slice} ms instead of its default"));
+        experiments.push((slice, run_way(args, "trimtab", None, Some(slice))?));
+    }
 
     println!();
     println!("raw insert ceiling cells (rows/s): {}", raw.detail);
@@ -628,6 +653,9 @@ fn parent(args: &Args) -> anyhow::Result<()> {
     }
     row("trimtab, defaults", &defaults);
     row(&format!("trimtab, best sweep {}", best_cell.text()), &swept);
+    for (slice, measured) in &experiments {
+        row(&format!("defaults + receive slice {slice} ms"), measured);
+    }
     println!();
     println!(
         "goal: defaults >= 80% of the raw ceiling: {} ({:.0}%); several times one-at-a-time: {}",
