@@ -68,7 +68,8 @@ struct Args {
     /// Messages drained by each way.
     #[arg(long, default_value_t = 20_000)]
     messages: usize,
-    /// Sweep cells for trimtab, `ROWSxCONC` (batch rows × write concurrency) or `ROWSxCONCxPREFETCH`, comma-separated.
+    /// Sweep cells for trimtab, `ROWSxCONC` (batch rows × write concurrency), optionally `xPREFETCH` and
+    /// `xINFLIGHT` (prefetch, then the in-flight bound; defaults otherwise), comma-separated.
     #[arg(long, default_value = "8x8,32x8,32x32,64x16,64x64,128x32,128x128")]
     sweep: String,
     /// Cells of the raw insert generator, `CONCxROWS` (requests in flight × rows per batch), comma-separated.
@@ -87,7 +88,7 @@ struct Args {
     /// Internal: run one way in this process and print its result (`raw`, `one`, `trimtab`).
     #[arg(long, hide = true)]
     child: Option<String>,
-    /// Internal: the trimtab knobs of a child, `ROWSxCONC[xPREFETCH]`; absent for the defaults.
+    /// Internal: the trimtab knobs of a child, `ROWSxCONC[xPREFETCH[xINFLIGHT]]`; absent for the defaults.
     #[arg(long, hide = true)]
     knobs: Option<String>,
     /// Internal: the Service Bus `receive_slice_ms` of a trimtab child; absent for the default.
@@ -121,6 +122,7 @@ struct KnobCell {
     rows: u32,
     concurrency: u32,
     prefetch: Option<u32>,
+    max_in_flight: Option<u32>,
 }
 
 impl KnobCell {
@@ -129,19 +131,22 @@ impl KnobCell {
             .split('x')
             .map(|p| p.trim().parse::<u32>())
             .collect::<Result<_, _>>()
-            .with_context(|| format!("sweep cell {text:?}: expected ROWSxCONC or ROWSxCONCxPREFETCH with positive integers"))?;
+            .with_context(|| format!("sweep cell {text:?}: expected ROWSxCONC[xPREFETCH[xINFLIGHT]] with positive integers"))?;
+        let cell = |prefetch, max_in_flight| KnobCell { rows: parts[0], concurrency: parts[1], prefetch, max_in_flight };
         match parts[..] {
-            [rows, concurrency] => Ok(KnobCell { rows, concurrency, prefetch: None }),
-            [rows, concurrency, prefetch] => Ok(KnobCell { rows, concurrency, prefetch: Some(prefetch) }),
-            _ => bail!("sweep cell {text:?}: expected ROWSxCONC or ROWSxCONCxPREFETCH"),
+            [_, _] => Ok(cell(None, None)),
+            [_, _, prefetch] => Ok(cell(Some(prefetch), None)),
+            [_, _, prefetch, in_flight] => Ok(cell(Some(prefetch), Some(in_flight))),
+            _ => bail!("sweep cell {text:?}: expected ROWSxCONC[xPREFETCH[xINFLIGHT]]"),
         }
     }
 
     fn text(&self) -> String {
-        match self.prefetch {
-            Some(p) => format!("{}x{}x{p}", self.rows, self.concurrency),
-            None => format!("{}x{}", self.rows, self.concurrency),
+        let mut text = format!("{}x{}", self.rows, self.concurrency);
+        for extra in [self.prefetch, self.max_in_flight].into_iter().flatten() {
+            text.push_str(&format!("x{extra}"));
         }
+        text
     }
 
     /// The defaults with this cell's batch rows, concurrency and (if given) prefetch; the byte cap grows with
@@ -153,7 +158,7 @@ impl KnobCell {
             batch_bytes: defaults.batch_bytes.max(self.rows.saturating_mul(SWEEP_BYTES_PER_ROW)),
             write_concurrency: self.concurrency,
             prefetch: self.prefetch.unwrap_or(defaults.prefetch),
-            max_in_flight: defaults.max_in_flight,
+            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
         }
     }
 }
