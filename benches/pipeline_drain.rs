@@ -63,14 +63,19 @@ const SWEEP_BYTES_PER_ROW: u32 = 4 * 1024;
 const RESULT_TAG: &str = "RESULT ";
 
 #[derive(Parser, Debug, Clone)]
-#[command(about = "drain the same messages one at a time, through trimtab at its defaults and at swept knobs, beside the raw insert ceiling")]
+#[command(
+    about = "drain the same messages one at a time, through trimtab at its defaults and at swept knobs, beside the raw insert ceiling"
+)]
 struct Args {
     /// Messages drained by each way.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 50_000)]
     messages: usize,
     /// Sweep cells for trimtab, `ROWSxCONC` (batch rows × write concurrency), optionally `xPREFETCH` and
     /// `xINFLIGHT` (prefetch, then the in-flight bound; defaults otherwise), comma-separated.
-    #[arg(long, default_value = "8x8,32x8,32x32,64x16,64x64,128x32,128x128")]
+    #[arg(
+        long,
+        default_value = "8x8,32x32,128x64,32x32x1024x512,64x64x1024x512,32x32x512x128,128x32x1024x256"
+    )]
     sweep: String,
     /// Cells of the raw insert generator, `CONCxROWS` (requests in flight × rows per batch), comma-separated.
     #[arg(long, default_value = "1x1,8x16,16x32,32x32,64x32,32x64,64x64,16x128")]
@@ -132,7 +137,12 @@ impl KnobCell {
             .map(|p| p.trim().parse::<u32>())
             .collect::<Result<_, _>>()
             .with_context(|| format!("sweep cell {text:?}: expected ROWSxCONC[xPREFETCH[xINFLIGHT]] with positive integers"))?;
-        let cell = |prefetch, max_in_flight| KnobCell { rows: parts[0], concurrency: parts[1], prefetch, max_in_flight };
+        let cell = |prefetch, max_in_flight| KnobCell {
+            rows: parts[0],
+            concurrency: parts[1],
+            prefetch,
+            max_in_flight,
+        };
         match parts[..] {
             [_, _] => Ok(cell(None, None)),
             [_, _, prefetch] => Ok(cell(Some(prefetch), None)),
@@ -155,7 +165,9 @@ impl KnobCell {
         let defaults = Knobs::default();
         Knobs {
             batch_rows: self.rows,
-            batch_bytes: defaults.batch_bytes.max(self.rows.saturating_mul(SWEEP_BYTES_PER_ROW)),
+            batch_bytes: defaults
+                .batch_bytes
+                .max(self.rows.saturating_mul(SWEEP_BYTES_PER_ROW)),
             write_concurrency: self.concurrency,
             prefetch: self.prefetch.unwrap_or(defaults.prefetch),
             max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
@@ -180,7 +192,9 @@ fn parse_raw_cell(text: &str) -> anyhow::Result<(usize, usize)> {
         .split('x')
         .map(|p| p.trim().parse::<usize>())
         .collect::<Result<_, _>>()
-        .with_context(|| format!("raw grid cell {text:?}: expected CONCxROWS with positive integers"))?;
+        .with_context(|| {
+            format!("raw grid cell {text:?}: expected CONCxROWS with positive integers")
+        })?;
     match parts[..] {
         [c, r] if c > 0 && r > 0 => Ok((c, r)),
         _ => bail!("raw grid cell {text:?}: expected CONCxROWS with positive integers"),
@@ -197,7 +211,10 @@ fn messages(count: usize) -> anyhow::Result<Vec<OutgoingMessage>> {
         malformed_share: 0.0,
         ..ReplayOptions::default()
     };
-    Ok(plan(&cycled, &options).into_iter().map(|p| p.message).collect())
+    Ok(plan(&cycled, &options)
+        .into_iter()
+        .map(|p| p.message)
+        .collect())
 }
 
 /// The rows the pipeline would write for the messages, for the raw generator.
@@ -249,7 +266,18 @@ async fn prepare_insert(session: &Session) -> anyhow::Result<PreparedStatement> 
     Ok(insert)
 }
 
-fn values(row: &EventRow, now: CqlTimestamp) -> (String, String, String, CqlTimestamp, CqlTimestamp, CqlTimestamp, String) {
+fn values(
+    row: &EventRow,
+    now: CqlTimestamp,
+) -> (
+    String,
+    String,
+    String,
+    CqlTimestamp,
+    CqlTimestamp,
+    CqlTimestamp,
+    String,
+) {
     (
         row.stream.clone(),
         row.day(),
@@ -262,13 +290,23 @@ fn values(row: &EventRow, now: CqlTimestamp) -> (String, String, String, CqlTime
 }
 
 /// Sends the messages in batch transfers and checks the queue holds them all.
-async fn prefill(sim: &SimCluster, config: &ServiceBusConfig, messages: Vec<OutgoingMessage>) -> anyhow::Result<()> {
+async fn prefill(
+    sim: &SimCluster,
+    config: &ServiceBusConfig,
+    messages: Vec<OutgoingMessage>,
+) -> anyhow::Result<()> {
     let count = messages.len() as u64;
     let bus = AzureServiceBus::connect(config).await?;
     let sender = bus.sender(&Entity::Queue(QUEUE.into())).await?;
-    sender.send_batch(messages).await.context("pre-filling the queue")?;
+    sender
+        .send_batch(messages)
+        .await
+        .context("pre-filling the queue")?;
     let active = sim.servicebus.counts(QUEUE).map(|c| c.active);
-    ensure!(active == Some(count), "the queue holds {active:?} messages after pre-filling, expected {count}");
+    ensure!(
+        active == Some(count),
+        "the queue holds {active:?} messages after pre-filling, expected {count}"
+    );
     Ok(())
 }
 
@@ -280,7 +318,11 @@ async fn queue_emptied(sim: &SimCluster) -> anyhow::Result<()> {
         if counts.active == 0 {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "the queue still holds {} messages 10 s after the last settlement", counts.active);
+        ensure!(
+            Instant::now() < deadline,
+            "the queue still holds {} messages 10 s after the last settlement",
+            counts.active
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -292,7 +334,12 @@ async fn raw_cell(rows: &[EventRow], concurrency: usize, batch_rows: usize) -> a
         ..CqlServerConfig::default()
     })
     .await?;
-    let session = Arc::new(SessionBuilder::new().known_node(server.addr().to_string()).build().await?);
+    let session = Arc::new(
+        SessionBuilder::new()
+            .known_node(server.addr().to_string())
+            .build()
+            .await?,
+    );
     let config = CassandraConfig {
         contact_points: vec![server.addr().to_string()],
         ..CassandraConfig::default()
@@ -303,12 +350,19 @@ async fn raw_cell(rows: &[EventRow], concurrency: usize, batch_rows: usize) -> a
     // Pre-built single-partition batches of row indices, in stream order, as the writer forms them.
     let mut by_partition: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     for (i, row) in rows.iter().enumerate() {
-        by_partition.entry((row.stream.clone(), row.day())).or_default().push(i);
+        by_partition
+            .entry((row.stream.clone(), row.day()))
+            .or_default()
+            .push(i);
     }
     let chunks: Arc<Vec<Vec<usize>>> = Arc::new(
         by_partition
             .into_values()
-            .flat_map(|ids| ids.chunks(batch_rows).map(<[usize]>::to_vec).collect::<Vec<_>>())
+            .flat_map(|ids| {
+                ids.chunks(batch_rows)
+                    .map(<[usize]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
             .collect(),
     );
     let rows: Arc<Vec<EventRow>> = Arc::new(rows.to_vec());
@@ -324,8 +378,14 @@ async fn raw_cell(rows: &[EventRow], concurrency: usize, batch_rows: usize) -> a
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (session, insert, batch, chunks, rows, next) =
-            (session.clone(), insert.clone(), batch.clone(), chunks.clone(), rows.clone(), next.clone());
+        let (session, insert, batch, chunks, rows, next) = (
+            session.clone(),
+            insert.clone(),
+            batch.clone(),
+            chunks.clone(),
+            rows.clone(),
+            next.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
@@ -354,7 +414,11 @@ async fn raw_cell(rows: &[EventRow], concurrency: usize, batch_rows: usize) -> a
     }
     let elapsed = started.elapsed();
     let stored = server.row_count(KEYSPACE, "events");
-    ensure!(stored == rows.len(), "raw cell {concurrency}x{batch_rows} stored {stored} rows, expected {}", rows.len());
+    ensure!(
+        stored == rows.len(),
+        "raw cell {concurrency}x{batch_rows} stored {stored} rows, expected {}",
+        rows.len()
+    );
     drop(session);
     tokio::time::sleep(Duration::from_millis(50)).await;
     server.shutdown().await?;
@@ -364,7 +428,11 @@ async fn raw_cell(rows: &[EventRow], concurrency: usize, batch_rows: usize) -> a
 /// The raw insert ceiling: the best cell of the grid.
 async fn raw_child(args: &Args) -> anyhow::Result<Measured> {
     let rows = rows_of(&messages(args.messages)?)?;
-    let cells: Vec<(usize, usize)> = args.raw_grid.split(',').map(parse_raw_cell).collect::<Result<_, _>>()?;
+    let cells: Vec<(usize, usize)> = args
+        .raw_grid
+        .split(',')
+        .map(parse_raw_cell)
+        .collect::<Result<_, _>>()?;
     let (rss_start_kib, _) = memory_kib();
     let mut best = (0.0, 0, 0);
     let mut detail = Vec::new();
@@ -395,7 +463,10 @@ async fn one_child(args: &Args) -> anyhow::Result<Measured> {
     prefill(&sim, &config.servicebus, messages(args.messages)?).await?;
     let bus = AzureServiceBus::connect(&config.servicebus).await?;
     let receiver = bus.receiver(&entity).await?;
-    let session = SessionBuilder::new().known_nodes(&config.cassandra.contact_points).build().await?;
+    let session = SessionBuilder::new()
+        .known_nodes(&config.cassandra.contact_points)
+        .build()
+        .await?;
     ensure_schema(&session, &config.cassandra).await?;
     let insert = prepare_insert(&session).await?;
 
@@ -406,7 +477,11 @@ async fn one_child(args: &Args) -> anyhow::Result<Measured> {
     while done < args.messages {
         let got = receiver.receive(1, Duration::from_secs(1)).await?;
         let Some(m) = got.into_iter().next() else {
-            ensure!(last_progress.elapsed() < STALL, "no message for {STALL:?} after {done} of {}", args.messages);
+            ensure!(
+                last_progress.elapsed() < STALL,
+                "no message for {STALL:?} after {done} of {}",
+                args.messages
+            );
             continue;
         };
         let Envelope::Event(event) = message::parse(&m.body, usize::MAX)? else {
@@ -420,7 +495,10 @@ async fn one_child(args: &Args) -> anyhow::Result<Measured> {
             payload: event.payload.to_string(),
         };
         session
-            .execute_unpaged(&insert, values(&row, cql_timestamp(OffsetDateTime::now_utc())))
+            .execute_unpaged(
+                &insert,
+                values(&row, cql_timestamp(OffsetDateTime::now_utc())),
+            )
             .await?;
         receiver.complete(&m).await?;
         done += 1;
@@ -429,14 +507,21 @@ async fn one_child(args: &Args) -> anyhow::Result<Measured> {
     let elapsed = started.elapsed();
     queue_emptied(&sim).await?;
     let stored = sim.cql.row_count(KEYSPACE, "events");
-    ensure!(stored == args.messages, "one-at-a-time stored {stored} rows, expected {}", args.messages);
+    ensure!(
+        stored == args.messages,
+        "one-at-a-time stored {stored} rows, expected {}",
+        args.messages
+    );
     drop((receiver, bus, session));
     Ok(Measured {
         rate: args.messages as f64 / elapsed.as_secs_f64(),
         seconds: elapsed.as_secs_f64(),
         rss_start_kib,
         hwm_kib: memory_kib().1,
-        setting: format!("receive 1, insert 1, complete 1 (prefetch {})", config.servicebus.prefetch),
+        setting: format!(
+            "receive 1, insert 1, complete 1 (prefetch {})",
+            config.servicebus.prefetch
+        ),
         detail: String::new(),
     })
 }
@@ -484,8 +569,15 @@ async fn trimtab_child(args: &Args) -> anyhow::Result<Measured> {
     let end = running.await.context("the pipeline task")?;
     queue_emptied(&sim).await?;
     let stored = sim.cql.row_count(KEYSPACE, "events");
-    ensure!(stored == args.messages, "trimtab stored {stored} rows, expected {}", args.messages);
-    ensure!(end.dead_lettered == 0 && end.abandoned == 0, "trimtab settled messages other than by completing: {end:?}");
+    ensure!(
+        stored == args.messages,
+        "trimtab stored {stored} rows, expected {}",
+        args.messages
+    );
+    ensure!(
+        end.dead_lettered == 0 && end.abandoned == 0,
+        "trimtab settled messages other than by completing: {end:?}"
+    );
     let w = writer.snapshot();
     let l = lag.snapshot();
     Ok(Measured {
@@ -509,7 +601,12 @@ async fn trimtab_child(args: &Args) -> anyhow::Result<Measured> {
 }
 
 /// Runs one way in a child process and reads its result line; other lines are passed through.
-fn run_child(args: &Args, way: &str, knobs: Option<&KnobCell>, slice_ms: Option<u64>) -> anyhow::Result<Measured> {
+fn run_child(
+    args: &Args,
+    way: &str,
+    knobs: Option<&KnobCell>,
+    slice_ms: Option<u64>,
+) -> anyhow::Result<Measured> {
     let exe = std::env::current_exe().context("locating this benchmark's binary")?;
     let mut command = Command::new(exe);
     command
@@ -525,7 +622,9 @@ fn run_child(args: &Args, way: &str, knobs: Option<&KnobCell>, slice_ms: Option<
     if let Some(slice) = slice_ms {
         command.arg("--slice-ms").arg(slice.to_string());
     }
-    let output = command.output().with_context(|| format!("running the {way} child"))?;
+    let output = command
+        .output()
+        .with_context(|| format!("running the {way} child"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut result = None;
     for line in stdout.lines() {
@@ -545,7 +644,12 @@ fn run_child(args: &Args, way: &str, knobs: Option<&KnobCell>, slice_ms: Option<
 }
 
 /// Runs a way `repeats` times: the median rate, and the largest peak memory.
-fn run_way(args: &Args, way: &str, knobs: Option<&KnobCell>, slice_ms: Option<u64>) -> anyhow::Result<Measured> {
+fn run_way(
+    args: &Args,
+    way: &str,
+    knobs: Option<&KnobCell>,
+    slice_ms: Option<u64>,
+) -> anyhow::Result<Measured> {
     let mut runs = Vec::new();
     for _ in 0..args.repeats.max(1) {
         runs.push(run_child(args, way, knobs, slice_ms)?);
@@ -565,15 +669,25 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn parent(args: &Args) -> anyhow::Result<()> {
-    let sweep: Vec<KnobCell> = args.sweep.split(',').map(KnobCell::parse).collect::<Result<_, _>>()?;
+    let sweep: Vec<KnobCell> = args
+        .sweep
+        .split(',')
+        .map(KnobCell::parse)
+        .collect::<Result<_, _>>()?;
     let slices: Vec<u64> = args
         .slice_experiment
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse::<u64>().with_context(|| format!("--slice-experiment {s:?}: expected milliseconds")))
+        .map(|s| {
+            s.trim()
+                .parse::<u64>()
+                .with_context(|| format!("--slice-experiment {s:?}: expected milliseconds"))
+        })
         .collect::<Result<_, _>>()?;
     for cell in &sweep {
-        cell.knobs().validate().with_context(|| format!("sweep cell {}", cell.text()))?;
+        cell.knobs()
+            .validate()
+            .with_context(|| format!("sweep cell {}", cell.text()))?;
     }
     let bodies = messages(args.messages)?;
     let body_bytes: usize = bodies.iter().map(|m| m.body.len()).sum();
@@ -620,7 +734,10 @@ fn parent(args: &Args) -> anyhow::Result<()> {
     let Some((best_cell, sweep_rate)) = best else {
         bail!("the sweep is empty: expected at least one ROWSxCONC cell");
     };
-    step(&format!("trimtab at the best sweep cell {} (confirming run)", best_cell.text()));
+    step(&format!(
+        "trimtab at the best sweep cell {} (confirming run)",
+        best_cell.text()
+    ));
     let swept = run_way(args, "trimtab", Some(&best_cell), None)?;
 
     let mut experiments = Vec::new();
@@ -632,17 +749,20 @@ fn parent(args: &Args) -> anyhow::Result<()> {
     println!();
     println!("raw insert ceiling cells (rows/s): {}", raw.detail);
     println!("trimtab defaults: {}", defaults.detail);
-    println!("trimtab best:     {} (sweep run {:.0} msg/s)", swept.detail, sweep_rate);
+    println!(
+        "trimtab best:     {} (sweep run {:.0} msg/s)",
+        swept.detail, sweep_rate
+    );
     println!();
     println!(
-        "{:<32} {:>10} {:>8} {:>10} {:>10} {:>10}  setting",
+        "{:<36} {:>10} {:>8} {:>10} {:>10} {:>10}  setting",
         "way", "msg/s", "vs raw", "vs 1-by-1", "peak MiB", "start MiB"
     );
     let one_rate = one.as_ref().map(|o| o.rate);
     let row = |name: &str, m: &Measured| {
         let vs_one = one_rate.map_or("-".to_string(), |o| format!("{:.1}x", m.rate / o));
         println!(
-            "{:<32} {:>10.0} {:>7.0}% {:>10} {:>10.0} {:>10.0}  {}",
+            "{:<36} {:>10.0} {:>7.0}% {:>10} {:>10.0} {:>10.0}  {}",
             name,
             m.rate,
             100.0 * m.rate / raw.rate,
@@ -664,9 +784,16 @@ fn parent(args: &Args) -> anyhow::Result<()> {
     println!();
     println!(
         "goal: defaults >= 80% of the raw ceiling: {} ({:.0}%); several times one-at-a-time: {}",
-        if defaults.rate >= 0.8 * raw.rate { "met" } else { "NOT met" },
+        if defaults.rate >= 0.8 * raw.rate {
+            "met"
+        } else {
+            "NOT met"
+        },
         100.0 * defaults.rate / raw.rate,
-        one_rate.map_or("not measured".to_string(), |o| format!("{:.1}x", defaults.rate / o))
+        one_rate.map_or("not measured".to_string(), |o| format!(
+            "{:.1}x",
+            defaults.rate / o
+        ))
     );
     println!("total time {:.0} s", overall.elapsed().as_secs_f64());
     Ok(())
@@ -674,11 +801,16 @@ fn parent(args: &Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    ensure!(args.messages > 0, "--messages 0: expected at least one message");
+    ensure!(
+        args.messages > 0,
+        "--messages 0: expected at least one message"
+    );
     let Some(way) = args.child.clone() else {
         return parent(&args);
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let measured = runtime.block_on(async {
         match way.as_str() {
             "raw" => raw_child(&args).await,
