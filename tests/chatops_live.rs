@@ -114,5 +114,61 @@ async fn the_common_questions_are_answered_from_the_running_agent_with_the_stand
         "free space cited does not match the fake controller ({free} KiB):\n{}",
         fill.text
     );
+
+    // The same question through the HTTP API a running `trimtab run` serves, asked by the real CLI.
+    let state = trimtab::api::ApiState {
+        stats: std::sync::Arc::new(trimtab::pipeline::PipelineStats::default()),
+        lag: std::sync::Arc::new(trimtab::servicebus::lag::LagTracker::new(
+            Duration::from_secs(60),
+            100,
+        )),
+        knobs: h.knobs.clone(),
+        agent: None,
+        proposals: Some(proposals.clone()),
+    };
+    let router = trimtab::api::router(
+        state,
+        Some(trimtab::chatops::http::router(Arc::new(chatops))),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let cli_url = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trimtab"))
+            .args([
+                "ask",
+                "--no-llm",
+                "--api",
+                &cli_url,
+                "what is waiting for my approval?",
+            ])
+            .output()
+            .expect("run trimtab ask")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "trimtab ask --api failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&open.id),
+        "the CLI's answer lists the open proposal {}:\n{text}",
+        open.id
+    );
+    let listed: serde_json::Value = reqwest::get(format!("{url}/v1/proposals"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed.to_string().contains(&open.id),
+        "GET /v1/proposals lists it too: {listed}"
+    );
+    server.abort();
     h.stop().await;
 }

@@ -204,6 +204,13 @@ executor = {{ token = "{token}" }}
 entities = ["events"]
 receive_wait_ms = 200
 
+# Slow enough that the kill lands mid-run.
+[pipeline.knobs]
+batch_rows = 4
+write_concurrency = 1
+prefetch = 8
+max_in_flight = 8
+
 [agent]
 state_dir = "{state}"
 models_dir = "{state}/models"

@@ -19,6 +19,9 @@ pub struct AskArgs {
     /// A state snapshot (the JSON form of `StaticState`) to answer from.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// Ask a running agent instead: the base URL of its HTTP API, such as http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL", env = "TRIMTAB_API")]
+    pub api: Option<String>,
     /// A TOML file with a `[chatops]` table (or the chatops settings at top level).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -58,9 +61,17 @@ pub enum AskError {
     State(#[from] super::state::StateError),
     /// No state to answer from.
     #[error(
-        "no state to answer from: pass --state FILE with a snapshot (the JSON form of StaticState)"
+        "no state to answer from: pass --api URL of a running agent, or --state FILE with a snapshot (the JSON form of StaticState)"
     )]
     NoState,
+    /// The running agent's API did not answer.
+    #[error("asking the agent at {url}: {message}")]
+    Api {
+        /// The URL called.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Chat-ops failed.
     #[error(transparent)]
     Chatops(#[from] ChatopsError),
@@ -119,9 +130,41 @@ pub fn run(args: AskArgs) -> Result<(), AskError> {
 
 /// Runs `trimtab ask` inside an existing runtime, reading state from `--state`.
 pub async fn run_async(args: AskArgs) -> Result<(), AskError> {
+    if let Some(api) = &args.api {
+        return ask_api(api, &args).await;
+    }
     let path = args.state.as_ref().ok_or(AskError::NoState)?;
     let state = StaticState::from_json_file(path)?;
     run_with_state(args, Arc::new(state)).await
+}
+
+/// Asks a running agent through `POST /v1/chat` and prints its answer.
+async fn ask_api(api: &str, args: &AskArgs) -> Result<(), AskError> {
+    let url = format!("{}/v1/chat", api.trim_end_matches('/'));
+    let failed = |message: String| AskError::Api {
+        url: url.clone(),
+        message,
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({ "question": args.question, "templated_only": args.no_llm }))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    let body = response.text().await.map_err(|e| failed(e.to_string()))?;
+    if !status.is_success() {
+        return Err(failed(format!("http {status}: {body}")));
+    }
+    let answer: super::Answer =
+        serde_json::from_str(&body).map_err(|e| failed(format!("not an answer: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{body}")?;
+    } else {
+        write!(out, "{}", answer.render_text())?;
+    }
+    Ok(())
 }
 
 /// Runs `trimtab ask` against any state source, such as a running agent's; `--state` is ignored.

@@ -202,6 +202,13 @@ impl Replier for ReplySenders {
                 sender
             }
         };
-        sender.send(message).await
+        let result = sender.send(message).await;
+        if result.as_ref().is_err_and(|e| e.is_retriable()) {
+            // A detached link or a dropped session does not come back by itself: open a fresh sender next time.
+            if let Ok(mut senders) = self.senders.lock() {
+                senders.remove(to);
+            }
+        }
+        result
     }
 }
