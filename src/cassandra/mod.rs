@@ -25,10 +25,3 @@ pub use observe::{BatchObservation, BatchOutcome, ObservationWindow, SizeClass, 
 pub use schema::ensure_schema;
 pub use tables::{AuditRow, ForecastRow, OwnTables, ProposalRow, StoredEvent};
 pub use writer::{connect_session, EventRow, EventWriter, RowOutcome, WriterKnobs};
-
-/// Where event rows go: the writer in production, anything else in tests of the pipeline.
-#[async_trait::async_trait]
-pub trait EventSink: Send + Sync {
-    /// Writes rows and returns one outcome per row, in order. Idempotent per message id.
-    async fn write(&self, rows: Vec<EventRow>) -> Vec<RowOutcome>;
-}

@@ -450,13 +450,6 @@ impl EventWriter {
     }
 }
 
-#[async_trait::async_trait]
-impl super::EventSink for EventWriter {
-    async fn write(&self, rows: Vec<EventRow>) -> Vec<RowOutcome> {
-        EventWriter::write(self, rows).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
