@@ -1,12 +1,13 @@
 //! Arrival traces: the Azure LLM-inference request log (one row per request) read into arrivals with sizes.
 //!
 //! The format is `TIMESTAMP,ContextTokens,GeneratedTokens` with timestamps like `2023-11-16 18:17:03.9799600`
-//! (7 fractional digits, no time zone; read as UTC). Rows are sorted here even if the file is not.
+//! (7 fractional digits, no time zone; read as UTC, by the metric loader's parser), kept to microseconds. Rows are
+//! sorted here even if the file is not.
 
 use std::path::Path;
 use std::time::Duration;
 
-use time::{OffsetDateTime, PrimitiveDateTime};
+use crate::metrics::series::parse_timestamp;
 
 /// One request of the trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,24 +60,6 @@ pub enum TraceError {
     },
 }
 
-/// Parses `2023-11-16 18:17:03.9799600` (any number of fractional digits up to 9) as UTC.
-pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
-    let (whole, fraction) = match text.trim().split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (text.trim(), ""),
-    };
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    let base = PrimitiveDateTime::parse(whole, &format).ok()?.assume_utc();
-    if fraction.is_empty() {
-        return Some(base);
-    }
-    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let nanos: i64 = format!("{fraction:0<9}").parse().ok()?;
-    Some(base + time::Duration::nanoseconds(nanos))
-}
-
 /// Reads the Azure LLM-inference trace from a string (`path` only names it in errors).
 pub fn parse_azure_llm(path: &str, text: &str) -> Result<Vec<Arrival>, TraceError> {
     let mut lines = text.lines().enumerate();
@@ -120,14 +103,15 @@ pub fn parse_azure_llm(path: &str, text: &str) -> Result<Vec<Arrival>, TraceErro
         })?;
         rows.push((at, context_tokens, generated_tokens));
     }
-    rows.sort_by_key(|(at, _, _)| *at);
+    rows.sort_by(|(a, _, _), (b, _, _)| a.total_cmp(b));
     let Some(&(start, _, _)) = rows.first() else {
         return Err(TraceError::Empty { path: path.into() });
     };
     Ok(rows
         .into_iter()
         .map(|(at, context_tokens, generated_tokens)| Arrival {
-            offset: Duration::try_from(at - start).unwrap_or_default(),
+            // Epoch seconds in f64 carry about 0.1 µs of error; microseconds are plenty for pacing a replay.
+            offset: Duration::from_micros(((at - start).max(0.0) * 1e6).round() as u64),
             context_tokens,
             generated_tokens,
         })
