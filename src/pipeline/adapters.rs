@@ -16,7 +16,7 @@ use crate::servicebus::{
 };
 
 use super::knobs::LiveKnobs;
-use super::run::{MessageObserver, Settled};
+use super::run::MessageObserver;
 use super::sink::{EventRecord, EventSink, Replier, SinkError, VolumeHandler, VolumeOutcome};
 
 /// An error with its causes, `outer: inner: innermost`, for dead-letter descriptions.
@@ -154,14 +154,8 @@ impl MessageObserver for LagAndLocks {
         Box::new(LockRenewer::new(receiver.clone(), self.renewal.clone()).track(message))
     }
 
-    fn on_settle(&self, message: &ReceivedMessage, outcome: Settled) {
-        let how = match outcome {
-            Settled::Completed => LagSettlement::Completed,
-            Settled::Abandoned => LagSettlement::Abandoned,
-            Settled::DeadLettered => LagSettlement::DeadLettered,
-            Settled::Failed => LagSettlement::LockLost,
-        };
-        self.lag.settled(message, how);
+    fn on_settle(&self, message: &ReceivedMessage, outcome: LagSettlement) {
+        self.lag.settled(message, outcome);
     }
 }
 

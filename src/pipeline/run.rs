@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::message::VolumeRequest;
+use crate::servicebus::lag::Settlement as Settled;
 use crate::servicebus::{MessageReceiver, OutgoingMessage, ReceivedMessage, ServiceBusError};
 
 use super::knobs::LiveKnobs;
@@ -33,21 +34,8 @@ pub trait MessageObserver: Send + Sync {
         message: &ReceivedMessage,
         receiver: &Arc<dyn MessageReceiver>,
     ) -> Box<dyn Send + Sync>;
-    /// A message was settled (or its settlement failed).
+    /// A message was settled; `LockLost` when the settlement failed and Service Bus will redeliver.
     fn on_settle(&self, message: &ReceivedMessage, outcome: Settled);
-}
-
-/// How a message's life ended, as the observer sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    /// Completed.
-    Completed,
-    /// Abandoned for redelivery.
-    Abandoned,
-    /// Dead-lettered.
-    DeadLettered,
-    /// The settlement failed (lock lost or transport): Service Bus will redeliver.
-    Failed,
 }
 
 /// What to do with a message.
@@ -471,12 +459,12 @@ async fn settle(shared: &Shared, inflight: InFlight, settlement: Settlement) {
         (_, Err(ServiceBusError::LockLost { .. })) => {
             // Someone else may have the message now; our write was idempotent, so a redelivery is harmless.
             shared.stats.lock_lost(1);
-            Settled::Failed
+            Settled::LockLost
         }
         (_, Err(error)) => {
             shared.stats.settle_errors(1);
             tracing::warn!(%error, sequence_number = message.sequence_number, "settlement failed; Service Bus will redeliver");
-            Settled::Failed
+            Settled::LockLost
         }
     };
     if let Some(observer) = &shared.observer {
