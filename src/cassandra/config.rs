@@ -27,14 +27,17 @@ pub struct CassandraConfig {
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// Most rows in one (single-partition, unlogged) batch. Live: the tuner changes it at run time.
+    /// When the pipeline runs, `[pipeline.knobs]` sets this (live) and this value is only the writer's start.
     #[serde(default = "default_rows_per_batch")]
     pub rows_per_batch: usize,
     /// Most batches in flight at once. Live: the tuner changes it at run time.
+    /// When the pipeline runs, `[pipeline.knobs]` sets this (live) and this value is only the writer's start.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Most bytes of row data in one batch. Cassandra exempts single-partition batches from its 5 KiB
     /// warn / 50 KiB fail thresholds, so this cap exists to bound request size and latency, not to
     /// dodge those checks. Live.
+    /// When the pipeline runs, `[pipeline.knobs]` sets this (live) and this value is only the writer's start.
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
     /// A row larger than this is refused before sending, with an error naming its message id.
