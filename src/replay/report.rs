@@ -50,14 +50,6 @@ impl ReplaySummary {
             0.0
         }
     }
-
-    /// Whether every message is accounted for: each event is one row, each malformed body and refused
-    /// request is dead-lettered, nothing is left on the queue.
-    pub fn is_consistent(&self, expected_refused: u64) -> bool {
-        self.rows_in_cassandra == self.sent_events
-            && self.dead_lettered == self.sent_malformed + expected_refused
-            && self.left_on_queue == 0
-    }
 }
 
 impl fmt::Display for ReplaySummary {

@@ -2,7 +2,6 @@
 //! read-back of what the stores hold afterwards.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -237,6 +236,3 @@ pub fn bodies(messages: &[OutgoingMessage]) -> BTreeSet<String> {
         .map(|m| String::from_utf8_lossy(&m.body).into_owned())
         .collect()
 }
-
-/// Shared handle type for tests that keep the tables around.
-pub type Tables = Arc<OwnTables>;
