@@ -42,7 +42,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// The tokens in force.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Tokens {
     /// Needed by approve, reject, pause and resume; `None` refuses them all.
     pub write: Option<Secret>,
@@ -52,6 +52,18 @@ pub struct Tokens {
     pub write_env: String,
     /// The variable the read token comes from, to name in errors.
     pub read_env: String,
+}
+
+impl Default for Tokens {
+    /// No tokens: reads open, every change refused (naming the default variable to set).
+    fn default() -> Self {
+        Tokens {
+            write: None,
+            read: None,
+            write_env: ApiConfig::default().write_token_env,
+            read_env: "the variable [api].read_token_env names".into(),
+        }
+    }
 }
 
 impl Tokens {
