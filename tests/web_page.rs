@@ -196,8 +196,16 @@ async fn the_page_draws_the_running_agents_data_and_approves_a_proposal() {
     let by = page.find("#by").await;
     page.clear(&by).await;
     page.type_into(&by, "carol").await;
-    let button = page.find(&format!("button[data-approve=\"{id}\"]")).await;
-    page.click(&button).await;
+    // The page redraws a row when its proposal changes; find and click again if the button went stale.
+    let selector = format!("button[data-approve=\"{id}\"]");
+    until!(
+        Duration::from_secs(10),
+        "the approve button could not be clicked",
+        {
+            let button = page.find(&selector).await;
+            page.try_click(&button).await
+        }
+    );
     until!(
         Duration::from_secs(20),
         "approving on the page did not approve the proposal",

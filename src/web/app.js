@@ -230,6 +230,10 @@
   async function drawProposals() {
     const list = await api("GET", "/v1/proposals");
     const body = $("proposals").tBodies[0];
+    // Rebuild only when something changed, so a button is not replaced under a pointer on its way to it.
+    const signature = JSON.stringify(list.slice(0, 50).map((p) => [p.id, p.status]));
+    if (body.dataset.signature === signature) return;
+    body.dataset.signature = signature;
     body.textContent = "";
     for (const p of list.slice(0, 50)) {
       const tr = document.createElement("tr");
@@ -260,6 +264,9 @@
   async function drawAudit() {
     const data = await api("GET", "/v1/audit?limit=30");
     const body = $("audit").tBodies[0];
+    const signature = data.records.map((r) => r.hash).join();
+    if (body.dataset.signature === signature) return;
+    body.dataset.signature = signature;
     body.textContent = "";
     for (const r of data.records.slice().reverse()) {
       const tr = document.createElement("tr");

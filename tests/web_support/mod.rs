@@ -273,7 +273,7 @@ impl Drop for Driver {
     }
 }
 
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecc";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Driver {
     /// Starts chromedriver on a free port and waits until it reports ready.
@@ -316,6 +316,18 @@ impl Driver {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One WebDriver command; `Err` carries the status and the driver's error.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.base));
@@ -328,11 +340,11 @@ impl Driver {
             .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(
-            status.is_success(),
-            "webdriver {method} {path}: {status} {v}"
-        );
-        v["value"].clone()
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!("webdriver {method} {path}: {status} {v}"))
+        }
     }
 
     /// A new headless chromium session with a fresh profile in `profile`.
@@ -435,6 +447,18 @@ impl Session<'_> {
                 Some(json!({ "text": text })),
             )
             .await;
+    }
+
+    /// Clicks `element`; `Err` when it went stale (the page redrew it) or cannot be clicked.
+    pub async fn try_click(&self, element: &str) -> Result<(), String> {
+        self.driver
+            .try_call(
+                reqwest::Method::POST,
+                &format!("/session/{}/element/{element}/click", self.id),
+                Some(json!({})),
+            )
+            .await
+            .map(|_| ())
     }
 
     pub async fn click(&self, element: &str) {
