@@ -104,7 +104,8 @@ pub async fn run(
         if options.progress || options.serve {
             say(true, &line);
         } else {
-            eprintln!("{line}");
+            // Stdout carries only the JSON summary here; the address goes to the log, the token nowhere.
+            tracing::info!(url = %surface.url(), "operator page serving");
         }
     }
 

@@ -190,7 +190,7 @@ pub async fn start_on(
 }
 
 /// Tunes agent parts for a run of about a minute on the stand-ins: its own state directory under `dir` with the
-/// shipped policies, one-second sampling, planning every three seconds, and forecasts that need ten points.
+/// shipped policies, one-second sampling, planning every three seconds, and forecasts fitted on seconds of history.
 pub fn demo_parts(parts: &mut AgentParts, dir: &Path, mode: Mode) -> Result<(), LaunchError> {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).map_err(|source| LaunchError::StateDir {
@@ -211,11 +211,12 @@ pub fn demo_parts(parts: &mut AgentParts, dir: &Path, mode: Mode) -> Result<(), 
     parts.models_dir = None;
     parts.config.sample_interval_ms = 1000;
     parts.config.plan_interval_ms = 3000;
-    parts.forecast.horizon = 10;
-    parts.forecast.season = Some(10);
+    // A short season and horizon: the fit needs a few seasons of history, and the demo lasts about a minute.
+    parts.forecast.horizon = 4;
+    parts.forecast.season = Some(4);
     parts.forecast.families = vec![Family::Ridge];
     parts.live.min_scored = 4;
-    parts.refit_every = 10;
+    parts.refit_every = 5;
     // Ten one-second samples stand in for the default history a production agent waits for.
     parts.limits.min_history_points = 10;
     parts.limits.cooldown_s = 5;
