@@ -211,7 +211,8 @@
       const g = svg("g", { "data-node": c.node, "data-pool": c.pool, "data-replicas": c.replicas });
       g.appendChild(svg("rect", { x: L + i * cw + 1, y: T + j * ch + 1, width: cw - 2, height: ch - 2, fill: "#eef1f5", stroke: "#c9ced6" }));
       g.appendChild(svg("rect", { x: L + i * cw + 1, y: T + j * ch + 1, width: Math.max(0, (cw - 2) * used), height: ch - 2, fill: used > 0.85 ? "#e8a0a0" : "#b8cdf0" }));
-      g.appendChild(svg("text", { x: L + i * cw + 6, y: T + j * ch + ch / 2 + 4, "font-size": 12 }, `${c.replicas} replicas · ${Math.round(used * 100)}% used`));
+      g.appendChild(svg("text", { x: L + i * cw + 6, y: T + j * ch + ch / 2 - 2, "font-size": 13, "font-weight": 600 }, String(c.replicas)));
+      g.appendChild(svg("text", { x: L + i * cw + 6, y: T + j * ch + ch / 2 + 12, "font-size": 10, fill: "#555" }, `${Math.round(used * 100)}% used`));
       g.appendChild(svg("title", {}, `${c.node}/${c.pool}: ${c.replicas} replicas, ${c.free_kib} KiB free of ${c.total_kib}`));
       root.appendChild(g);
       drawn.placement.push({ node: c.node, pool: c.pool, replicas: c.replicas, free_kib: c.free_kib });
@@ -219,7 +220,7 @@
     root.dataset.cells = String(p.pools.length);
     const total = p.pools.reduce((n, c) => n + c.replicas, 0);
     $("legend-placement").textContent =
-      `${total} diskful replicas over ${nodes.length} nodes and ${pools.length} pools as read at ${clock(data.sampled_at)}; ` +
+      `Replicas per node (columns) and pool (rows), bars show how full each pool is. ${total} diskful replicas over ${nodes.length} nodes and ${pools.length} pools as read at ${clock(data.sampled_at)}; ` +
       `${p.under_replicated.length} under-replicated, ${p.degraded.length} degraded`;
   }
 
