@@ -354,3 +354,73 @@ async fn readyz_names_cassandra_while_it_is_down_and_recovers() {
     );
     stand.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_token_closes_the_api_but_not_health_metrics_the_page_or_the_document() {
+    let state = trimtab::api::ApiState {
+        stats: std::sync::Arc::new(trimtab::pipeline::PipelineStats::default()),
+        lag: std::sync::Arc::new(trimtab::servicebus::lag::LagTracker::new(
+            Duration::from_secs(60),
+            100,
+        )),
+        knobs: trimtab::pipeline::LiveKnobs::new(trimtab::pipeline::Knobs::default()).unwrap(),
+        agent: None,
+        proposals: None,
+    };
+    let extras = trimtab::api::Extras {
+        tokens: Tokens::fixed(Some("w-token"), Some("r-token")),
+        ..Default::default()
+    };
+    let router = trimtab::api::surface(state, extras, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(trimtab::api::serve_on(listener, router, stop.clone()));
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = http.get(format!("{url}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let resp = tokio::time::timeout(Duration::from_secs(10), req.send())
+                .await
+                .expect("request timed out")
+                .expect("request");
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (status, body) = get("/v1/state", None).await;
+    assert_eq!(status, 401, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON error body");
+    assert!(error_of(&body).contains("needs a bearer token"), "{body}");
+    assert_eq!(get("/v1/state", Some("wrong")).await.0, 401);
+    let (status, body) = get("/v1/state", Some("r-token")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get("/v1/state", Some("w-token")).await.0, 200);
+    for open in [
+        "/healthz",
+        "/metrics",
+        "/",
+        "/assets/app.js",
+        "/v1/openapi.json",
+    ] {
+        let (status, body) = get(open, None).await;
+        assert_eq!(status, 200, "{open}: {body}");
+    }
+    let (_, page) = get("/", None).await;
+    assert!(page.contains("<canvas id=\"chart-depth\""), "{page}");
+    // No agent here: the parts it serves say so instead of pretending.
+    let (status, body) = get("/v1/forecasts", Some("r-token")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("control loop is not running"), "{body}");
+    // No probes configured: not ready, and the body says why.
+    let (status, body) = get("/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
+}

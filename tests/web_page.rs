@@ -114,7 +114,24 @@ async fn the_page_draws_the_running_agents_data_and_approves_a_proposal() {
     );
 
     // What the charts drew are the API's own samples.
-    let drawn = page.run("return window.trimtab.drawn;").await;
+    // One script call, so the legend and the points come from the same redraw.
+    let seen = page
+        .run("return { drawn: window.trimtab.drawn, legend: document.getElementById('legend-depth').textContent };")
+        .await;
+    let drawn = &seen["drawn"];
+    let last = drawn["chart-depth"]["series"][0]["points"]
+        .as_array()
+        .and_then(|p| p.last().cloned())
+        .expect("a drawn depth point");
+    let shown = format!(
+        "{QUEUE}: {} messages",
+        last[1].as_f64().unwrap().round() as i64
+    );
+    assert!(
+        seen["legend"].as_str().unwrap().contains(&shown),
+        "the depth legend does not show the last drawn value {shown:?}: {}",
+        seen["legend"]
+    );
     let (_, depth) = stand.get("/v1/metrics/series?name=queue_active").await;
     let n = drawn_points_come_from_the_api(&drawn["chart-depth"], &depth, "entity").unwrap();
     assert!(n >= 5, "only {n} depth points drawn");

@@ -120,15 +120,12 @@ pub fn access(method: &Method, path: &str) -> Access {
     if open {
         return Access::Open;
     }
-    let mutating = *method == Method::POST
-        && (path == "/v1/pause"
-            || path == "/v1/resume"
-            || (path.starts_with("/v1/proposals/")
-                && (path.ends_with("/approve") || path.ends_with("/reject"))));
+    // Every method but GET and HEAD changes something, so a route added later is closed by default; chat is the
+    // one POST that only reads (its tools cannot change anything).
+    let mutating = !matches!(*method, Method::GET | Method::HEAD) && path != "/v1/chat";
     if mutating {
         Access::Write
     } else {
-        // Everything else, including `POST /v1/chat`, only reads.
         Access::Read
     }
 }
@@ -259,6 +256,9 @@ mod tests {
             Some(403),
         );
         check_case(&none, Method::GET, "/v1/audit", None, None);
+        // A changing route added later (say, dead-letter resubmission) needs the write token without being listed.
+        check_case(&write_only, Method::POST, "/v1/dlq/orders/resubmit", None, Some(401));
+        check_case(&write_only, Method::DELETE, "/v1/anything", Some("w"), None);
     }
 
     #[test]
