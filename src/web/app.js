@@ -323,9 +323,9 @@
       try { await f(); } catch (e) { if (e.status !== 503) failures.push(`${name}: ${e.message}`); }
     }));
     window.trimtab.polls += 1;
+    window.trimtab.errors = failures;
     if (failures.length) {
-      window.trimtab.errors = failures;
-      if (!$("status").classList.contains("error") || failures.length) say(failures.join("; "), true);
+      say(failures.join("; "), true);
     } else if ($("status").classList.contains("error") && $("status").textContent.indexOf("failed") < 0) {
       say("");
     }
