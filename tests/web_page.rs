@@ -23,7 +23,12 @@ fn drawn_points_come_from_the_api(
         let label = s["label"].as_str().unwrap_or_default();
         let source = api["series"]
             .as_array()
-            .and_then(|all| all.iter().find(|w| w["labels"][label_key] == label))
+            .and_then(|all| {
+                all.iter().find(|w| {
+                    w["labels"][label_key] == label
+                        || (w["labels"][label_key].is_null() && w["name"] == label)
+                })
+            })
             .ok_or(format!("drawn series {label} is not in the API's series"))?;
         let samples = source["samples"].as_array().unwrap();
         for p in s["points"].as_array().unwrap() {
