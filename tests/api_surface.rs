@@ -240,7 +240,7 @@ async fn an_operator_reads_state_and_decides_proposals_over_http_with_the_write_
         "our volume has a replica on n1"
     );
     assert_eq!(
-        sample(&text, "trimtab_proposals", &[("state", "approved")]),
+        sample(&text, "trimtab_stored_proposals", &[("state", "approved")]),
         Some(1.0),
         "{text}"
     );
@@ -272,7 +272,7 @@ async fn an_operator_reads_state_and_decides_proposals_over_http_with_the_write_
         "trimtab_lag_oldest_age_seconds",
         "trimtab_write_latency_seconds",
         "trimtab_write_batches_total",
-        "trimtab_knob_value",
+        "trimtab_knob_batch_rows",
         "trimtab_linstor_pool_free_bytes",
     ] {
         assert!(

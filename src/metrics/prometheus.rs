@@ -361,21 +361,35 @@ pub fn render(s: &Scrape<'_>) -> String {
         );
     }
     if let Some(k) = s.knobs {
-        e.family(
-            "trimtab_knob_value",
-            Gauge,
-            "The live knobs the pipeline follows.",
-            [
-                ("batch_rows", k.batch_rows),
-                ("batch_bytes", k.batch_bytes),
-                ("write_concurrency", k.write_concurrency),
-                ("prefetch", k.prefetch),
-                ("max_in_flight", k.max_in_flight),
-            ]
-            .into_iter()
-            .map(|(knob, v)| (vec![("knob", knob.to_string())], v as f64))
-            .collect(),
-        );
+        for (name, help, value) in [
+            (
+                "trimtab_knob_batch_rows",
+                "Live knob: rows per Cassandra partition batch.",
+                k.batch_rows,
+            ),
+            (
+                "trimtab_knob_batch_bytes",
+                "Live knob: byte cap per Cassandra batch.",
+                k.batch_bytes,
+            ),
+            (
+                "trimtab_knob_write_concurrency_requests",
+                "Live knob: Cassandra write requests in flight.",
+                k.write_concurrency,
+            ),
+            (
+                "trimtab_knob_prefetch_messages",
+                "Live knob: messages requested per Service Bus receive call.",
+                k.prefetch,
+            ),
+            (
+                "trimtab_knob_max_in_flight_messages",
+                "Live knob: messages received and not yet settled, at most.",
+                k.max_in_flight,
+            ),
+        ] {
+            e.single(name, Gauge, help, value as f64);
+        }
     }
     if !s.forecasts.is_empty() {
         let labels = |f: &ForecastGauge, bound: &str| {
@@ -504,7 +518,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         );
     }
     e.family(
-        "trimtab_proposals",
+        "trimtab_stored_proposals",
         Gauge,
         "Proposals in the state directory by state (the decision taken on them).",
         s.proposals
@@ -617,12 +631,12 @@ mod tests {
         assert_eq!(find("trimtab_messages_received_total", ""), "12");
         assert_eq!(find("trimtab_messages_in_flight_messages", ""), "2");
         assert_eq!(
-            find("trimtab_knob_value", "knob=\"batch_rows\""),
+            find("trimtab_knob_batch_rows", ""),
             knobs.batch_rows.to_string()
         );
         assert_eq!(find("trimtab_forecast_value", "bound=\"upper\""), "6");
         assert_eq!(find("trimtab_forecast_rolling_mase_ratio", ""), "0.8");
-        assert_eq!(find("trimtab_proposals", "state=\"pending\""), "3");
+        assert_eq!(find("trimtab_stored_proposals", "state=\"pending\""), "3");
         assert_eq!(find("trimtab_paused_bool", ""), "1");
         assert_eq!(find("trimtab_mode_info", "mode=\"recommend\""), "1");
         for (name, _, _) in &all {
@@ -649,7 +663,7 @@ mod tests {
             ..Scrape::default()
         });
         assert!(
-            text.contains(r#"trimtab_proposals{state="a\"b\\c\nd"} 1"#),
+            text.contains(r#"trimtab_stored_proposals{state="a\"b\\c\nd"} 1"#),
             "{text}"
         );
     }
