@@ -1,7 +1,6 @@
 //! The long-running commands (`demo`, `sim`, `run`): their arguments and the runtime they run on.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +31,9 @@ pub struct DemoArgs {
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Address of the operator page and API while the demo runs (a free port if busy); empty turns it off.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub api: String,
 }
 
 /// `trimtab sim`: the three stand-ins in one process, for your own clients.
@@ -59,14 +61,35 @@ pub struct RunArgs {
     pub config: PathBuf,
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: `default`).
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the structured fields as keys (for log shippers).
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Chooses the log format for the rest of the process; the first call wins.
+pub fn set_log_format(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: `default`), in the format [`set_log_format`] chose.
 pub fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match LOG_FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -115,6 +138,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             },
             serve: args.serve,
             progress: !args.json,
+            api_bind: (!args.api.is_empty()).then(|| args.api.clone()),
             ..DemoOptions::default()
         };
         let summary = demo::run(options, stop).await?;
@@ -165,43 +189,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let stop = cancel_on_signal();
         let app = crate::app::App::build(&config).await?;
-        let agent = match app.agent_parts(&config).await {
-            Some(parts) => Some(Arc::new(crate::agent::Agent::start(parts, stop.child_token())?)),
-            None => {
-                tracing::warn!("no [linstor] executor credential: the control loop does not run, nothing will be changed");
-                None
-            }
-        };
-        let mut chat = None;
-        if let Some(agent) = &agent {
-            let chatops = crate::chatops::Chatops::new(
-                config.chatops.clone().unwrap_or_default(),
-                Arc::new(agent.state_source()),
-            )?;
-            chat = Some(crate::chatops::http::router(Arc::new(chatops)));
+        let parts = app.agent_parts(&config).await;
+        if parts.is_none() {
+            tracing::warn!("no [linstor] executor credential: the control loop does not run, nothing will be changed");
         }
-        let api_state = crate::api::ApiState {
-            stats: app.stats(),
-            lag: app.lag.clone(),
-            knobs: app.knobs.clone(),
-            agent: agent.clone(),
-            proposals: agent.as_ref().map(|a| a.proposals()),
-        };
+        let mut surface = None;
         if !config.api.bind.is_empty() {
-            let router = crate::api::router(api_state, chat);
-            let bind = config.api.bind.clone();
-            let api_stop = stop.child_token();
-            tokio::spawn(async move {
-                if let Err(error) = crate::api::serve(&bind, router, api_stop).await {
-                    tracing::error!(%error, %bind, "http api stopped");
-                }
-            });
+            let launch = crate::api::launch::Launch {
+                bind: config.api.bind.clone(),
+                tokens: crate::api::Tokens::from_env(&config.api),
+                chatops: config.chatops.clone().unwrap_or_default(),
+            };
+            let started = crate::api::launch::start(&app, parts, launch, stop.clone()).await?;
+            tracing::info!(url = %started.url(), "operator page and api serving");
+            surface = Some(started);
+        } else if let Some(parts) = parts {
+            let agent = crate::agent::Agent::start(parts, stop.child_token())?;
+            tracing::info!("[api] bind is empty: no http api");
+            let stats = app.run(stop).await;
+            tracing::info!(?stats, "pipeline stopped");
+            agent.join().await;
+            return Ok(());
         }
         tracing::info!(entities = ?app.entities, "pipeline running");
         let stats = app.run(stop).await;
         tracing::info!(?stats, "pipeline stopped");
-        if let Some(agent) = agent.and_then(|a| Arc::try_unwrap(a).ok()) {
-            agent.join().await;
+        if let Some(surface) = surface {
+            surface.join().await;
         }
         Ok(())
     })

@@ -107,23 +107,38 @@ impl AgentConfig {
     }
 }
 
-/// The `[api]` section.
+/// The `[api]` section: the HTTP API, `/metrics` and the web page.
+///
+/// Tokens never live in the file: each `*_token_env` names the environment variable that holds the token.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address of the HTTP API; empty to turn it off.
     #[serde(default = "default_api_bind")]
     pub bind: String,
+    /// Environment variable holding the bearer token that approve, reject, pause and resume require. When the
+    /// variable is unset or empty, every mutating endpoint answers 403: nothing can be changed over HTTP.
+    #[serde(default = "default_write_token_env")]
+    pub write_token_env: String,
+    /// Environment variable holding a bearer token that reads require; empty (the default) leaves reads open.
+    /// `/healthz`, `/readyz`, `/metrics`, the page and the OpenAPI document stay open either way.
+    #[serde(default)]
+    pub read_token_env: String,
 }
 
 fn default_api_bind() -> String {
     "127.0.0.1:8080".into()
+}
+fn default_write_token_env() -> String {
+    "TRIMTAB_API_TOKEN".into()
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             bind: default_api_bind(),
+            write_token_env: default_write_token_env(),
+            read_token_env: String::new(),
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct DemoOptions {
     pub progress: bool,
     /// Longest wait for the queue to drain after the last send.
     pub drain_timeout: Duration,
+    /// Serve the operator page and API on this address (with the agent recommending), printing its address.
+    pub api_bind: Option<String>,
 }
 
 impl Default for DemoOptions {
@@ -44,6 +46,7 @@ impl Default for DemoOptions {
             serve: false,
             progress: true,
             drain_timeout: Duration::from_secs(120),
+            api_bind: None,
         }
     }
 }
@@ -66,6 +69,9 @@ pub enum DemoError {
     /// Reading the stores back failed.
     #[error("counting results: {0}")]
     Count(String),
+    /// The operator page and its agent did not start.
+    #[error("starting the operator page: {0}")]
+    Surface(#[from] crate::api::launch::LaunchError),
     /// The queue did not drain in time.
     #[error("the queue did not drain within {0:?}: {1}")]
     Drain(Duration, String),
@@ -86,6 +92,22 @@ pub async fn run(
     let depth = app.depth.clone();
     let reader = app.linstor_reader.clone();
     let sender = app.servicebus.sender(&events).await?;
+    let surface = match &options.api_bind {
+        Some(bind) => Some(crate::api::launch::start_demo(&app, &config, bind, stop.child_token()).await?),
+        None => None,
+    };
+    if let Some(surface) = &surface {
+        let mut line = format!("operator page: {} (live while the demo runs)", surface.url());
+        if let Some(token) = surface.generated_token() {
+            line.push_str(&format!("; write token for approve and pause: {token}"));
+        }
+        if options.progress || options.serve {
+            say(true, &line);
+        } else {
+            // Stdout carries only the JSON summary here; the address goes to the log, the token nowhere.
+            tracing::info!(url = %surface.url(), "operator page serving");
+        }
+    }
 
     let arrivals =
         trace::parse_azure_llm("AzureLLMInferenceTrace_code.csv", trace::AZURE_CODE_TRACE)?;
@@ -249,7 +271,13 @@ pub async fn run(
         for (name, address) in sim.addresses() {
             say(true, &format!("  {name:<40} {address}"));
         }
+        if let Some(surface) = &surface {
+            say(true, &format!("  {:<40} {}", "operator page", surface.url()));
+        }
         stop.cancelled().await;
+    }
+    if let Some(surface) = surface {
+        surface.shutdown().await;
     }
     sim.shutdown().await;
     Ok(summary)

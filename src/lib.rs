@@ -16,7 +16,8 @@
 //! * [`executor`]: least-privilege apply, verify and rollback of gated changes.
 //! * [`audit`]: the append-only, hash-chained audit log.
 //! * [`chatops`]: read-only tools over trimtab's state, the LLM client and the templated answers.
-//! * [`api`]: the HTTP API.
+//! * [`api`]: the HTTP API, `/metrics`, health and readiness.
+//! * [`web`]: the operator's web page, embedded in the binary and served by [`api`].
 //! * [`sim`]: the stand-ins (Service Bus over AMQP, a CQL v4 server, a fake LINSTOR controller) and fixtures.
 //! * [`replay`]: trace loading and replay into the pipeline.
 //! * [`demo`]: the embedded default: stand-ins, the pipeline and a replayed trace, ending with a summary.
@@ -46,3 +47,4 @@ pub mod servicebus;
 pub mod shutdown;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod web;

@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "trimtab", version, about)]
 struct Cli {
+    /// Log lines as human-readable text or as one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = trimtab::commands::LogFormat::Text)]
+    log_format: trimtab::commands::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,6 +39,7 @@ enum Command {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    trimtab::commands::set_log_format(cli.log_format);
     let code = match cli.command {
         Command::Demo(args) => {
             trimtab::commands::demo(args)?;
