@@ -408,19 +408,13 @@ async fn run(count: usize, body_bytes: usize) -> anyhow::Result<()> {
         "not every concurrently sent message arrived"
     );
 
-    let receive_200 = measure(
-        "receive+complete, prefetch 200",
-        count,
-        &standin,
-        || drain(&bus, &batched, count, 200),
-    )
+    let receive_200 = measure("receive+complete, prefetch 200", count, &standin, || {
+        drain(&bus, &batched, count, 200)
+    })
     .await?;
-    let receive_1000 = measure(
-        "receive+complete, prefetch 1000",
-        count,
-        &standin,
-        || drain(&bus, &concurrent, count, 1000),
-    )
+    let receive_1000 = measure("receive+complete, prefetch 1000", count, &standin, || {
+        drain(&bus, &concurrent, count, 1000)
+    })
     .await?;
     let receive_single = measure(
         "receive+complete, prefetch 0",
@@ -432,13 +426,22 @@ async fn run(count: usize, body_bytes: usize) -> anyhow::Result<()> {
     drop(bus);
     standin.stop();
 
-    println!("  CQL stand-in insert rates ({} s per cell)", CQL_CELL.as_secs());
+    println!(
+        "  CQL stand-in insert rates ({} s per cell)",
+        CQL_CELL.as_secs()
+    );
     let (cql_single, cql_batched) = cql_rates().await?;
 
     println!();
     println!(
         "{:<34} {:>10} {:>12} {:>12} {:>16} {:>10} {:>10}",
-        "phase", "msg/s", "stand-in cpu", "client cpu", "stand-in msg/cpu-s", "vs CQL 1", "vs CQL 128"
+        "phase",
+        "msg/s",
+        "stand-in cpu",
+        "client cpu",
+        "stand-in msg/cpu-s",
+        "vs CQL 1",
+        "vs CQL 128"
     );
     for phase in [
         &batch_send,

@@ -93,11 +93,16 @@ pub async fn run(
     let reader = app.linstor_reader.clone();
     let sender = app.servicebus.sender(&events).await?;
     let surface = match &options.api_bind {
-        Some(bind) => Some(crate::api::launch::start_demo(&app, &config, bind, stop.child_token()).await?),
+        Some(bind) => {
+            Some(crate::api::launch::start_demo(&app, &config, bind, stop.child_token()).await?)
+        }
         None => None,
     };
     if let Some(surface) = &surface {
-        let mut line = format!("operator page: {} (live while the demo runs)", surface.url());
+        let mut line = format!(
+            "operator page: {} (live while the demo runs)",
+            surface.url()
+        );
         if let Some(token) = surface.generated_token() {
             line.push_str(&format!("; write token for approve and pause: {token}"));
         }
@@ -272,7 +277,10 @@ pub async fn run(
             say(true, &format!("  {name:<40} {address}"));
         }
         if let Some(surface) = &surface {
-            say(true, &format!("  {:<40} {}", "operator page", surface.url()));
+            say(
+                true,
+                &format!("  {:<40} {}", "operator page", surface.url()),
+            );
         }
         stop.cancelled().await;
     }

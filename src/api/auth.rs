@@ -257,7 +257,13 @@ mod tests {
         );
         check_case(&none, Method::GET, "/v1/audit", None, None);
         // A changing route added later (say, dead-letter resubmission) needs the write token without being listed.
-        check_case(&write_only, Method::POST, "/v1/dlq/orders/resubmit", None, Some(401));
+        check_case(
+            &write_only,
+            Method::POST,
+            "/v1/dlq/orders/resubmit",
+            None,
+            Some(401),
+        );
         check_case(&write_only, Method::DELETE, "/v1/anything", Some("w"), None);
     }
 

@@ -45,6 +45,10 @@ const LINK_CREDIT: u32 = 500;
 /// in-process peer that answers within microseconds can beat that bookkeeping and the client waits forever for an
 /// outcome it already received. Any real broker is at least this far away over the network.
 const SENDER_OUTCOME_DELAY: Duration = Duration::from_millis(5);
+/// When an outcome is sent once more, in case a loaded machine let the race above happen anyway: by then the
+/// client has long recorded the delivery. A client that already has the outcome ignores the repeat (the
+/// delivery is settled), and it is only repeated while the session it belongs to is still open.
+const SENDER_OUTCOME_REPEAT: Duration = Duration::from_secs(1);
 /// Message format of a Service Bus batch: each data section is an encoded message.
 const BATCH_FORMAT: u32 = 0x8001_3700;
 
@@ -102,6 +106,7 @@ pub(crate) async fn serve(
     let mut conn = Connection::new(id, shared, out);
     loop {
         let heartbeat = conn.next_heartbeat;
+        let repeat = conn.repeats.front().map(|(at, _, _)| *at);
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(Ok(frame)) => match conn.on_frame(frame) {
@@ -122,6 +127,9 @@ pub(crate) async fn serve(
             changed = wake.changed() => if changed.is_err() { break },
             _ = tokio::time::sleep_until(heartbeat.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if heartbeat.is_some() => {
                 conn.heartbeat();
+            }
+            _ = tokio::time::sleep_until(repeat.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if repeat.is_some() => {
+                conn.repeat_outcomes();
             }
             _ = shutdown.cancelled() => {
                 conn.close(None);
@@ -257,6 +265,8 @@ struct Connection {
     next_heartbeat: Option<Instant>,
     sessions: BTreeMap<u16, Session>,
     detach_generation: u64,
+    /// Outcomes of client transfers to send once more, oldest first: when, on which session, what.
+    repeats: VecDeque<(Instant, u16, Disposition)>,
 }
 
 fn error(condition: ErrorCondition, description: impl Into<String>) -> AmqpErrorInfo {
@@ -316,6 +326,7 @@ impl Connection {
             next_heartbeat: None,
             sessions: BTreeMap::new(),
             detach_generation,
+            repeats: VecDeque::new(),
         }
     }
 
@@ -343,6 +354,22 @@ impl Connection {
                 });
             }
             Err(e) => tracing::error!(connection = self.id, error = %e, "failed to encode a frame"),
+        }
+    }
+
+    /// Sends the outcomes whose repeat is due, on sessions that are still open.
+    fn repeat_outcomes(&mut self) {
+        let now = Instant::now();
+        while let Some((at, _, _)) = self.repeats.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, channel, disposition)) = self.repeats.pop_front() else {
+                break;
+            };
+            if self.sessions.contains_key(&channel) {
+                self.send(channel, Performative::Disposition(disposition), &[]);
+            }
         }
     }
 
@@ -708,6 +735,11 @@ impl Connection {
                 state: Some(outcome),
                 batchable: false,
             };
+            self.repeats.push_back((
+                Instant::now() + SENDER_OUTCOME_REPEAT,
+                channel,
+                disposition.clone(),
+            ));
             self.send_after(
                 channel,
                 Performative::Disposition(disposition),
@@ -939,6 +971,8 @@ impl Connection {
 
     fn end_session(&mut self, channel: u16) {
         self.sessions.remove(&channel);
+        // A later session may reuse the channel and its delivery ids: an old outcome must not reach it.
+        self.repeats.retain(|(_, c, _)| *c != channel);
         let id = self.id;
         self.shared
             .broker
