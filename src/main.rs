@@ -32,6 +32,8 @@ enum Command {
     Audit(trimtab::audit::cli::AuditArgs),
     /// Ask a question about the pipeline; answers cite the numbers they use.
     Ask(trimtab::chatops::cli::AskArgs),
+    /// List, show or re-drive dead-lettered messages (re-drive is rate-limited, gated and audited).
+    Dlq(trimtab::redrive::cli::DlqArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -61,6 +63,7 @@ fn main() -> anyhow::Result<ExitCode> {
             trimtab::chatops::cli::run(args)?;
             ExitCode::SUCCESS
         }
+        Command::Dlq(args) => trimtab::redrive::cli::run(args)?,
     };
     Ok(code)
 }

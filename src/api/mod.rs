@@ -3,6 +3,8 @@
 //! Everything here reads; nothing changes the pipeline or LINSTOR. Approving a proposal stays a separate,
 //! audited command (`trimtab proposals approve ID --by NAME`), run by a person with access to the state directory.
 
+pub mod dlq;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
