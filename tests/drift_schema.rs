@@ -83,10 +83,19 @@ async fn a_producer_that_adds_a_field_and_changes_a_type_is_reported_as_drift() 
     h.send(baseline).await;
     harness::wait_until("the baseline written", Duration::from_secs(60), || {
         let tables = &tables;
-        async move { tables.count_events().await.map(|n| n as usize == BASELINE).unwrap_or(false) }
+        async move {
+            tables
+                .count_events()
+                .await
+                .map(|n| n as usize == BASELINE)
+                .unwrap_or(false)
+        }
     })
     .await;
-    assert!(stats.drift().snapshot().events.is_empty(), "no drift while the producer is unchanged");
+    assert!(
+        stats.drift().snapshot().events.is_empty(),
+        "no drift while the producer is unchanged"
+    );
 
     let changed = drifted(DRIFTED);
     h.send(changed.clone()).await;
@@ -97,7 +106,11 @@ async fn a_producer_that_adds_a_field_and_changes_a_type_is_reported_as_drift() 
         || {
             let (tables, h) = (&tables, &h);
             async move {
-                tables.count_events().await.map(|n| n as usize == BASELINE + DRIFTED).unwrap_or(false)
+                tables
+                    .count_events()
+                    .await
+                    .map(|n| n as usize == BASELINE + DRIFTED)
+                    .unwrap_or(false)
                     && h.dead_letters().len() == UNFIT
                     && h.active() == 0
             }
@@ -140,7 +153,10 @@ async fn a_producer_that_adds_a_field_and_changes_a_type_is_reported_as_drift() 
         metric("trimtab_schema_drift_events_total{kind=\"event\",field=\"payload.region\",change=\"field_added\"}"),
         Some(DRIFTED as f64)
     );
-    assert_eq!(metric("trimtab_schema_drift_open{kind=\"event\"}"), Some(3.0));
+    assert_eq!(
+        metric("trimtab_schema_drift_open{kind=\"event\"}"),
+        Some(3.0)
+    );
 
     // In the state and as a chat-ops answer with citations.
     let state = WithInsights::new(
@@ -155,8 +171,20 @@ async fn a_producer_that_adds_a_field_and_changes_a_type_is_reported_as_drift() 
         .await
         .expect("an answer");
     assert!(answer.text.contains("3 drift(s)"), "{}", answer.text);
-    assert!(answer.text.contains("field payload.region added (20 messages, e.g. d-0 = \"eu-west\")"), "{}", answer.text);
-    assert!(answer.text.contains("field payload.i changed type from integer to string"), "{}", answer.text);
+    assert!(
+        answer
+            .text
+            .contains("field payload.region added (20 messages, e.g. d-0 = \"eu-west\")"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer
+            .text
+            .contains("field payload.i changed type from integer to string"),
+        "{}",
+        answer.text
+    );
     let (record, item) = ledger.find("R1").expect("the answer cites R1");
     assert_eq!(record.tool, "pipeline_insights");
     assert_eq!(item.data["kind"], "event");
@@ -167,7 +195,11 @@ async fn a_producer_that_adds_a_field_and_changes_a_type_is_reported_as_drift() 
     }
     let mut stored = h.stored_ids(&tables).await;
     stored.retain(|id| id.starts_with("d-"));
-    assert_eq!(stored, harness::ids(&changed), "drifted messages that still fit are written");
+    assert_eq!(
+        stored,
+        harness::ids(&changed),
+        "drifted messages that still fit are written"
+    );
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), running)

@@ -36,7 +36,11 @@ async fn the_dlq_routes_list_show_and_redrive() {
 
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::new(dir.path().join("state"));
-    let bus = Arc::new(AzureServiceBus::connect(&h.config.servicebus).await.expect("connect"));
+    let bus = Arc::new(
+        AzureServiceBus::connect(&h.config.servicebus)
+            .await
+            .expect("connect"),
+    );
     let service = DlqService::new(
         bus.clone(),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
@@ -58,21 +62,39 @@ async fn the_dlq_routes_list_show_and_redrive() {
     let within = |what: &'static str| move |r| r_or_panic(what, r);
 
     let listed: Vec<serde_json::Value> = within("list")(
-        tokio::time::timeout(Duration::from_secs(30), client.get(format!("{base}/v1/dlq?reason=UnknownKind")).send()).await,
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            client
+                .get(format!("{base}/v1/dlq?reason=UnknownKind"))
+                .send(),
+        )
+        .await,
     )
     .json()
     .await
     .unwrap();
     assert_eq!(listed.len(), 2, "{listed:#?}");
-    assert!(listed.iter().all(|e| e["reason"] == "UnknownKind" && e["kind"] == "gossip"));
+    assert!(listed
+        .iter()
+        .all(|e| e["reason"] == "UnknownKind" && e["kind"] == "gossip"));
     let seq = listed[0]["sequence_number"].as_i64().unwrap();
     let shown: serde_json::Value = within("show")(
-        tokio::time::timeout(Duration::from_secs(30), client.get(format!("{base}/v1/dlq/messages/{seq}")).send()).await,
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            client.get(format!("{base}/v1/dlq/messages/{seq}")).send(),
+        )
+        .await,
     )
     .json()
     .await
     .unwrap();
-    assert!(shown["body"].as_str().unwrap().contains("\"kind\":\"gossip\""), "{shown}");
+    assert!(
+        shown["body"]
+            .as_str()
+            .unwrap()
+            .contains("\"kind\":\"gossip\""),
+        "{shown}"
+    );
 
     let dry = within("dry run")(
         tokio::time::timeout(
@@ -111,15 +133,25 @@ async fn the_dlq_routes_list_show_and_redrive() {
         .await
         .unwrap();
     assert_eq!(copies.len(), 2);
-    assert!(copies
-        .iter()
-        .all(|m| m.application_properties.get(REDRIVE_COUNT_PROPERTY).map(String::as_str) == Some("1")));
+    assert!(copies.iter().all(|m| m
+        .application_properties
+        .get(REDRIVE_COUNT_PROPERTY)
+        .map(String::as_str)
+        == Some("1")));
 
     let refused = within("bad filter")(
-        tokio::time::timeout(Duration::from_secs(30), client.get(format!("{base}/v1/dlq?age_gt=soon")).send()).await,
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            client.get(format!("{base}/v1/dlq?age_gt=soon")).send(),
+        )
+        .await,
     );
     assert_eq!(refused.status(), 400);
-    assert!(refused.text().await.unwrap().contains("expected a duration"));
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("expected a duration"));
 
     server.abort();
     h.sim.shutdown().await;

@@ -136,8 +136,14 @@ async fn a_redrive_after_the_fix_writes_every_redriven_message_exactly_once() {
     assert_eq!(list(&[]).await.len(), VALID + BAD);
     let failed_writes = list(&["reason=MaxDelivery"]).await;
     assert_eq!(failed_writes.len(), VALID);
-    assert!(failed_writes.iter().all(|e| e.kind == "event" && e.redrive_count == 0));
-    assert_eq!(list(&["kind=event"]).await.len(), VALID, "malformed bodies are not events");
+    assert!(failed_writes
+        .iter()
+        .all(|e| e.kind == "event" && e.redrive_count == 0));
+    assert_eq!(
+        list(&["kind=event"]).await.len(),
+        VALID,
+        "malformed bodies are not events"
+    );
     assert_eq!(list(&["age<1h"]).await.len(), VALID + BAD);
     assert_eq!(list(&["age>1h"]).await.len(), 0);
     let (entry, message) = service
@@ -149,7 +155,10 @@ async fn a_redrive_after_the_fix_writes_every_redriven_message_exactly_once() {
 
     // A dry run asks the gate and changes nothing: no message moves, no audit record is written.
     let dry = service
-        .redrive(&events, &request(&["reason=MaxDeliveryCountExceeded"], true))
+        .redrive(
+            &events,
+            &request(&["reason=MaxDeliveryCountExceeded"], true),
+        )
         .await
         .expect("dry run");
     assert_eq!(dry.selected.len(), VALID);
@@ -164,22 +173,35 @@ async fn a_redrive_after_the_fix_writes_every_redriven_message_exactly_once() {
     let original_limits = std::fs::read_to_string(&limits).unwrap();
     std::fs::write(
         &limits,
-        original_limits.replace("\"kill_switch\": false,", "\"kill_switch\": false,\n  \"max_redrive_messages\": 10,"),
+        original_limits.replace(
+            "\"kill_switch\": false,",
+            "\"kill_switch\": false,\n  \"max_redrive_messages\": 10,",
+        ),
     )
     .unwrap();
     let capped = service
-        .redrive(&events, &request(&["reason=MaxDeliveryCountExceeded"], false))
+        .redrive(
+            &events,
+            &request(&["reason=MaxDeliveryCountExceeded"], false),
+        )
         .await
         .expect("capped re-drive answers");
     assert_eq!(capped.decision.verdict, Verdict::Deny);
     assert!(
-        capped.decision.reasons.iter().any(|r| r.contains("exceeds the limit 10")),
+        capped
+            .decision
+            .reasons
+            .iter()
+            .any(|r| r.contains("exceeds the limit 10")),
         "{:?}",
         capped.decision.reasons
     );
     std::fs::write(&limits, original_limits).unwrap();
     let now = time::OffsetDateTime::now_utc();
-    let rfc = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let rfc = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
     std::fs::write(
         policies.join("windows.json"),
         serde_json::json!({"version": 1, "windows": [{"id": "cql-upgrade", "target": {"cassandra": "main"},
@@ -189,17 +211,28 @@ async fn a_redrive_after_the_fix_writes_every_redriven_message_exactly_once() {
     )
     .unwrap();
     let frozen = service
-        .redrive(&events, &request(&["reason=MaxDeliveryCountExceeded"], false))
+        .redrive(
+            &events,
+            &request(&["reason=MaxDeliveryCountExceeded"], false),
+        )
         .await
         .expect("frozen re-drive answers");
     assert_eq!(frozen.decision.verdict, Verdict::Deny);
     assert!(
-        frozen.decision.reasons.iter().any(|r| r.contains("maintenance window cql-upgrade")),
+        frozen
+            .decision
+            .reasons
+            .iter()
+            .any(|r| r.contains("maintenance window cql-upgrade")),
         "{:?}",
         frozen.decision.reasons
     );
     assert!(frozen.redriven.is_empty());
-    assert_eq!(dead_letter_count(&h), VALID + BAD, "a refused re-drive moves nothing");
+    assert_eq!(
+        dead_letter_count(&h),
+        VALID + BAD,
+        "a refused re-drive moves nothing"
+    );
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/windows.json"),
         policies.join("windows.json"),
@@ -210,7 +243,10 @@ async fn a_redrive_after_the_fix_writes_every_redriven_message_exactly_once() {
     let started = Instant::now();
     let report = tokio::time::timeout(
         Duration::from_secs(60),
-        service.redrive(&events, &request(&["reason=MaxDeliveryCountExceeded"], false)),
+        service.redrive(
+            &events,
+            &request(&["reason=MaxDeliveryCountExceeded"], false),
+        ),
     )
     .await
     .expect("re-drive within 60 s")
@@ -219,8 +255,15 @@ async fn a_redrive_after_the_fix_writes_every_redriven_message_exactly_once() {
     assert_eq!(report.decision.verdict, Verdict::Allow);
     assert_eq!(report.redriven.len(), VALID, "missed: {:?}", report.missed);
     assert!(report.missed.is_empty());
-    assert!(took >= Duration::from_millis(390), "40 messages at 100/s took only {took:?}");
-    assert_eq!(dead_letter_count(&h), BAD, "only the malformed messages stay dead-lettered");
+    assert!(
+        took >= Duration::from_millis(390),
+        "40 messages at 100/s took only {took:?}"
+    );
+    assert_eq!(
+        dead_letter_count(&h),
+        BAD,
+        "only the malformed messages stay dead-lettered"
+    );
 
     // The copies keep their message ids and carry the re-drive count, without the dead-letter marks.
     let main = bus.receiver(&events).await.expect("receiver");
@@ -229,23 +272,45 @@ async fn a_redrive_after_the_fix_writes_every_redriven_message_exactly_once() {
     ids.sort();
     assert_eq!(ids, harness::ids(&valid));
     for m in &copies {
-        assert_eq!(m.application_properties.get(REDRIVE_COUNT_PROPERTY).map(String::as_str), Some("1"));
+        assert_eq!(
+            m.application_properties
+                .get(REDRIVE_COUNT_PROPERTY)
+                .map(String::as_str),
+            Some("1")
+        );
         assert!(!m.application_properties.contains_key("DeadLetterReason"));
     }
     drop(main);
 
     // Processed again after the fix: every re-driven message is written, once.
     let tables = h.tables().await;
-    run_pipeline_until(&h, "every re-driven row written and the queue empty", || {
-        let tables = &tables;
-        let h = &h;
-        async move {
-            tables.count_events().await.map(|n| n as usize == VALID).unwrap_or(false) && h.active() == 0
-        }
-    })
+    run_pipeline_until(
+        &h,
+        "every re-driven row written and the queue empty",
+        || {
+            let tables = &tables;
+            let h = &h;
+            async move {
+                tables
+                    .count_events()
+                    .await
+                    .map(|n| n as usize == VALID)
+                    .unwrap_or(false)
+                    && h.active() == 0
+            }
+        },
+    )
     .await;
-    assert_eq!(h.stored_ids(&tables).await, harness::ids(&valid), "each re-driven message has its row");
-    assert_eq!(tables.count_events().await.unwrap() as usize, VALID, "and only one");
+    assert_eq!(
+        h.stored_ids(&tables).await,
+        harness::ids(&valid),
+        "each re-driven message has its row"
+    );
+    assert_eq!(
+        tables.count_events().await.unwrap() as usize,
+        VALID,
+        "and only one"
+    );
 
     // Audited: the refusals, the decision, the start and the outcome, in an intact chain.
     let records = tail(&state.audit_log(), 100).unwrap();
@@ -260,10 +325,15 @@ async fn a_redrive_after_the_fix_writes_every_redriven_message_exactly_once() {
             AuditKind::ApplyOutcome
         ]
     );
-    assert!(records.iter().all(|r| r.subject.starts_with("redrive-events-")));
+    assert!(records
+        .iter()
+        .all(|r| r.subject.starts_with("redrive-events-")));
     assert_eq!(records[4].detail["redriven"], serde_json::json!(VALID));
     assert_eq!(records[0].actor, "test-operator");
-    assert!(verify(&state.audit_log()).unwrap().is_ok(), "audit chain intact");
+    assert!(
+        verify(&state.audit_log()).unwrap().is_ok(),
+        "audit chain intact"
+    );
     drop(tables);
     h.sim.shutdown().await;
 }

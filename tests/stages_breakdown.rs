@@ -87,11 +87,16 @@ async fn a_backlog_shows_as_time_queued_and_agrees_with_the_lag_tracker() {
     let text = snapshot.prometheus();
     for name in ["queued", "batch_wait", "work", "settle"] {
         assert!(
-            text.contains(&format!("trimtab_stage_{name}_seconds_total{{path=\"event\"}}")),
+            text.contains(&format!(
+                "trimtab_stage_{name}_seconds_total{{path=\"event\"}}"
+            )),
             "{text}"
         );
     }
-    assert!(text.contains("trimtab_stage_settled_total{path=\"event\"} 200"), "{text}");
+    assert!(
+        text.contains("trimtab_stage_settled_total{path=\"event\"} 200"),
+        "{text}"
+    );
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), running)
@@ -111,7 +116,10 @@ async fn a_long_linger_and_a_slow_linstor_are_named_as_the_stage_where_time_goes
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run(stop.clone()));
 
-    h.sim.linstor.faults().slow_replies(Duration::from_millis(800));
+    h.sim
+        .linstor
+        .faults()
+        .slow_replies(Duration::from_millis(800));
     let mut all = harness::events("s", 10);
     all.extend(harness::volume_creates("sv", 2));
     h.send(all).await;
@@ -128,7 +136,11 @@ async fn a_long_linger_and_a_slow_linstor_are_named_as_the_stage_where_time_goes
     assert!(stage(event, "batch_wait") >= 350.0, "{event:#?}");
     let volume = snapshot.path("volume").expect("volume path measured");
     assert_adds_up(volume);
-    assert_eq!(volume.dominant, Some("work"), "the LINSTOR call: {volume:#?}");
+    assert_eq!(
+        volume.dominant,
+        Some("work"),
+        "the LINSTOR call: {volume:#?}"
+    );
     assert!(stage(volume, "work") >= 800.0, "{volume:#?}");
 
     // In the state and as a chat-ops answer that names the stage.
@@ -140,14 +152,26 @@ async fn a_long_linger_and_a_slow_linstor_are_named_as_the_stage_where_time_goes
         },
     );
     let insights = state.insights().await.unwrap();
-    let in_state = insights.stages.iter().find(|s| s.path == "event").expect("event stages in the state");
+    let in_state = insights
+        .stages
+        .iter()
+        .find(|s| s.path == "event")
+        .expect("event stages in the state");
     assert_eq!(in_state.dominant.as_deref(), Some("batch_wait"));
     let mut ledger = Ledger::new(Redactor::new(vec![], vec![], 4_000));
     let answer = templated::answer("where does the time go?", &state, &mut ledger)
         .await
         .expect("an answer");
-    assert!(answer.text.contains("Most of the time goes to batch_wait."), "{}", answer.text);
-    assert!(answer.text.contains("Most of the time goes to work."), "{}", answer.text);
+    assert!(
+        answer.text.contains("Most of the time goes to batch_wait."),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer.text.contains("Most of the time goes to work."),
+        "{}",
+        answer.text
+    );
     assert!(answer.text.contains("[R1]"), "{}", answer.text);
 
     stop.cancel();

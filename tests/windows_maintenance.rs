@@ -43,7 +43,8 @@ impl SenderFactory for BusSenders {
 }
 
 fn rfc(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 fn policies_with(dir: &Path, windows: serde_json::Value) {
@@ -59,13 +60,27 @@ fn policies_with(dir: &Path, windows: serde_json::Value) {
 /// The pipeline as `App` builds it, plus the window hold.
 async fn pipeline(h: &Harness, hold: Arc<WindowHold>) -> Pipeline {
     let config = &h.config;
-    let session = connect_session(&config.cassandra).await.expect("cql session");
-    ensure_schema(&session, &config.cassandra).await.expect("schema");
-    let writer = Arc::new(EventWriter::new(session, &config.cassandra).await.expect("writer"));
-    let bus = Arc::new(AzureServiceBus::connect(&config.servicebus).await.expect("connect"));
+    let session = connect_session(&config.cassandra)
+        .await
+        .expect("cql session");
+    ensure_schema(&session, &config.cassandra)
+        .await
+        .expect("schema");
+    let writer = Arc::new(
+        EventWriter::new(session, &config.cassandra)
+            .await
+            .expect("writer"),
+    );
+    let bus = Arc::new(
+        AzureServiceBus::connect(&config.servicebus)
+            .await
+            .expect("connect"),
+    );
     let receiver = Arc::new(bus.receiver(&h.events).await.expect("receiver"));
     let linstor = config.linstor.validate().expect("linstor config");
-    let volumes = LinstorVolumes::new(VolumeExecutor::new(LinstorWriter::new(&linstor).expect("writer")));
+    let volumes = LinstorVolumes::new(VolumeExecutor::new(
+        LinstorWriter::new(&linstor).expect("writer"),
+    ));
     Pipeline::new(
         vec![receiver],
         Arc::new(CassandraEvents::new(writer)),
@@ -131,7 +146,10 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
              "end": rfc(now + time::Duration::hours(1)), "ingest": "none", "reason": "firmware"}
         ]}),
     );
-    let hold = Arc::new(WindowHold::from_file(policies.join("windows.json"), Some(audit.clone())));
+    let hold = Arc::new(WindowHold::from_file(
+        policies.join("windows.json"),
+        Some(audit.clone()),
+    ));
 
     // Ingest: messages sent during the window wait in Service Bus, unlocked, and nothing is written.
     let messages = harness::events("w", EVENTS);
@@ -142,16 +160,34 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
     let running = tokio::spawn(pipeline.run(stop.clone()));
     let tables = h.tables().await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(time::OffsetDateTime::now_utc() < end, "the test machine is too slow for a 4 s window");
-    assert_eq!(tables.count_events().await.unwrap(), 0, "nothing written during the pause");
-    assert_eq!(stats.snapshot().received, 0, "nothing received during the pause");
-    assert_eq!(h.active() as usize, EVENTS, "the messages wait in Service Bus");
+    assert!(
+        time::OffsetDateTime::now_utc() < end,
+        "the test machine is too slow for a 4 s window"
+    );
+    assert_eq!(
+        tables.count_events().await.unwrap(),
+        0,
+        "nothing written during the pause"
+    );
+    assert_eq!(
+        stats.snapshot().received,
+        0,
+        "nothing received during the pause"
+    );
+    assert_eq!(
+        h.active() as usize,
+        EVENTS,
+        "the messages wait in Service Bus"
+    );
     let during = hold.snapshot();
     assert_eq!(during.holds.len(), 1, "{during:?}");
     assert_eq!(during.holds[0].entity, "events");
 
     // In the state while it holds: chat-ops' insights show the window and what it holds back.
-    let agent_state = AgentState::new(Arc::new(RwLock::new(AgentSnapshot::default())), state.clone());
+    let agent_state = AgentState::new(
+        Arc::new(RwLock::new(AgentSnapshot::default())),
+        state.clone(),
+    );
     let with = WithInsights::new(
         agent_state,
         InsightSources {
@@ -160,7 +196,11 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
         },
     );
     let insights = with.insights().await.unwrap();
-    let cql = insights.windows.iter().find(|w| w.id == "cql-upgrade").expect("cql window in the state");
+    let cql = insights
+        .windows
+        .iter()
+        .find(|w| w.id == "cql-upgrade")
+        .expect("cql window in the state");
     assert_eq!(cql.holding, vec!["events".to_string()]);
     assert_eq!(cql.target, "cassandra main");
 
@@ -197,35 +237,67 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
         why: None,
     };
     let step = executor
-        .run_step(&gate, &autonomous, &plan, &Observed::default(), &Settings::default(), now.unix_timestamp())
+        .run_step(
+            &gate,
+            &autonomous,
+            &plan,
+            &Observed::default(),
+            &Settings::default(),
+            now.unix_timestamp(),
+        )
         .await
         .expect("executor step");
     match &step.outcomes[0].1 {
         ChangeOutcome::Denied { reasons } => assert!(
-            reasons.iter().any(|r| r.contains("maintenance window node-firmware") && r.contains(node)),
+            reasons
+                .iter()
+                .any(|r| r.contains("maintenance window node-firmware") && r.contains(node)),
             "{reasons:?}"
         ),
         other => panic!("a placement change on {node} during its window was not denied: {other:?}"),
     }
     assert_eq!(placed("win-vol"), before, "nothing placed on {node}");
     let elsewhere = before.first().cloned().unwrap_or_default();
-    let outside = ["n1", "n3", "n5"].into_iter().find(|n| *n != node && *n != elsewhere).unwrap();
-    let control = gate.evaluate(&add(outside), &trimtab::policy::GateContext {
-        mode: Mode::Autonomous,
-        concurrent_moves: 0,
-        changes_last_hour: 0,
-    });
-    assert_eq!(control.verdict, Verdict::Allow, "the window freezes only its node: {control:?}");
+    let outside = ["n1", "n3", "n5"]
+        .into_iter()
+        .find(|n| *n != node && *n != elsewhere)
+        .unwrap();
+    let control = gate.evaluate(
+        &add(outside),
+        &trimtab::policy::GateContext {
+            mode: Mode::Autonomous,
+            concurrent_moves: 0,
+            changes_last_hour: 0,
+        },
+    );
+    assert_eq!(
+        control.verdict,
+        Verdict::Allow,
+        "the window freezes only its node: {control:?}"
+    );
 
     // After the window: everything drains, once each.
-    harness::wait_until("every event written after the window", Duration::from_secs(60), || {
-        let (tables, h) = (&tables, &h);
-        async move {
-            tables.count_events().await.map(|n| n as usize == EVENTS).unwrap_or(false) && h.active() == 0
-        }
-    })
+    harness::wait_until(
+        "every event written after the window",
+        Duration::from_secs(60),
+        || {
+            let (tables, h) = (&tables, &h);
+            async move {
+                tables
+                    .count_events()
+                    .await
+                    .map(|n| n as usize == EVENTS)
+                    .unwrap_or(false)
+                    && h.active() == 0
+            }
+        },
+    )
     .await;
-    assert_eq!(h.stored_ids(&tables).await, harness::ids(&messages), "no message lost");
+    assert_eq!(
+        h.stored_ids(&tables).await,
+        harness::ids(&messages),
+        "no message lost"
+    );
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), running)
         .await
@@ -237,7 +309,12 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
     let windows: Vec<(String, String)> = records
         .iter()
         .filter(|r| r.actor == "windows")
-        .map(|r| (r.subject.clone(), r.detail["outcome"].as_str().unwrap_or("").to_string()))
+        .map(|r| {
+            (
+                r.subject.clone(),
+                r.detail["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         windows,
@@ -246,8 +323,14 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
             ("cql-upgrade".to_string(), "ingest resumed".to_string())
         ]
     );
-    let resumed = records.iter().find(|r| r.detail["outcome"] == "ingest resumed").unwrap();
-    assert!(resumed.at_unix_ms >= (end.unix_timestamp_nanos() / 1_000_000) as i64, "resumed before the window ended");
+    let resumed = records
+        .iter()
+        .find(|r| r.detail["outcome"] == "ingest resumed")
+        .unwrap();
+    assert!(
+        resumed.at_unix_ms >= (end.unix_timestamp_nanos() / 1_000_000) as i64,
+        "resumed before the window ended"
+    );
     let denial = records
         .iter()
         .find(|r| r.kind == AuditKind::Decision && r.actor == "gate")
@@ -255,8 +338,18 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
     assert_eq!(denial.detail["verdict"], "deny");
     let since = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
     let audit_view = with.recent_audit(since).await.unwrap();
-    assert!(audit_view.iter().any(|e| e.actor == "windows" && e.outcome == "ingest resumed"), "{audit_view:#?}");
-    assert!(audit_view.iter().any(|e| e.actor == "gate" && e.outcome == "deny" && e.reason.contains("node-firmware")), "{audit_view:#?}");
+    assert!(
+        audit_view
+            .iter()
+            .any(|e| e.actor == "windows" && e.outcome == "ingest resumed"),
+        "{audit_view:#?}"
+    );
+    assert!(
+        audit_view.iter().any(|e| e.actor == "gate"
+            && e.outcome == "deny"
+            && e.reason.contains("node-firmware")),
+        "{audit_view:#?}"
+    );
     drop(tables);
     h.sim.shutdown().await;
 }

@@ -73,7 +73,7 @@ impl DriftConfig {
         if self.learn_messages == 0 {
             return Err(DriftError::NoBaseline);
         }
-        if !(self.size_factor > 1.0) {
+        if self.size_factor.is_nan() || self.size_factor <= 1.0 {
             return Err(DriftError::SizeFactor(self.size_factor));
         }
         Ok(self)

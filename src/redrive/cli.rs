@@ -195,7 +195,10 @@ pub fn run(args: DlqArgs) -> Result<ExitCode, DlqCliError> {
                         report.decision.reasons.join("; ")
                     );
                     if report.dry_run {
-                        println!("dry run: {} message(s) would be re-driven to {entity}; nothing moved", report.selected.len());
+                        println!(
+                            "dry run: {} message(s) would be re-driven to {entity}; nothing moved",
+                            report.selected.len()
+                        );
                     } else {
                         println!(
                             "re-drove {} message(s) to {entity} in {:.1} s; {} missed",
@@ -205,8 +208,8 @@ pub fn run(args: DlqArgs) -> Result<ExitCode, DlqCliError> {
                         );
                     }
                 }
-                let refused = !report.dry_run
-                    && report.decision.verdict != crate::policy::Verdict::Allow;
+                let refused =
+                    !report.dry_run && report.decision.verdict != crate::policy::Verdict::Allow;
                 Ok(if refused || !report.missed.is_empty() {
                     ExitCode::FAILURE
                 } else {

@@ -39,7 +39,10 @@ impl FilterError {
 /// `90`, `90s`, `15m`, `2h`, `7d`.
 fn duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let n: u64 = digits.parse().ok()?;
     let secs = match unit {
         "" | "s" => n,
@@ -66,13 +69,17 @@ impl Filter {
             } else if let Some(v) = e.strip_prefix("kind=") {
                 filter.kind = Some(v.to_string());
             } else if let Some(v) = e.strip_prefix("age>") {
-                let d = duration(v).ok_or_else(|| bad("expected a duration such as 90s, 15m, 2h or 7d"))?;
+                let d = duration(v)
+                    .ok_or_else(|| bad("expected a duration such as 90s, 15m, 2h or 7d"))?;
                 filter.older_than_s = Some(d.as_secs());
             } else if let Some(v) = e.strip_prefix("age<") {
-                let d = duration(v).ok_or_else(|| bad("expected a duration such as 90s, 15m, 2h or 7d"))?;
+                let d = duration(v)
+                    .ok_or_else(|| bad("expected a duration such as 90s, 15m, 2h or 7d"))?;
                 filter.newer_than_s = Some(d.as_secs());
             } else {
-                return Err(bad("expected reason=REASON, kind=KIND, age>DURATION or age<DURATION"));
+                return Err(bad(
+                    "expected reason=REASON, kind=KIND, age>DURATION or age<DURATION",
+                ));
             }
         }
         Ok(filter)
@@ -85,7 +92,11 @@ impl Filter {
             .as_ref()
             .is_none_or(|r| entry.reason.starts_with(r.as_str()));
         let kind = self.kind.as_ref().is_none_or(|k| {
-            entry.kind == *k || entry.kind.strip_prefix(k.as_str()).is_some_and(|rest| rest.starts_with('.'))
+            entry.kind == *k
+                || entry
+                    .kind
+                    .strip_prefix(k.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
         });
         let age = entry.age_s.max(0) as u64;
         let older = self.older_than_s.is_none_or(|s| age >= s);
@@ -137,7 +148,10 @@ mod tests {
     #[test]
     fn bad_expressions_say_what_was_expected() {
         let err = Filter::parse(&["age>soon"]).unwrap_err().to_string();
-        assert_eq!(err, "filter \"age>soon\": expected a duration such as 90s, 15m, 2h or 7d");
+        assert_eq!(
+            err,
+            "filter \"age>soon\": expected a duration such as 90s, 15m, 2h or 7d"
+        );
         let err = Filter::parse(&["colour=red"]).unwrap_err().to_string();
         assert!(err.contains("expected reason=REASON"), "{err}");
     }

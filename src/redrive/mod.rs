@@ -371,7 +371,10 @@ pub async fn redrive(
     let started = Instant::now();
     let outcome = move_messages(&ctx, &wanted, request.rate_per_second, &mut report).await;
     report.elapsed_s = started.elapsed().as_secs_f64();
-    let error = outcome.as_ref().err().map(|e| crate::pipeline::adapters::error_chain(e));
+    let error = outcome
+        .as_ref()
+        .err()
+        .map(|e| crate::pipeline::adapters::error_chain(e));
     audit(
         ctx.audit,
         AuditKind::ApplyOutcome,
@@ -403,7 +406,10 @@ async fn move_messages(
     'receive: while !left.is_empty() {
         let batch = ctx
             .dead_letters
-            .receive(RECEIVE_BATCH.min(left.len() as u32 + held.len() as u32 + 1), Duration::from_secs(2))
+            .receive(
+                RECEIVE_BATCH.min(left.len() as u32 + held.len() as u32 + 1),
+                Duration::from_secs(2),
+            )
             .await;
         let batch = match batch {
             Ok(b) if b.is_empty() => break,
@@ -446,10 +452,12 @@ async fn move_messages(
         .iter()
         .map(|e| (e.sequence_number, e))
         .collect();
-    report.missed.extend(
-        left.iter()
-            .filter_map(|s| by_seq.get(s))
-            .map(|e| e.message_id.clone().unwrap_or_else(|| format!("seq-{}", e.sequence_number))),
-    );
+    report
+        .missed
+        .extend(left.iter().filter_map(|s| by_seq.get(s)).map(|e| {
+            e.message_id
+                .clone()
+                .unwrap_or_else(|| format!("seq-{}", e.sequence_number))
+        }));
     result
 }

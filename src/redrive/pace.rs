@@ -41,7 +41,13 @@ mod tests {
             pacer.wait().await;
         }
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(100), "11 slots at 100/s took {took:?}");
-        assert!(took < Duration::from_secs(2), "11 slots at 100/s took {took:?}");
+        assert!(
+            took >= Duration::from_millis(100),
+            "11 slots at 100/s took {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "11 slots at 100/s took {took:?}"
+        );
     }
 }

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::{list, redrive, show, DeadLetterEntry, Filter, RedriveContext, RedriveError, RedriveReport, RedriveRequest};
+use super::{
+    list, redrive, show, DeadLetterEntry, Filter, RedriveContext, RedriveError, RedriveReport,
+    RedriveRequest,
+};
 use crate::audit::AuditLog;
 use crate::policy::Gate;
 use crate::servicebus::azure::AzureServiceBus;

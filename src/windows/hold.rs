@@ -186,15 +186,14 @@ impl WindowHold {
             let mut opened = Vec::new();
             for w in active {
                 let key = (w.id.clone(), entity.to_string());
-                if !holds.current.contains_key(&key) {
-                    let view = HoldView {
+                if let std::collections::btree_map::Entry::Vacant(slot) = holds.current.entry(key) {
+                    slot.insert(HoldView {
                         window: w.id.clone(),
                         entity: entity.to_string(),
                         mode: w.ingest,
                         since: now,
                         until: w.end,
-                    };
-                    holds.current.insert(key, view);
+                    });
                     opened.push(w.clone());
                 }
             }
