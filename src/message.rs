@@ -188,10 +188,12 @@ impl MessageError {
 /// else the path serde was at.
 fn field_of(path: &serde_path_to_error::Path, error: &serde_json::Error) -> String {
     let text = error.to_string();
-    let named = ["unknown field `", "missing field `"].iter().find_map(|marker| {
-        let rest = &text[text.find(marker)? + marker.len()..];
-        Some(rest[..rest.find('`')?].to_string())
-    });
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|marker| {
+            let rest = &text[text.find(marker)? + marker.len()..];
+            Some(rest[..rest.find('`')?].to_string())
+        });
     let at = path.to_string();
     match (named, at.as_str()) {
         (Some(name), "." | "?") => name,
@@ -312,15 +314,27 @@ mod tests {
     fn check_field(body: &str, expected: &str) {
         let err = parse(body.as_bytes(), 1024).expect_err("body should be refused");
         assert_eq!(err.field(), Some(expected), "{err}");
-        assert!(err.to_string().contains(&format!("field {expected}:")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("field {expected}:")),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_body_that_no_longer_fits_names_the_field() {
-        check_field(r#"{"version":1,"kind":"event","stream":"s","ts":17,"payload":{}}"#, "ts");
-        check_field(r#"{"version":1,"kind":"event","stream":"s","payload":{},"region":"eu"}"#, "region");
+        check_field(
+            r#"{"version":1,"kind":"event","stream":"s","ts":17,"payload":{}}"#,
+            "ts",
+        );
+        check_field(
+            r#"{"version":1,"kind":"event","stream":"s","payload":{},"region":"eu"}"#,
+            "region",
+        );
         check_field(r#"{"version":1,"kind":"event","payload":{}}"#, "stream");
-        check_field(r#"{"version":1,"kind":"event","stream":["a"],"payload":{}}"#, "stream");
+        check_field(
+            r#"{"version":1,"kind":"event","stream":["a"],"payload":{}}"#,
+            "stream",
+        );
         check_field(
             r#"{"version":1,"kind":"volume","op":"create","resource":"r","size_kib":"big"}"#,
             "(body)",

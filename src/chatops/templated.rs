@@ -51,9 +51,21 @@ pub enum Intent {
 pub fn classify(question: &str) -> Intent {
     let q = question.to_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| q.contains(w));
-    if has(&["drift", "schema", "new field", "message shape", "producers send"]) {
+    if has(&[
+        "drift",
+        "schema",
+        "new field",
+        "message shape",
+        "producers send",
+    ]) {
         Intent::SchemaDrift
-    } else if has(&["where does the time go", "where the time goes", "stage", "breakdown", "time go"]) {
+    } else if has(&[
+        "where does the time go",
+        "where the time goes",
+        "stage",
+        "breakdown",
+        "time go",
+    ]) {
         Intent::StageBreakdown
     } else if has(&["setting", "knob", "config", "what mode"]) {
         Intent::Settings
@@ -256,7 +268,14 @@ fn stage_sentence(item: &super::state::StageItem, mark: &str) -> String {
     let parts: Vec<String> = item
         .stages
         .iter()
-        .map(|s| format!("{} {} ms ({:.0}%)", s.stage, num(s.mean_ms), s.share * 100.0))
+        .map(|s| {
+            format!(
+                "{} {} ms ({:.0}%)",
+                s.stage,
+                num(s.mean_ms),
+                s.share * 100.0
+            )
+        })
         .collect();
     format!(
         "{} messages: {} ms end to end = {} [{mark}]",
@@ -618,7 +637,10 @@ async fn lag_growth(
         }
         if let Some((item, r)) = stage_view.as_ref() {
             if let Some(d) = &item.dominant {
-                causes.push(format!("most of each message's time goes to the {d} stage: {}", stage_sentence(item, r)));
+                causes.push(format!(
+                    "most of each message's time goes to the {d} stage: {}",
+                    stage_sentence(item, r)
+                ));
             }
         }
         if causes.is_empty() {

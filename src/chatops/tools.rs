@@ -355,7 +355,12 @@ impl Ledger {
             ToolCall::CurrentSettings => vec![self.settings(call_id, state).await?.1],
             ToolCall::PipelineInsights => {
                 let (_, marks) = self.insights(call_id, state).await?;
-                marks.drift.into_iter().chain(marks.stages).chain(marks.windows).collect()
+                marks
+                    .drift
+                    .into_iter()
+                    .chain(marks.stages)
+                    .chain(marks.windows)
+                    .collect()
             }
         })
     }

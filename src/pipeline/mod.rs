@@ -13,10 +13,10 @@
 //! backoff and then abandoned; a permanent one is dead-lettered with a reason.
 
 pub mod adapters;
+pub mod hold;
 pub mod knobs;
 pub mod router;
 pub mod run;
-pub mod hold;
 pub mod sink;
 pub mod stages;
 pub mod stats;

@@ -235,7 +235,9 @@ async fn receive_loop(
             }
         }
         if let (Some(hold), Some(entity)) = (&shared.hold, shared.config.entities.get(index)) {
-            let admitted = hold.admit(entity, permits.len() as u32, &shared.token).await as usize;
+            let admitted = hold
+                .admit(entity, permits.len() as u32, &shared.token)
+                .await as usize;
             permits.truncate(admitted);
             if permits.is_empty() {
                 continue;
