@@ -124,7 +124,16 @@ async fn the_dlq_routes_list_show_and_redrive() {
     assert_eq!(done.status(), 200);
     let done: serde_json::Value = done.json().await.unwrap();
     assert_eq!(done["redriven"].as_array().unwrap().len(), 2, "{done:#}");
-    assert_eq!(h.dead_letters().len(), 2);
+    // Completions are settled asynchronously by the client: wait for the broker to have them.
+    harness::wait_until(
+        "the re-driven originals completed",
+        Duration::from_secs(10),
+        || {
+            let n = h.dead_letters().len();
+            async move { n == 2 }
+        },
+    )
+    .await;
     let copies = bus
         .receiver(&h.events)
         .await
