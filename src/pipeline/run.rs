@@ -215,6 +215,18 @@ async fn receive_loop(
 ) {
     let wait = Duration::from_millis(shared.config.receive_wait_ms);
     while !shared.token.is_cancelled() {
+        // A maintenance window holds receiving back before any permit is taken, so a paused entity does not
+        // keep permits other entities need.
+        let admitted = match (&shared.hold, shared.config.entities.get(index)) {
+            (Some(hold), Some(entity)) => {
+                let wanted = shared.knobs.get().prefetch.max(1);
+                match hold.admit(entity, wanted, &shared.token).await as usize {
+                    0 => continue,
+                    n => n,
+                }
+            }
+            _ => usize::MAX,
+        };
         let first = tokio::select! {
             _ = shared.token.cancelled() => break,
             permit = limit.clone().acquire_owned() => match permit {
@@ -226,21 +238,12 @@ async fn receive_loop(
         if receiver.prefetch() != prefetch {
             receiver.set_prefetch(prefetch);
         }
-        let prefetch = prefetch as usize;
+        let prefetch = (prefetch as usize).min(admitted);
         let mut permits = vec![first];
         while permits.len() < prefetch {
             match limit.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
-            }
-        }
-        if let (Some(hold), Some(entity)) = (&shared.hold, shared.config.entities.get(index)) {
-            let admitted = hold
-                .admit(entity, permits.len() as u32, &shared.token)
-                .await as usize;
-            permits.truncate(admitted);
-            if permits.is_empty() {
-                continue;
             }
         }
         // The receive itself is never cancelled half-way: a message taken off the link would sit locked
@@ -439,6 +442,7 @@ async fn volume_job(shared: Arc<Shared>, mut inflight: InFlight, request: Volume
             (Some(done.reply), Settlement::Complete)
         }
         Err((error, _)) if error.is_retriable() => {
+            inflight.stamps.work_ended(std::time::Instant::now());
             let pause = shared
                 .config
                 .backoff(inflight.message.delivery_count.max(1));

@@ -85,9 +85,10 @@ impl Stamps {
         self.work_start = Some(at);
     }
 
-    /// The write or LINSTOR call for this message has its outcome at `at`.
+    /// The write or LINSTOR call for this message has its outcome at `at`; the first call counts (a backoff
+    /// before an abandon is settlement, not work).
     pub fn work_ended(&mut self, at: Instant) {
-        self.work_end = Some(at);
+        self.work_end.get_or_insert(at);
     }
 }
 
