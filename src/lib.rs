@@ -49,6 +49,7 @@ pub mod redrive;
 pub mod replay;
 pub mod servicebus;
 pub mod shutdown;
+// Alphabetical but for `sim`, which only exists with the default-on feature.
+pub mod windows;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod windows;
