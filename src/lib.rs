@@ -13,6 +13,9 @@
 //! * [`forecast`]: features, baselines, linfa models, the backtest and live accuracy. No IO.
 //! * [`planner`]: pure functions from observed state and forecasts to a plan. No IO.
 //! * [`policy`]: the Rego policy gate (regorus) and its decisions.
+//! * [`windows`]: maintenance windows from policy data: pause or slow ingest, freeze placement on the affected path.
+//! * [`drift`]: learns each message kind's shape and reports schema drift with examples.
+//! * [`redrive`]: lists, shows and re-drives dead-lettered messages, rate-limited, gated and audited.
 //! * [`executor`]: least-privilege apply, verify and rollback of gated changes.
 //! * [`audit`]: the append-only, hash-chained audit log.
 //! * [`chatops`]: read-only tools over trimtab's state, the LLM client and the templated answers.
@@ -34,6 +37,7 @@ pub mod chatops;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod drift;
 pub mod executor;
 pub mod forecast;
 pub mod linstor;
@@ -42,9 +46,12 @@ pub mod metrics;
 pub mod pipeline;
 pub mod planner;
 pub mod policy;
+pub mod redrive;
 pub mod replay;
 pub mod servicebus;
 pub mod shutdown;
+// Alphabetical but for `sim`, which only exists with the default-on feature.
+pub mod windows;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod web;

@@ -35,6 +35,8 @@ enum Command {
     Audit(trimtab::audit::cli::AuditArgs),
     /// Ask a question about the pipeline; answers cite the numbers they use.
     Ask(trimtab::chatops::cli::AskArgs),
+    /// List, show or re-drive dead-lettered messages (re-drive is rate-limited, gated and audited).
+    Dlq(trimtab::redrive::cli::DlqArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -65,6 +67,7 @@ fn main() -> anyhow::Result<ExitCode> {
             trimtab::chatops::cli::run(args)?;
             ExitCode::SUCCESS
         }
+        Command::Dlq(args) => trimtab::redrive::cli::run(args)?,
     };
     Ok(code)
 }

@@ -19,7 +19,8 @@
 //!   carries `reply_to`, a reply is sent there once the operation has succeeded or failed for good.
 //!
 //! A body that fails to parse is never retried: [`MessageError`] says what was wrong, and the pipeline
-//! dead-letters the message with that text as the reason.
+//! dead-letters the message with that text as the reason. A body that no longer fits the schema (and so the
+//! Cassandra row) names the field: [`MessageError::field`].
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -153,10 +154,12 @@ pub enum MessageError {
         found: Option<serde_json::Value>,
     },
     /// The fields do not match the schema of the kind.
-    #[error("schema mismatch for kind {kind}: {source}")]
+    #[error("schema mismatch for kind {kind}, field {field}: {source}")]
     Schema {
         /// The kind whose schema was violated.
         kind: &'static str,
+        /// The field that does not fit (`ts`, `payload`, `size_kib`), or `(body)` when serde names none.
+        field: String,
         /// serde's description: which field and what was expected.
         #[source]
         source: serde_json::Error,
@@ -169,6 +172,50 @@ pub enum MessageError {
         /// Configured limit in bytes.
         limit: usize,
     },
+}
+
+impl MessageError {
+    /// The field that no longer fits the schema, for a schema mismatch.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            MessageError::Schema { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// The field a deserialisation error is about: the one named in an unknown or missing field message,
+/// else the path serde was at.
+fn field_of(path: &serde_path_to_error::Path, error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|marker| {
+            let rest = &text[text.find(marker)? + marker.len()..];
+            Some(rest[..rest.find('`')?].to_string())
+        });
+    let at = path.to_string();
+    match (named, at.as_str()) {
+        (Some(name), "." | "?") => name,
+        (Some(name), parent) if !parent.ends_with(&name) => format!("{parent}.{name}"),
+        (Some(name), _) => name,
+        (None, "." | "?") => "(body)".to_string(),
+        (None, at) => at.to_string(),
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    kind: &'static str,
+) -> Result<T, MessageError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = field_of(e.path(), e.inner());
+        MessageError::Schema {
+            kind,
+            field,
+            source: e.into_inner(),
+        }
+    })
 }
 
 /// Parses a message body, refusing bodies over `max_bytes`.
@@ -190,18 +237,8 @@ pub fn parse(body: &[u8], max_bytes: usize) -> Result<Envelope, MessageError> {
     }
     let kind = object.remove("kind");
     match kind.as_ref().and_then(|k| k.as_str()) {
-        Some("event") => serde_json::from_value(value)
-            .map(Envelope::Event)
-            .map_err(|source| MessageError::Schema {
-                kind: "event",
-                source,
-            }),
-        Some("volume") => serde_json::from_value(value)
-            .map(Envelope::Volume)
-            .map_err(|source| MessageError::Schema {
-                kind: "volume",
-                source,
-            }),
+        Some("event") => typed(value, "event").map(Envelope::Event),
+        Some("volume") => typed(value, "volume").map(Envelope::Volume),
         _ => Err(MessageError::UnknownKind { found: kind }),
     }
 }
@@ -272,6 +309,36 @@ mod tests {
             "x".repeat(2000)
         );
         check_err(&big, "exceeds the limit of 1024 bytes");
+    }
+
+    fn check_field(body: &str, expected: &str) {
+        let err = parse(body.as_bytes(), 1024).expect_err("body should be refused");
+        assert_eq!(err.field(), Some(expected), "{err}");
+        assert!(
+            err.to_string().contains(&format!("field {expected}:")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_body_that_no_longer_fits_names_the_field() {
+        check_field(
+            r#"{"version":1,"kind":"event","stream":"s","ts":17,"payload":{}}"#,
+            "ts",
+        );
+        check_field(
+            r#"{"version":1,"kind":"event","stream":"s","payload":{},"region":"eu"}"#,
+            "region",
+        );
+        check_field(r#"{"version":1,"kind":"event","payload":{}}"#, "stream");
+        check_field(
+            r#"{"version":1,"kind":"event","stream":["a"],"payload":{}}"#,
+            "stream",
+        );
+        check_field(
+            r#"{"version":1,"kind":"volume","op":"create","resource":"r","size_kib":"big"}"#,
+            "(body)",
+        );
     }
 
     #[test]

@@ -390,3 +390,131 @@ impl StateSource for AgentState {
         })
     }
 }
+
+/// Where chat-ops' insights come from: the pipeline's counters (stage breakdown, drift) and the window hold.
+#[derive(Clone)]
+pub struct InsightSources {
+    /// The pipeline's counters; their stage clock and drift monitor.
+    pub stats: Arc<crate::pipeline::PipelineStats>,
+    /// The maintenance windows' ingest hold, when windows are configured.
+    pub windows: Option<Arc<crate::windows::WindowHold>>,
+}
+
+impl InsightSources {
+    /// The insights as chat-ops reads them, at `now`.
+    pub fn insights(&self, now: OffsetDateTime) -> crate::chatops::state::Insights {
+        use crate::chatops::state::{DriftItem, Insights, StageItem, StageShare, WindowItem};
+        let drift = self
+            .stats
+            .drift()
+            .snapshot()
+            .events
+            .into_iter()
+            .map(|e| DriftItem {
+                summary: e.sentence(),
+                kind: e.kind,
+                field: e.field,
+                change: e.change.name().to_string(),
+                count: e.count,
+                first_seen: e.first_seen,
+                last_seen: e.last_seen,
+                examples: e.examples.into_iter().map(|x| x.message_id).collect(),
+            })
+            .collect();
+        let stages = self
+            .stats
+            .stages()
+            .snapshot()
+            .paths
+            .into_iter()
+            .map(|p| StageItem {
+                path: p.path.to_string(),
+                sampled_at: now,
+                settled: p.settled,
+                end_to_end_mean_ms: p.recent_end_to_end_mean_ms,
+                stages: p
+                    .stages
+                    .iter()
+                    .map(|s| StageShare {
+                        stage: s.stage.to_string(),
+                        mean_ms: s.recent_mean_ms,
+                        share: s.recent_share,
+                    })
+                    .collect(),
+                dominant: p.dominant.map(str::to_string),
+            })
+            .collect();
+        let windows = self
+            .windows
+            .as_ref()
+            .map(|w| {
+                let snap = w.snapshot();
+                snap.active
+                    .iter()
+                    .map(|(id, target, until)| WindowItem {
+                        id: id.clone(),
+                        target: target.describe(),
+                        until: until.clone(),
+                        holding: snap
+                            .holds
+                            .iter()
+                            .filter(|h| &h.window == id)
+                            .map(|h| h.entity.clone())
+                            .collect(),
+                        sampled_at: now,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Insights {
+            available: true,
+            drift,
+            stages,
+            windows,
+        }
+    }
+}
+
+/// A state source with the pipeline's insights (drift, stage breakdown, maintenance windows) added.
+pub struct WithInsights<S> {
+    inner: S,
+    sources: InsightSources,
+}
+
+impl<S> WithInsights<S> {
+    /// `inner` for everything else, `sources` for [`StateSource::insights`].
+    pub fn new(inner: S, sources: InsightSources) -> Self {
+        WithInsights { inner, sources }
+    }
+}
+
+#[async_trait]
+impl<S: StateSource> StateSource for WithInsights<S> {
+    fn now(&self) -> OffsetDateTime {
+        self.inner.now()
+    }
+    async fn queues(&self) -> Result<Vec<QueueHealth>, StateError> {
+        self.inner.queues().await
+    }
+    async fn lag(&self) -> Result<Vec<PartitionLag>, StateError> {
+        self.inner.lag().await
+    }
+    async fn forecasts(&self) -> Result<Vec<ForecastSummary>, StateError> {
+        self.inner.forecasts().await
+    }
+    async fn placement(&self) -> Result<PlacementSummary, StateError> {
+        self.inner.placement().await
+    }
+    async fn pending_proposals(&self) -> Result<Vec<PendingProposal>, StateError> {
+        self.inner.pending_proposals().await
+    }
+    async fn recent_audit(&self, since: OffsetDateTime) -> Result<Vec<AuditEntry>, StateError> {
+        self.inner.recent_audit(since).await
+    }
+    async fn settings(&self) -> Result<SettingsSnapshot, StateError> {
+        self.inner.settings().await
+    }
+    async fn insights(&self) -> Result<crate::chatops::state::Insights, StateError> {
+        Ok(self.sources.insights(self.inner.now()))
+    }
+}

@@ -20,6 +20,8 @@ pub mod launch;
 pub mod openapi;
 pub mod read;
 
+pub mod dlq;
+
 use std::sync::Arc;
 
 use axum::extract::Request;

@@ -329,6 +329,113 @@ impl Timed for SettingsSnapshot {
     }
 }
 
+/// One schema drift: a field of a message kind that producers started sending differently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftItem {
+    /// The message kind (`event`, `volume.create`).
+    pub kind: String,
+    /// The field path, or `(body)` for a size jump.
+    pub field: String,
+    /// `field_added`, `field_missing`, `type_changed` or `size_jump`.
+    pub change: String,
+    /// The drift in one sentence, with an example. Untrusted text (it quotes message values).
+    pub summary: String,
+    /// Messages that showed it.
+    pub count: u64,
+    /// First seen.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// Last seen.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// Message ids of example bodies.
+    pub examples: Vec<String>,
+}
+
+impl Timed for DriftItem {
+    fn span(&self) -> TimeSpan {
+        TimeSpan {
+            from: self.first_seen,
+            to: self.last_seen,
+        }
+    }
+}
+
+/// One stage's share of the time on a path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageShare {
+    /// `queued`, `batch_wait`, `work` or `settle`.
+    pub stage: String,
+    /// Mean over recent messages, ms.
+    pub mean_ms: f64,
+    /// Share of the end-to-end latency, 0..=1.
+    pub share: f64,
+}
+
+/// Where the time goes on one path (`event`, `volume`, `rejected`), over recent messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageItem {
+    /// The path.
+    pub path: String,
+    /// When the figures were read.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sampled_at: OffsetDateTime,
+    /// Messages settled since start.
+    pub settled: u64,
+    /// Mean end-to-end latency of recent messages, ms; the stages' means add up to it.
+    pub end_to_end_mean_ms: f64,
+    /// The stages, in the order a message passes them.
+    pub stages: Vec<StageShare>,
+    /// The stage with the largest share.
+    pub dominant: Option<String>,
+}
+
+impl Timed for StageItem {
+    fn span(&self) -> TimeSpan {
+        TimeSpan::at(self.sampled_at)
+    }
+}
+
+/// A maintenance window open now, with what it holds back and what was decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowItem {
+    /// The window's id.
+    pub id: String,
+    /// What is under maintenance, e.g. `linstor node n2`.
+    pub target: String,
+    /// When it closes (RFC 3339).
+    pub until: String,
+    /// Entities whose ingest it holds back now.
+    pub holding: Vec<String>,
+    /// When the figures were read.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sampled_at: OffsetDateTime,
+}
+
+impl Timed for WindowItem {
+    fn span(&self) -> TimeSpan {
+        TimeSpan::at(self.sampled_at)
+    }
+}
+
+/// What the pipeline has noticed about its messages and its time: drift, stage breakdown, maintenance windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Insights {
+    /// Whether the source carries these figures at all (a snapshot file or an older source does not).
+    pub available: bool,
+    /// Schema drift seen, oldest first.
+    pub drift: Vec<DriftItem>,
+    /// The stage breakdown per path.
+    pub stages: Vec<StageItem>,
+    /// Maintenance windows open now.
+    pub windows: Vec<WindowItem>,
+}
+
 /// A failure to read state.
 #[derive(Debug, thiserror::Error)]
 #[error("state source {what} unavailable: {message}")]
@@ -363,6 +470,10 @@ pub trait StateSource: Send + Sync {
     async fn recent_audit(&self, since: OffsetDateTime) -> Result<Vec<AuditEntry>, StateError>;
     /// The current settings and mode.
     async fn settings(&self) -> Result<SettingsSnapshot, StateError>;
+    /// Schema drift, the stage breakdown and open maintenance windows; `available: false` when not carried.
+    async fn insights(&self) -> Result<Insights, StateError> {
+        Ok(Insights::default())
+    }
 }
 
 /// A fixed snapshot of everything, for tests, demos and adapters that copy state in one go.

@@ -39,6 +39,10 @@ pub enum Intent {
     },
     /// "what are the current settings?"
     Settings,
+    /// "is there schema drift?" / "are producers sending new fields?"
+    SchemaDrift,
+    /// "where does the time go?" / "which stage is slow?"
+    StageBreakdown,
     /// Anything else.
     Unknown,
 }
@@ -47,7 +51,23 @@ pub enum Intent {
 pub fn classify(question: &str) -> Intent {
     let q = question.to_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| q.contains(w));
-    if has(&["setting", "knob", "config", "what mode"]) {
+    if has(&[
+        "drift",
+        "schema",
+        "new field",
+        "message shape",
+        "producers send",
+    ]) {
+        Intent::SchemaDrift
+    } else if has(&[
+        "where does the time go",
+        "where the time goes",
+        "stage",
+        "breakdown",
+        "time go",
+    ]) {
+        Intent::StageBreakdown
+    } else if has(&["setting", "knob", "config", "what mode"]) {
         Intent::Settings
     } else if has(&["approv", "waiting for", "pending", "proposal"]) {
         Intent::PendingApprovals
@@ -132,6 +152,8 @@ impl Intent {
                 }
             ),
             Intent::Settings => "what are the current settings?".into(),
+            Intent::SchemaDrift => "are producers sending something new (schema drift)?".into(),
+            Intent::StageBreakdown => "where does the time go, stage by stage?".into(),
             Intent::Unknown => "(not understood)".into(),
         }
     }
@@ -191,6 +213,8 @@ pub async fn answer(
         Intent::PendingApprovals => (approvals(&mut ctx).await?, None),
         Intent::PoolFill { days } => pool_fill(&mut ctx, question, *days).await?,
         Intent::Settings => (settings(&mut ctx).await?, None),
+        Intent::SchemaDrift => (schema_drift(&mut ctx).await?, None),
+        Intent::StageBreakdown => (stage_breakdown(&mut ctx).await?, None),
         Intent::Unknown => {
             return Ok(Templated {
                 text: capabilities(),
@@ -212,8 +236,72 @@ pub fn capabilities() -> String {
      - what did you change in the last hour (or N minutes/hours) and why?\n\
      - what is waiting for my approval?\n\
      - will <pool> fill up this week?\n\
-     - what are the current settings?\n"
+     - what are the current settings?\n\
+     - is there schema drift?\n\
+     - where does the time go?\n"
         .to_owned()
+}
+
+const NO_INSIGHTS: &str = "This state source carries no drift or stage figures (a snapshot file, or a trimtab without the pipeline's insights).\n";
+
+async fn schema_drift(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
+    let id = ctx.next_id();
+    let (insights, marks) = ctx.ledger.insights(&id, ctx.state).await?;
+    if !insights.available {
+        return Ok(NO_INSIGHTS.to_owned());
+    }
+    if insights.drift.is_empty() {
+        return Ok("No schema drift: every message kind still has the fields, types and sizes it was learned with.\n".to_owned());
+    }
+    let mut text = format!(
+        "Producers are sending something new: {} drift(s).\n",
+        insights.drift.len()
+    );
+    for (d, r) in insights.drift.iter().zip(&marks.drift) {
+        text.push_str(&format!("- {} [{r}]\n", short(&d.summary)));
+    }
+    text.push_str("Messages that no longer fit the Cassandra schema are dead-lettered with a reason naming the field; `trimtab dlq list --filter reason=SchemaMismatch` shows them.\n");
+    Ok(text)
+}
+
+fn stage_sentence(item: &super::state::StageItem, mark: &str) -> String {
+    let parts: Vec<String> = item
+        .stages
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} ms ({:.0}%)",
+                s.stage,
+                num(s.mean_ms),
+                s.share * 100.0
+            )
+        })
+        .collect();
+    format!(
+        "{} messages: {} ms end to end = {} [{mark}]",
+        item.path,
+        num(item.end_to_end_mean_ms),
+        parts.join(" + ")
+    )
+}
+
+async fn stage_breakdown(ctx: &mut Ctx<'_>) -> Result<String, ToolError> {
+    let id = ctx.next_id();
+    let (insights, marks) = ctx.ledger.insights(&id, ctx.state).await?;
+    if !insights.available {
+        return Ok(NO_INSIGHTS.to_owned());
+    }
+    if insights.stages.is_empty() {
+        return Ok("No message has been settled yet, so there is no stage breakdown.\n".to_owned());
+    }
+    let mut text = String::new();
+    for (item, r) in insights.stages.iter().zip(&marks.stages) {
+        text.push_str(&format!("- {}\n", stage_sentence(item, r)));
+        if let Some(d) = &item.dominant {
+            text.push_str(&format!("  Most of the time goes to {d}.\n"));
+        }
+    }
+    Ok(text)
 }
 
 /// A pipeline-supplied name or reason, cut for reading; the full value stays in the cited tool result.
@@ -435,6 +523,15 @@ async fn lag_growth(
     let (settings, settings_ref) = ctx.ledger.settings(&id, ctx.state).await?;
     let id = ctx.next_id();
     let (audit, _, arefs) = ctx.ledger.recent_audit(&id, ctx.state, 60).await?;
+    // The stage breakdown names where the time goes (event path first); absent when the source has none.
+    let stage_view = match ctx.state.insights().await {
+        Ok(i) if i.available && !i.stages.is_empty() => {
+            let id = ctx.next_id();
+            let (insights, marks) = ctx.ledger.insights(&id, ctx.state).await?;
+            insights.stages.into_iter().zip(marks.stages).next()
+        }
+        _ => None,
+    };
     let concurrency = settings.settings.iter().find_map(|s| {
         let n = s.name.to_lowercase();
         (n.ends_with("concurrency") || n.ends_with("max_in_flight"))
@@ -535,6 +632,14 @@ async fn lag_growth(
                     a.before.as_deref().unwrap_or("?"),
                     a.after.as_deref().unwrap_or("?"),
                     a.outcome
+                ));
+            }
+        }
+        if let Some((item, r)) = stage_view.as_ref() {
+            if let Some(d) = &item.dominant {
+                causes.push(format!(
+                    "most of each message's time goes to the {d} stage: {}",
+                    stage_sentence(item, r)
                 ));
             }
         }
@@ -879,6 +984,9 @@ mod tests {
                 Intent::PoolFill { days: 7 },
             ),
             ("what are the current settings?", Intent::Settings),
+            ("is there schema drift?", Intent::SchemaDrift),
+            ("are producers sending a new field?", Intent::SchemaDrift),
+            ("where does the time go?", Intent::StageBreakdown),
             ("write me a poem", Intent::Unknown),
         ];
         for (q, expected) in cases {

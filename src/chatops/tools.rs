@@ -9,12 +9,12 @@ use time::Duration;
 
 use super::redact::Redactor;
 use super::state::{
-    AuditEntry, ForecastSummary, PartitionLag, PendingProposal, PlacementSummary, QueueHealth,
-    SettingsSnapshot, StateError, StateSource, TimeSpan, Timed,
+    AuditEntry, ForecastSummary, Insights, PartitionLag, PendingProposal, PlacementSummary,
+    QueueHealth, SettingsSnapshot, StateError, StateSource, TimeSpan, Timed,
 };
 
 /// The names of every tool, in the order the prompts list them.
-pub const TOOL_NAMES: [&str; 7] = [
+pub const TOOL_NAMES: [&str; 8] = [
     "queue_health",
     "partition_lag",
     "forecasts",
@@ -22,6 +22,7 @@ pub const TOOL_NAMES: [&str; 7] = [
     "pending_proposals",
     "recent_audit",
     "current_settings",
+    "pipeline_insights",
 ];
 
 /// Longest audit look-back a tool call may ask for: one week, in minutes.
@@ -58,6 +59,8 @@ pub enum ToolCall {
     },
     /// Current settings and mode.
     CurrentSettings,
+    /// Schema drift, where the time goes per stage, open maintenance windows.
+    PipelineInsights,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +197,10 @@ impl ToolCall {
                 parse_args::<NoArgs>("current_settings", arguments)?;
                 ToolCall::CurrentSettings
             }
+            "pipeline_insights" => {
+                parse_args::<NoArgs>("pipeline_insights", arguments)?;
+                ToolCall::PipelineInsights
+            }
             other => {
                 return Err(ToolError::Unknown {
                     name: other.chars().take(64).collect(),
@@ -212,6 +219,7 @@ impl ToolCall {
             ToolCall::PendingProposals => "pending_proposals",
             ToolCall::RecentAudit { .. } => "recent_audit",
             ToolCall::CurrentSettings => "current_settings",
+            ToolCall::PipelineInsights => "pipeline_insights",
         }
     }
 
@@ -226,7 +234,10 @@ impl ToolCall {
             ToolCall::RecentAudit { since_minutes } => {
                 serde_json::json!({ "since_minutes": since_minutes })
             }
-            ToolCall::Placement | ToolCall::PendingProposals | ToolCall::CurrentSettings => {
+            ToolCall::Placement
+            | ToolCall::PendingProposals
+            | ToolCall::CurrentSettings
+            | ToolCall::PipelineInsights => {
                 serde_json::json!({})
             }
         }
@@ -258,6 +269,17 @@ pub struct ToolRecord {
     pub arguments: Value,
     /// The items, numbered.
     pub items: Vec<EvidenceItem>,
+}
+
+/// The citation marks of a `pipeline_insights` call, by section, in the order of the items.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InsightMarks {
+    /// One per drift item.
+    pub drift: Vec<String>,
+    /// One per stage item.
+    pub stages: Vec<String>,
+    /// One per window item.
+    pub windows: Vec<String>,
 }
 
 /// Runs tool calls and numbers every returned item, so answers can cite them and replies can carry them.
@@ -331,6 +353,15 @@ impl Ledger {
                 self.recent_audit(call_id, state, *since_minutes).await?.2
             }
             ToolCall::CurrentSettings => vec![self.settings(call_id, state).await?.1],
+            ToolCall::PipelineInsights => {
+                let (_, marks) = self.insights(call_id, state).await?;
+                marks
+                    .drift
+                    .into_iter()
+                    .chain(marks.stages)
+                    .chain(marks.windows)
+                    .collect()
+            }
         })
     }
 
@@ -477,6 +508,32 @@ impl Ledger {
         let raw = vec![(to_value(&s), s.span())];
         let refs = self.record(call_id, &ToolCall::CurrentSettings, raw);
         Ok((s, refs.into_iter().next().unwrap_or_default()))
+    }
+
+    /// `pipeline_insights`: one mark per drift, per stage breakdown and per open window (none when the source
+    /// does not carry them; `Insights::available` says which).
+    pub async fn insights(
+        &mut self,
+        call_id: &str,
+        state: &dyn StateSource,
+    ) -> Result<(Insights, InsightMarks), ToolError> {
+        let i = state.insights().await.map_err(|source| ToolError::State {
+            tool: "pipeline_insights",
+            source,
+        })?;
+        let mut raw: Vec<(Value, TimeSpan)> = Vec::new();
+        raw.extend(i.drift.iter().map(|x| (to_value(x), x.span())));
+        raw.extend(i.stages.iter().map(|x| (to_value(x), x.span())));
+        raw.extend(i.windows.iter().map(|x| (to_value(x), x.span())));
+        let mut refs = self
+            .record(call_id, &ToolCall::PipelineInsights, raw)
+            .into_iter();
+        let marks = InsightMarks {
+            drift: refs.by_ref().take(i.drift.len()).collect(),
+            stages: refs.by_ref().take(i.stages.len()).collect(),
+            windows: refs.collect(),
+        };
+        Ok((i, marks))
     }
 
     #[cfg(test)]

@@ -6,15 +6,19 @@
 //! * [`sink`]: the downstream boundaries (event sink, volume handler, replier).
 //! * [`run`]: the loop itself: back-pressure, batching, retry with backoff, settlement, graceful drain.
 //! * [`stats`]: counters with a cheap snapshot.
+//! * [`stages`]: each message's end-to-end latency split into queued, batch wait, work and settlement.
+//! * [`hold`]: the hook that lets maintenance windows pause or slow receiving per entity.
 //!
 //! **Invariant:** a message is completed only after its effect is durable; a retriable failure is retried with
 //! backoff and then abandoned; a permanent one is dead-lettered with a reason.
 
 pub mod adapters;
+pub mod hold;
 pub mod knobs;
 pub mod router;
 pub mod run;
 pub mod sink;
+pub mod stages;
 pub mod stats;
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ pub enum Route {
     Volume(crate::message::VolumeRequest),
     /// Straight to the dead-letter queue: the body can never be processed.
     DeadLetter {
-        /// Short, stable reason (`DeadLetterReason`).
-        reason: &'static str,
+        /// Short, stable reason (`DeadLetterReason`); a schema mismatch names the field: `SchemaMismatch: ts`.
+        reason: String,
         /// What was wrong (`DeadLetterErrorDescription`).
         description: String,
     },
@@ -53,7 +53,10 @@ pub fn route(message: &ReceivedMessage, max_bytes: usize) -> Route {
         }),
         Ok(Envelope::Volume(request)) => Route::Volume(request),
         Err(error) => Route::DeadLetter {
-            reason: reason_for(&error),
+            reason: match error.field() {
+                Some(field) => format!("{}: {field}", reason_for(&error)),
+                None => reason_for(&error).to_string(),
+            },
             description: format!("message {}: {error}", row_id(message)),
         },
     }
@@ -104,7 +107,7 @@ mod tests {
         check(r#"{"version":1,"kind":"nope"}"#, "UnknownKind");
         check(
             r#"{"version":1,"kind":"event","stream":7,"payload":1}"#,
-            "SchemaMismatch",
+            "SchemaMismatch: stream",
         );
         check(&"x".repeat(5000), "Oversize");
     }

@@ -20,9 +20,11 @@ use crate::message::VolumeRequest;
 use crate::servicebus::lag::Settlement as Settled;
 use crate::servicebus::{MessageReceiver, OutgoingMessage, ReceivedMessage, ServiceBusError};
 
+use super::hold::IngestHold;
 use super::knobs::LiveKnobs;
 use super::router::{self, Route};
 use super::sink::{EventRecord, EventSink, Replier, VolumeHandler};
+use super::stages::{Breakdown, Path as StagePath, Stamps};
 use super::stats::{PipelineStats, StatsSnapshot};
 use super::PipelineConfig;
 
@@ -52,6 +54,8 @@ struct InFlight {
     receiver: Arc<dyn MessageReceiver>,
     _permit: Option<OwnedSemaphorePermit>,
     _guard: Option<Box<dyn Send + Sync>>,
+    stamps: Stamps,
+    path: StagePath,
 }
 
 /// The pipeline, ready to run.
@@ -61,6 +65,7 @@ pub struct Pipeline {
     volumes: Arc<dyn VolumeHandler>,
     replier: Arc<dyn Replier>,
     observer: Option<Arc<dyn MessageObserver>>,
+    hold: Option<Arc<dyn IngestHold>>,
     knobs: LiveKnobs,
     config: PipelineConfig,
     stats: Arc<PipelineStats>,
@@ -72,6 +77,7 @@ struct Shared {
     volumes: Arc<dyn VolumeHandler>,
     replier: Arc<dyn Replier>,
     observer: Option<Arc<dyn MessageObserver>>,
+    hold: Option<Arc<dyn IngestHold>>,
     knobs: LiveKnobs,
     config: PipelineConfig,
     stats: Arc<PipelineStats>,
@@ -95,6 +101,7 @@ impl Pipeline {
             volumes,
             replier,
             observer: None,
+            hold: None,
             knobs,
             config,
             stats: Arc::new(PipelineStats::default()),
@@ -104,6 +111,12 @@ impl Pipeline {
     /// Adds the lag and lock-renewal hooks.
     pub fn with_observer(mut self, observer: Arc<dyn MessageObserver>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Adds an ingest hold (maintenance windows) consulted before every receive.
+    pub fn with_ingest_hold(mut self, hold: Arc<dyn IngestHold>) -> Self {
+        self.hold = Some(hold);
         self
     }
 
@@ -120,6 +133,7 @@ impl Pipeline {
             volumes: self.volumes,
             replier: self.replier,
             observer: self.observer,
+            hold: self.hold,
             knobs: self.knobs,
             config: self.config,
             stats: self.stats,
@@ -129,9 +143,10 @@ impl Pipeline {
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let loops = TaskTracker::new();
         loops.spawn(resize_limit(shared.clone(), limit.clone()));
-        for receiver in self.receivers {
+        for (index, receiver) in self.receivers.into_iter().enumerate() {
             loops.spawn(receive_loop(
                 shared.clone(),
+                index,
                 receiver,
                 limit.clone(),
                 event_tx.clone(),
@@ -139,6 +154,9 @@ impl Pipeline {
         }
         drop(event_tx);
         loops.spawn(batch_loop(shared.clone(), event_rx));
+        let drift_stats = shared.stats.clone();
+        let drift_stop = shutdown.clone();
+        loops.spawn(async move { drift_stats.drift().run(drift_stop).await });
         loops.close();
 
         shutdown.cancelled().await;
@@ -190,12 +208,25 @@ async fn resize_limit(shared: Arc<Shared>, limit: Arc<Semaphore>) {
 
 async fn receive_loop(
     shared: Arc<Shared>,
+    index: usize,
     receiver: Arc<dyn MessageReceiver>,
     limit: Arc<Semaphore>,
     events: mpsc::UnboundedSender<(InFlight, EventRecord)>,
 ) {
     let wait = Duration::from_millis(shared.config.receive_wait_ms);
     while !shared.token.is_cancelled() {
+        // A maintenance window holds receiving back before any permit is taken, so a paused entity does not
+        // keep permits other entities need.
+        let admitted = match (&shared.hold, shared.config.entities.get(index)) {
+            (Some(hold), Some(entity)) => {
+                let wanted = shared.knobs.get().prefetch.max(1);
+                match hold.admit(entity, wanted, &shared.token).await as usize {
+                    0 => continue,
+                    n => n,
+                }
+            }
+            _ => usize::MAX,
+        };
         let first = tokio::select! {
             _ = shared.token.cancelled() => break,
             permit = limit.clone().acquire_owned() => match permit {
@@ -207,7 +238,7 @@ async fn receive_loop(
         if receiver.prefetch() != prefetch {
             receiver.set_prefetch(prefetch);
         }
-        let prefetch = prefetch as usize;
+        let prefetch = (prefetch as usize).min(admitted);
         let mut permits = vec![first];
         while permits.len() < prefetch {
             match limit.clone().try_acquire_owned() {
@@ -226,7 +257,13 @@ async fn receive_loop(
                         .observer
                         .as_ref()
                         .map(|o| o.on_receive(&message, &receiver));
+                    shared
+                        .stats
+                        .drift()
+                        .offer(router::row_id(&message), message.body.clone());
                     let inflight = InFlight {
+                        stamps: Stamps::received(message.enqueued_at),
+                        path: StagePath::Event,
                         message,
                         receiver: receiver.clone(),
                         _permit: permits.pop(),
@@ -249,7 +286,7 @@ async fn receive_loop(
 
 fn dispatch(
     shared: &Arc<Shared>,
-    inflight: InFlight,
+    mut inflight: InFlight,
     events: &mpsc::UnboundedSender<(InFlight, EventRecord)>,
 ) {
     match router::route(&inflight.message, shared.config.max_message_bytes) {
@@ -263,6 +300,7 @@ fn dispatch(
             }
         }
         Route::Volume(request) => {
+            inflight.path = StagePath::Volume;
             let shared = shared.clone();
             shared
                 .tasks
@@ -273,11 +311,15 @@ fn dispatch(
             reason,
             description,
         } => {
-            tracing::info!(reason, %description, "dead-lettering unparseable message");
+            tracing::info!(%reason, %description, "dead-lettering unparseable message");
+            inflight.path = StagePath::Rejected;
+            let now = std::time::Instant::now();
+            inflight.stamps.work_started(now);
+            inflight.stamps.work_ended(now);
             let shared = shared.clone();
             shared.tasks.clone().spawn(async move {
                 let settlement = Settlement::DeadLetter {
-                    reason: reason.to_string(),
+                    reason,
                     description,
                 };
                 settle(&shared, inflight, settlement).await;
@@ -320,6 +362,10 @@ async fn batch_loop(
 /// Writes a chunk, retrying retriable row failures with backoff, and settles every message of it.
 async fn write_job(shared: Arc<Shared>, chunk: Vec<(InFlight, EventRecord)>) {
     let mut pending = chunk;
+    let started = std::time::Instant::now();
+    for (inflight, _) in &mut pending {
+        inflight.stamps.work_started(started);
+    }
     let mut attempt = 0u32;
     let mut settlements = Vec::with_capacity(pending.len());
     while !pending.is_empty() {
@@ -374,6 +420,10 @@ async fn write_job(shared: Arc<Shared>, chunk: Vec<(InFlight, EventRecord)>) {
         }
         pending = retry.into_iter().map(|(i, row, _)| (i, row)).collect();
     }
+    let ended = std::time::Instant::now();
+    for (inflight, _) in &mut settlements {
+        inflight.stamps.work_ended(ended);
+    }
     futures::stream::iter(settlements)
         .for_each_concurrent(64, |(inflight, settlement)| {
             let shared = &shared;
@@ -383,7 +433,8 @@ async fn write_job(shared: Arc<Shared>, chunk: Vec<(InFlight, EventRecord)>) {
 }
 
 /// Runs one volume request, replies when asked to, and settles.
-async fn volume_job(shared: Arc<Shared>, inflight: InFlight, request: VolumeRequest) {
+async fn volume_job(shared: Arc<Shared>, mut inflight: InFlight, request: VolumeRequest) {
+    inflight.stamps.work_started(std::time::Instant::now());
     let outcome = shared.volumes.handle(&request).await;
     let (reply, settlement) = match outcome {
         Ok(done) => {
@@ -391,6 +442,7 @@ async fn volume_job(shared: Arc<Shared>, inflight: InFlight, request: VolumeRequ
             (Some(done.reply), Settlement::Complete)
         }
         Err((error, _)) if error.is_retriable() => {
+            inflight.stamps.work_ended(std::time::Instant::now());
             let pause = shared
                 .config
                 .backoff(inflight.message.delivery_count.max(1));
@@ -421,10 +473,12 @@ async fn volume_job(shared: Arc<Shared>, inflight: InFlight, request: VolumeRequ
         if let Err(error) = shared.replier.reply(&to, message).await {
             // The operation is idempotent: abandoning makes the request run again and the reply be sent again.
             tracing::warn!(%error, reply_to = %to, "reply failed; abandoning the request for redelivery");
+            inflight.stamps.work_ended(std::time::Instant::now());
             settle(&shared, inflight, Settlement::Abandon).await;
             return;
         }
     }
+    inflight.stamps.work_ended(std::time::Instant::now());
     settle(&shared, inflight, settlement).await;
 }
 
@@ -470,5 +524,7 @@ async fn settle(shared: &Shared, inflight: InFlight, settlement: Settlement) {
     if let Some(observer) = &shared.observer {
         observer.on_settle(message, observed);
     }
+    let breakdown = Breakdown::of(&inflight.stamps, std::time::Instant::now());
+    shared.stats.stages().record(inflight.path, breakdown);
     shared.stats.in_flight(-1);
 }

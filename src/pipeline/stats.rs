@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use super::stages::StageClock;
+use crate::drift::DriftMonitor;
+
 /// Running totals since start.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -18,6 +21,8 @@ pub struct PipelineStats {
     write_retries: AtomicU64,
     settle_errors: AtomicU64,
     in_flight: AtomicU64,
+    stages: StageClock,
+    drift: DriftMonitor,
 }
 
 /// A copy of the counters at one moment.
@@ -82,6 +87,16 @@ impl PipelineStats {
             self.in_flight
                 .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
+    }
+
+    /// Where the time goes, per stage (see [`super::stages`]).
+    pub fn stages(&self) -> &StageClock {
+        &self.stages
+    }
+
+    /// The schema-drift monitor the receive loop offers every body to (see [`crate::drift`]).
+    pub fn drift(&self) -> &DriftMonitor {
+        &self.drift
     }
 
     /// The counters now.

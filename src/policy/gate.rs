@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Mode, PolicyError};
 use crate::planner::{Action, Change, Settings, ALL_VERBS};
+use crate::windows::WindowSet;
 
 /// The policy data `version` this build understands.
 pub const SUPPORTED_POLICY_VERSION: u64 = 1;
@@ -73,6 +74,8 @@ struct Loaded {
     grants: Grants,
     kill_switch: bool,
     digest: String,
+    /// Maintenance windows from `windows.json` (none when absent); the open ones go in `input.windows`.
+    windows: WindowSet,
 }
 
 /// The policy gate. Cheap to share behind an `Arc`; evaluation clones the loaded engine.
@@ -177,7 +180,10 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
         .ok_or_else(|| invalid(dir, "grants.json is missing".into()))?;
     let grants: Grants = serde_json::from_value(grants_value)
         .map_err(|e| invalid(dir, format!("grants.json: {e}")))?;
-    let known: BTreeSet<&str> = ALL_VERBS.into_iter().collect();
+    let known: BTreeSet<&str> = ALL_VERBS
+        .into_iter()
+        .chain(super::OPERATION_VERBS)
+        .collect();
     let lists = [
         ("auto", &grants.auto),
         ("approval", &grants.approval),
@@ -216,6 +222,12 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
             ))
         }
     };
+    let windows = match data.get("windows") {
+        Some(value) => {
+            WindowSet::from_value(value).map_err(|e| invalid(dir, format!("windows.json: {e}")))?
+        }
+        None => WindowSet::default(),
+    };
     let document = serde_json::json!({ "trimtab": data });
     engine
         .add_data(regorus::Value::from(document))
@@ -225,6 +237,7 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
         grants,
         kill_switch,
         digest: hex::encode(hasher.finalize()),
+        windows,
     };
     // Validation by use: a probe change must evaluate to one of the three verdicts.
     let probe = Change {
@@ -242,7 +255,7 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
         concurrent_moves: 0,
         changes_last_hour: 0,
     };
-    evaluate_loaded(&loaded, &probe, &ctx)
+    evaluate_loaded(&loaded, &change_value(&probe)?, &ctx)
         .map_err(|e| invalid(dir, format!("probe evaluation failed: {e}")))?;
     Ok(loaded)
 }
@@ -265,14 +278,26 @@ fn strings(value: regorus::Value, rule: &str) -> Result<Vec<String>, PolicyError
     }
 }
 
+fn change_value(change: &Change) -> Result<serde_json::Value, PolicyError> {
+    serde_json::to_value(change).map_err(|e| PolicyError::Eval {
+        message: format!("change {} could not be encoded: {e}", change.id),
+    })
+}
+
 fn evaluate_loaded(
     loaded: &Loaded,
-    change: &Change,
+    change: &serde_json::Value,
     ctx: &GateContext,
 ) -> Result<Decision, PolicyError> {
     let eval = |message: String| PolicyError::Eval { message };
     let mut engine = loaded.engine.clone();
-    let input = serde_json::json!({ "change": change, "context": ctx });
+    let windows = loaded.windows.gate_input(time::OffsetDateTime::now_utc());
+    let input = serde_json::json!({ "change": change, "context": ctx, "windows": windows });
+    let verb = change
+        .pointer("/action/verb")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("(none)")
+        .to_string();
     engine.set_input(regorus::Value::from(input));
     let mut rule = |name: &str| {
         engine
@@ -286,10 +311,7 @@ fn evaluate_loaded(
     let (verdict, reasons) = match decision.as_string().map(|s| s.to_string()).as_deref() {
         Ok("deny") if deny.is_empty() => (
             Verdict::Deny,
-            vec![format!(
-                "no policy rule allows verb {}",
-                change.action.verb()
-            )],
+            vec![format!("no policy rule allows verb {verb}")],
         ),
         Ok("deny") => (Verdict::Deny, deny),
         Ok("needs_approval") => (Verdict::NeedsApproval, approval),
@@ -377,6 +399,28 @@ impl Gate {
 
     /// Decides on one change. Fails closed: no policy, or an evaluation error, gives a deny that says why.
     pub fn evaluate(&self, change: &Change, ctx: &GateContext) -> Decision {
+        match change_value(change) {
+            Ok(value) => self.evaluate_value(&change.id, &value, ctx),
+            Err(e) => Decision {
+                verdict: Verdict::Deny,
+                reasons: vec![format!("denied because {e}")],
+                policy_digest: self.digest().unwrap_or_default().to_string(),
+            },
+        }
+    }
+
+    /// Decides on an operator's operation that is not a planner change (a re-drive): `change` has the shape of
+    /// a [`Change`] (`id`, `target`, `action` with a `verb` from [`super::OPERATION_VERBS`], `reason`).
+    pub fn evaluate_operation(&self, change: &serde_json::Value, ctx: &GateContext) -> Decision {
+        let id = change
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("(operation)")
+            .to_string();
+        self.evaluate_value(&id, change, ctx)
+    }
+
+    fn evaluate_value(&self, id: &str, change: &serde_json::Value, ctx: &GateContext) -> Decision {
         let Some(loaded) = &self.loaded else {
             let why = self
                 .error
@@ -391,7 +435,7 @@ impl Gate {
         match evaluate_loaded(loaded, change, ctx) {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(change = %change.id, error = %e, "policy evaluation failed; denying");
+                tracing::error!(change = %id, error = %e, "policy evaluation failed; denying");
                 Decision {
                     verdict: Verdict::Deny,
                     reasons: vec![format!("denied because {e}")],

@@ -12,6 +12,10 @@ pub use mode::{effective_mode, Mode, ModeDecision};
 
 use std::path::PathBuf;
 
+/// Verbs of operations a person starts that still go through the gate (they are not planner changes):
+/// `redrive_dead_letters` moves dead-lettered messages back to their entity.
+pub const OPERATION_VERBS: [&str; 1] = ["redrive_dead_letters"];
+
 /// Why the policy could not be loaded, validated or evaluated.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

@@ -648,6 +648,14 @@ impl AzureServiceBus {
         })
     }
 
+    /// Opens a peek-lock receiver on the dead-letter sub-queue of a queue or subscription (for re-drive).
+    pub async fn dead_letter_receiver(
+        &self,
+        entity: &Entity,
+    ) -> Result<AzureReceiver, ServiceBusError> {
+        self.receiver(&entity.dead_letter_queue()).await
+    }
+
     /// A depth collector for this namespace's management endpoint, with the same credentials.
     pub fn depth_collector(&self) -> Result<DepthCollector, ServiceBusError> {
         DepthCollector::new(
@@ -1143,6 +1151,43 @@ impl AzureReceiver {
                 .unwrap_or_default(),
             body: Bytes::copy_from_slice(message.body().unwrap_or_default()),
         }
+    }
+
+    /// Reads up to `max` messages from sequence number `from` on without locking or changing them (the
+    /// `$management` peek). Peeked messages carry a nil lock token and cannot be settled.
+    pub async fn peek(&self, from: i64, max: u32) -> Result<Vec<ReceivedMessage>, ServiceBusError> {
+        let link = self.link().await?;
+        let mut guard = link.receiver.lock().await;
+        let receiver = guard.as_mut().ok_or_else(|| ServiceBusError::Transport {
+            detail: format!("receive link for {} is closed", self.entity),
+        })?;
+        let peeked = receiver
+            .peek_messages(max, Some(from))
+            .await
+            .map_err(|e| classify(&e, &self.entity.path(), None, &self.shared.redactor))?;
+        Ok(peeked
+            .iter()
+            .map(|m| ReceivedMessage {
+                entity: self.entity.clone(),
+                message_id: m.message_id().map(|c| c.into_owned()),
+                lock_token: Uuid::nil(),
+                sequence_number: m.sequence_number(),
+                enqueued_at: m.enqueued_time(),
+                locked_until: OffsetDateTime::UNIX_EPOCH,
+                delivery_count: m.delivery_count().unwrap_or(0),
+                partition_key: m.partition_key().map(str::to_string),
+                session_id: m.session_id().map(str::to_string),
+                reply_to: m.reply_to().map(str::to_string),
+                correlation_id: m.correlation_id().map(|c| c.into_owned()),
+                content_type: m.content_type().map(str::to_string),
+                subject: m.subject().map(str::to_string),
+                application_properties: m
+                    .application_properties()
+                    .map(|p| p.0.iter().map(|(k, v)| (k.clone(), render(v))).collect())
+                    .unwrap_or_default(),
+                body: Bytes::copy_from_slice(m.body().unwrap_or_default()),
+            })
+            .collect())
     }
 
     /// Takes a message out of the map for settlement; a message this receiver does not hold, or whose lock

@@ -64,6 +64,21 @@ impl Entity {
             } => format!("{topic}/Subscriptions/{subscription}"),
         }
     }
+
+    /// The entity's dead-letter sub-queue (`queue/$DeadLetterQueue`), addressed like an entity of its own.
+    pub fn dead_letter_queue(&self) -> Entity {
+        const SUFFIX: &str = "/$DeadLetterQueue";
+        match self {
+            Entity::Queue(q) => Entity::Queue(format!("{q}{SUFFIX}")),
+            Entity::Subscription {
+                topic,
+                subscription,
+            } => Entity::Subscription {
+                topic: topic.clone(),
+                subscription: format!("{subscription}{SUFFIX}"),
+            },
+        }
+    }
 }
 
 impl fmt::Display for Entity {
