@@ -48,7 +48,10 @@ fn main() {
         black_box(monitor.observe(&format!("m-{i}"), b));
     }
     let drift = started.elapsed();
-    assert!(monitor.snapshot().events.is_empty(), "the benchmark's bodies do not drift");
+    assert!(
+        monitor.snapshot().events.is_empty(),
+        "the benchmark's bodies do not drift"
+    );
 
     // Baseline: one relaxed atomic add per message.
     let counter = AtomicU64::new(0);

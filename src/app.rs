@@ -7,13 +7,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The maintenance windows' file in the policies directory.
+const WINDOWS_FILE: &str = "windows.json";
+
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::actuators::{LinstorPlacement, PipelineKnobs};
 use crate::agent::AgentParts;
+use crate::audit::AuditLog;
 use crate::cassandra::{connect_session, ensure_schema, CassandraError, EventWriter, OwnTables};
 use crate::config::Config;
+use crate::executor::StateDir;
 use crate::linstor::ops::VolumeExecutor;
 use crate::linstor::{LinstorError, LinstorReader, LinstorWriter};
 use crate::metrics::collect::{Sources, TableHistory};
@@ -26,6 +31,7 @@ use crate::servicebus::azure::AzureServiceBus;
 use crate::servicebus::depth::DepthCollector;
 use crate::servicebus::lag::LagTracker;
 use crate::servicebus::{Entity, MessageReceiver, MessageSender, ServiceBusError};
+use crate::windows::WindowHold;
 
 /// The lag window for end-to-end latency percentiles.
 const LAG_WINDOW: Duration = Duration::from_secs(300);
@@ -49,6 +55,9 @@ pub enum AppError {
     /// A live knob is out of range.
     #[error("pipeline knobs: {0}")]
     Knobs(#[from] crate::pipeline::knobs::KnobError),
+    /// The audit log the maintenance windows record their holds in cannot be opened.
+    #[error("maintenance windows: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl AppError {
@@ -58,9 +67,32 @@ impl AppError {
             AppError::ServiceBus(e) => e.is_retriable(),
             AppError::Cassandra(e) => e.is_retriable(),
             AppError::Linstor(e) => e.is_retriable(),
-            AppError::Knobs(_) => false,
+            AppError::Knobs(_) | AppError::Audit(_) => false,
         }
     }
+}
+
+/// The ingest hold of the maintenance windows in `{policies_dir}/windows.json`, which records its pauses and
+/// resumes in the agent's audit log; `None` when windows are turned off or the file does not exist (then no
+/// window can hold ingest).
+fn maintenance_windows(config: &Config) -> Result<Option<Arc<WindowHold>>, AppError> {
+    let path = config.agent.policies_dir.join(WINDOWS_FILE);
+    if !config.agent.maintenance_windows || !path.exists() {
+        return Ok(None);
+    }
+    let log = StateDir::new(config.agent.state_dir.clone()).audit_log();
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| crate::audit::AuditError::Io {
+            path: dir.to_path_buf(),
+            op: "create directory",
+            source,
+        })?;
+    }
+    let (audit, _) = AuditLog::open(&log)?;
+    Ok(Some(Arc::new(WindowHold::from_file(
+        path,
+        Some(Arc::new(std::sync::Mutex::new(audit))),
+    ))))
 }
 
 /// Opens reply senders through the Service Bus connection.
@@ -95,6 +127,9 @@ pub struct App {
     pub linstor_writer: Option<LinstorWriter>,
     /// The entities received from.
     pub entities: Vec<Entity>,
+    /// The maintenance windows holding back ingest, when the policies directory declares any
+    /// (`windows.json`).
+    pub windows: Option<Arc<WindowHold>>,
     pipeline: Pipeline,
 }
 
@@ -139,6 +174,11 @@ impl App {
             lag.clone(),
             config.lock_renewal.clone(),
         )));
+        let windows = maintenance_windows(config)?;
+        let pipeline = match &windows {
+            Some(hold) => pipeline.with_ingest_hold(hold.clone()),
+            None => pipeline,
+        };
 
         Ok(App {
             knobs,
@@ -150,6 +190,7 @@ impl App {
             linstor_reader,
             linstor_writer,
             entities: config.pipeline.entities.clone(),
+            windows,
             pipeline,
         })
     }

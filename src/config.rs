@@ -66,6 +66,10 @@ pub struct AgentConfig {
     /// How often the planner runs, in milliseconds.
     #[serde(default = "default_plan_ms")]
     pub plan_interval_ms: u64,
+    /// Honour the maintenance windows in `{policies_dir}/windows.json`: pause or slow ingest of the paths
+    /// they name while they are open, recording each hold in the audit log under `state_dir`.
+    #[serde(default = "default_maintenance_windows")]
+    pub maintenance_windows: bool,
 }
 
 fn default_mode() -> Mode {
@@ -86,6 +90,9 @@ const fn default_sample_ms() -> u64 {
 const fn default_plan_ms() -> u64 {
     60_000
 }
+const fn default_maintenance_windows() -> bool {
+    true
+}
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -96,6 +103,7 @@ impl Default for AgentConfig {
             models_dir: default_models_dir(),
             sample_interval_ms: default_sample_ms(),
             plan_interval_ms: default_plan_ms(),
+            maintenance_windows: default_maintenance_windows(),
         }
     }
 }

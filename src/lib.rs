@@ -51,7 +51,7 @@ pub mod replay;
 pub mod servicebus;
 pub mod shutdown;
 // Alphabetical but for `sim`, which only exists with the default-on feature.
-pub mod windows;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod web;
+pub mod windows;

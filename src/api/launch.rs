@@ -9,17 +9,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::{CassandraProbe, LinstorProbe, ServiceBusProbe};
 use super::{ApiState, Extras, Probe, Tokens};
+use crate::agent::state::{InsightSources, WithInsights};
 use crate::agent::{Agent, AgentError, AgentHandle, AgentParts};
 use crate::app::App;
 use crate::chatops::{Chatops, ChatopsConfig};
+use crate::executor::StateDir;
 use crate::forecast::model::Family;
 use crate::policy::Mode;
+use crate::redrive::DlqService;
 
 /// The shipped policies, written into the demo's own state directory so the demo runs from any directory.
 const DEMO_POLICIES: &[(&str, &str)] = &[
     ("gate.rego", include_str!("../../policies/gate.rego")),
     ("grants.json", include_str!("../../policies/grants.json")),
     ("limits.json", include_str!("../../policies/limits.json")),
+    ("windows.rego", include_str!("../../policies/windows.rego")),
+    ("windows.json", include_str!("../../policies/windows.json")),
 ];
 
 /// Why the surface did not start.
@@ -146,16 +151,40 @@ pub async fn start_on(
     stop: CancellationToken,
 ) -> Result<Surface, LaunchError> {
     let store = parts.as_ref().map(|p| p.store.clone());
+    // Re-driving dead letters goes through the same gate and audit log as the agent's changes.
+    let dlq = match (&parts, app.entities.first()) {
+        (Some(parts), Some(entity)) => Some(super::dlq::router(super::dlq::DlqApi {
+            service: DlqService::new(
+                app.servicebus.clone(),
+                parts.config.policies_dir.clone(),
+                StateDir::new(parts.config.state_dir.clone()).audit_log(),
+            ),
+            default_entity: entity.clone(),
+        })),
+        _ => None,
+    };
     let agent = match parts {
         Some(parts) => Some(Arc::new(Agent::start(parts, stop.child_token())?)),
         None => None,
     };
     let chat = match &agent {
         Some(agent) => {
-            let chatops = Chatops::new(launch.chatops, Arc::new(agent.state_source()))?;
+            let state = WithInsights::new(
+                agent.state_source(),
+                InsightSources {
+                    stats: app.stats(),
+                    windows: app.windows.clone(),
+                },
+            );
+            let chatops = Chatops::new(launch.chatops, Arc::new(state))?;
             Some(crate::chatops::http::router(Arc::new(chatops)))
         }
         None => None,
+    };
+    // Chat and the dead-letter routes are mounted beside the API's own, behind the same tokens.
+    let extra = match (chat, dlq) {
+        (Some(chat), Some(dlq)) => Some(chat.merge(dlq)),
+        (chat, dlq) => chat.or(dlq),
     };
     let state = ApiState {
         stats: app.stats(),
@@ -171,7 +200,7 @@ pub async fn start_on(
         state_dir: None,
         probes: probes(app),
     };
-    let router = super::surface(state, extras, chat);
+    let router = super::surface(state, extras, extra);
     let addr = listener.local_addr().map_err(|source| LaunchError::Bind {
         bind: launch.bind.clone(),
         source,

@@ -202,6 +202,37 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
+        query: &[
+            ("entity", "string", "queue or topic/Subscriptions/name (default: the first pipeline entity)"),
+            ("reason", "string", "only dead letters with this reason"),
+            ("kind", "string", "only messages of this kind"),
+            ("age_gt", "string", "only older than this, such as 15m"),
+            ("age_lt", "string", "only younger than this, such as 2h"),
+            ("limit", "integer", "at most this many"),
+        ],
+        ..op("GET", "/v1/dlq", "dlq", "Dead-lettered messages with their reasons (peeked, nothing changes)")
+    },
+    Operation {
+        query: &[("entity", "string", "as for /v1/dlq")],
+        ..op("GET", "/v1/dlq/messages/{seq}", "dlq", "One dead-lettered message by sequence number")
+    },
+    Operation {
+        body: &[
+            ("entity", "as for /v1/dlq"),
+            ("filter", "filter expressions: reason=R, kind=K, age>15m, age<2h"),
+            ("dry_run", "plan and ask the gate only"),
+            ("max", "at most this many messages (default 1000)"),
+            ("rate", "messages per second at most (default 100)"),
+            ("by", "who asks, for the audit log"),
+        ],
+        ..op(
+            "POST",
+            "/v1/dlq/redrive",
+            "dlq",
+            "Send dead letters back to their entity, keeping their message id; gated, rate-limited and audited",
+        )
+    },
+    Operation {
         query: &[(
             "limit",
             "integer",
@@ -364,7 +395,8 @@ mod tests {
             .collect();
         let documented: Vec<(String, String)> = OPERATIONS
             .iter()
-            .filter(|o| o.path != "/v1/chat") // mounted by chat-ops' own router
+            // Mounted by chat-ops' and the dead-letter module's own routers.
+            .filter(|o| o.path != "/v1/chat" && !o.path.starts_with("/v1/dlq"))
             .map(|o| (o.method.to_string(), o.path.to_string()))
             .collect();
         for m in &mounted {

@@ -69,6 +69,8 @@ pub(crate) async fn state(State(s): State<Arc<Shared>>) -> Json<Value> {
         "writer": s.extras.writes.as_ref().map(|w| w.snapshot()),
         "agent": s.state.agent.as_ref().map(|a| a.snapshot()),
         "paused": paused,
+        "stages": s.state.stats.stages().snapshot(),
+        "drift": s.state.stats.drift().snapshot(),
     }))
 }
 
@@ -345,6 +347,19 @@ pub(crate) async fn prometheus(State(s): State<Arc<Shared>>) -> impl IntoRespons
         agent_samples: snapshot.as_ref().map(|a| a.samples),
         agent_steps: snapshot.as_ref().map(|a| a.steps),
     });
+    // Where the time goes per stage, and schema drift: samples the pipeline's own monitors name.
+    let mut text = text;
+    let extra = s
+        .state
+        .stats
+        .stages()
+        .snapshot()
+        .metric_samples()
+        .into_iter()
+        .chain(s.state.stats.drift().snapshot().metric_samples());
+    for (name, value) in extra {
+        text.push_str(&format!("{name} {value}\n"));
+    }
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text)
 }
 

@@ -106,7 +106,12 @@ impl SimCluster {
             cassandra,
             linstor,
             pipeline: PipelineConfig::for_entities(entities),
-            agent: AgentConfig::default(),
+            // The stand-ins' configuration is for tests and the demo, run from anywhere: no windows file in the
+            // working directory may hold their ingest, and nothing is written there.
+            agent: AgentConfig {
+                maintenance_windows: false,
+                ..AgentConfig::default()
+            },
             chatops: None,
             api: ApiConfig::default(),
         }

@@ -246,6 +246,7 @@ impl Harness {
                 models_dir: state_dir.join("models"),
                 sample_interval_ms: 1000,
                 plan_interval_ms: 2000,
+                maintenance_windows: false,
             },
             limits: opts.limits,
             executor: opts.executor,
