@@ -5,7 +5,7 @@ use super::baseline::Baseline;
 use super::features::{Calendar, FeatureSpec};
 use super::model::{DirectModel, Family};
 use super::score;
-use super::season::detect_season;
+use super::season::detect_season_on_calendar;
 use super::ForecastError;
 
 /// How a forecaster is fitted.
@@ -115,10 +115,11 @@ impl std::fmt::Debug for Forecaster {
     }
 }
 
-/// The season to use: the configured one, or the detected one, or one day when the data say nothing.
+/// The season to use: the configured one, or the detected one (preferring one day, see
+/// [`detect_season_on_calendar`]), or one day when the data say nothing.
 pub fn resolve_season(y: &[f64], calendar: Calendar, configured: Option<usize>) -> usize {
     configured
-        .or_else(|| detect_season(y))
+        .or_else(|| detect_season_on_calendar(y, calendar.step))
         .unwrap_or_else(|| (86_400 / calendar.step.max(1)).max(2) as usize)
 }
 
