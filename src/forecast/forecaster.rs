@@ -640,6 +640,38 @@ mod tests {
     }
 
     #[test]
+    fn conformal_quantiles_pick_the_order_statistic_that_guarantees_coverage() {
+        let values: Vec<f64> = (1..=9).map(f64::from).collect();
+        assert_eq!(conformal_quantile(&values, 0.9), 9.0);
+        assert_eq!(conformal_quantile(&values, 0.8), 8.0);
+        assert_eq!(conformal_quantile(&values, 0.1), 1.0);
+        assert_eq!(conformal_quantile(&values, 0.2), 2.0);
+        // Beyond the sample the extreme value is the best available bound.
+        assert_eq!(conformal_quantile(&values[..3], 0.95), 3.0);
+    }
+
+    #[test]
+    fn intervals_widen_when_the_series_turns_noisier() {
+        let y = noisy_daily(24 * 30, 2.0, 3);
+        let forecaster = Forecaster::fit(&y, HOURLY, &linear_only()).expect("fits");
+        let calm = forecaster.forecast(&y).expect("forecasts");
+        // The same history with its last day four times as noisy.
+        let mut rough = y.clone();
+        let last_day = rough.len() - 24;
+        for (i, v) in rough[last_day..].iter_mut().enumerate() {
+            *v += if i % 2 == 0 { 6.0 } else { -6.0 };
+        }
+        let wide = forecaster.forecast(&rough).expect("forecasts");
+        let width = |f: &Forecast| f.upper[5] - f.lower[5];
+        assert!(
+            width(&wide) > 2.0 * width(&calm),
+            "step 6 interval {:.2} after a rough day vs {:.2} after a calm one",
+            width(&wide),
+            width(&calm)
+        );
+    }
+
+    #[test]
     fn quantiles_interpolate_between_order_statistics() {
         assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.5), 2.5);
         assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.0), 1.0);
