@@ -173,10 +173,9 @@ impl FeatureSpec {
         let mut count = 0usize;
         for j in 1..=self.seasonal_lags {
             let centre = at - j * self.season;
-            for i in centre - w..=(centre + w).min(t) {
-                sum += y[i];
-                count += 1;
-            }
+            let near = &y[centre - w..=(centre + w).min(t)];
+            sum += near.iter().sum::<f64>();
+            count += near.len();
         }
         sum / count.max(1) as f64
     }

@@ -416,7 +416,7 @@ fn fit_trees(
     sorted.sort_by(f64::total_cmp);
     let edges: Vec<f64> = (1..BINS).map(|b| sorted[b * n / BINS]).collect();
     let labels: Array1<usize> = y.mapv(|v| edges.partition_point(|&e| e <= v));
-    let mut sums = vec![0.0; BINS];
+    let mut sums = [0.0; BINS];
     let mut counts = vec![0usize; BINS];
     for (&label, &v) in labels.iter().zip(y) {
         sums[label] += v;
