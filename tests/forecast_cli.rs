@@ -73,9 +73,12 @@ fn backtest_json_reports_every_model_and_the_chosen_one_beats_seasonal_naive() {
         "seasonal_naive_288",
         "ridge",
         "elastic_net",
-        "bagged_trees",
-        "svr",
-        "ensemble",
+        "ridge_log",
+        "elastic_net_log",
+        "ridge_median",
+        "elastic_net_log_median",
+        "top2_mean",
+        "top3_mean",
     ] {
         let model = &models
             .get(name)
@@ -97,6 +100,13 @@ fn backtest_json_reports_every_model_and_the_chosen_one_beats_seasonal_naive() {
     assert!(
         chosen_mase < seasonal_mase,
         "chosen {chosen} (MASE {chosen_mase:.3}) should beat seasonal naive ({seasonal_mase:.3})"
+    );
+    // The 80 % intervals are calibrated on validation residuals: on the held-out part they should cover
+    // roughly their nominal share, neither a sliver nor everything.
+    let coverage = models[chosen]["coverage"].as_f64().expect("coverage");
+    assert!(
+        (0.65..=0.95).contains(&coverage),
+        "80 % intervals of {chosen} covered {coverage:.2} of held-out points"
     );
     // The loader fills the few 5-minute gaps of the trace, so the point count is at least the row count.
     let points = report["points"].as_u64().expect("points");

@@ -8,13 +8,13 @@
 //!    averaged, gaps filled by linear interpolation; the loader reports each).
 //! 2. Hold out the last `P` share of the points (`round(P * n)`, default 20 %); the rest is the training part.
 //!    The season `M` is given, or detected from the autocorrelation of the training part.
-//! 3. Fit on the training part only. This includes choosing the model: every candidate (naive, seasonal naive at
-//!    `M` and, with two weeks of daily-season history, at `7M`; the linfa families — ridge, elastic net, bagged
-//!    trees, SVR, and for non-negative series ridge and elastic net on `ln(1 + y)` — each one model per horizon
-//!    step, and the mean of those models) is fitted on
-//!    the first 80 % of the training part and scored by rolling origin over its last 20 % in the same way as
-//!    below; the lowest validation MASE is the chosen model. Then every candidate is refitted on the whole
-//!    training part. The held-out part is never looked at while fitting or choosing.
+//! 3. Fit on the training part only. This includes choosing the model: every candidate (see
+//!    [`Forecaster::fit`]: naive, seasonal naive at `M` and, with two weeks of daily-season history, at `7M`;
+//!    the linfa families, each one model per horizon step, on the raw and for non-negative series the log scale;
+//!    each of those shifted by its median validation residual; the means of the best two and three) is fitted
+//!    on the first 80 % of the training part and scored by rolling origin over its last 20 % in the same way as
+//!    below; the lowest validation MASE is the chosen model. Then every model is refitted on the whole training
+//!    part. The held-out part is never looked at while fitting or choosing.
 //! 4. Walk a rolling origin over the held-out part in non-overlapping windows of `H` steps: the first origin is
 //!    the last training point; at each origin every model forecasts the next `H` steps from all data observed up
 //!    to the origin (models are not refitted; their inputs are the observed values); the origin then moves `H`
@@ -22,7 +22,8 @@
 //! 5. Score each model over all held-out forecasts: MASE = mean absolute error divided by the in-sample mean
 //!    absolute error of the seasonal naive forecast at lag `M` on the training part; sMAPE =
 //!    `mean(200 |a - f| / (|a| + |f|))` on the 0–200 scale. Both are also reported for step `H` alone
-//!    (`mase_h`, `smape_h`). The time taken covers fitting, choosing and forecasting.
+//!    (`mase_h`, `smape_h`), with the share of held-out values inside each model's interval (`coverage`). The
+//!    time taken covers fitting, choosing and forecasting.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

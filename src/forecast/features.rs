@@ -26,6 +26,9 @@ pub struct FeatureSpec {
     pub lags: usize,
     /// Seasonal lags of the target time: one, two, … seasons back.
     pub seasonal_lags: usize,
+    /// Half-width in steps of the smoothed seasonal profile: the mean of the values within this many steps of
+    /// the target's time of day (or of season) on each of the last `seasonal_lags` seasons.
+    pub profile_half_width: usize,
     /// Fourier harmonics of the seasonal phase of the target time.
     pub season_harmonics: usize,
     /// Fourier harmonics of the weekly phase of the target time.
@@ -42,6 +45,7 @@ impl FeatureSpec {
             weekly,
             lags: 12.min(season.max(2)),
             seasonal_lags: 3,
+            profile_half_width: (season.max(2) / 48).clamp(1, 6),
             season_harmonics: 3,
             weekly_harmonics: if weekly.is_some() { 3 } else { 0 },
             calendar,
@@ -54,6 +58,14 @@ impl FeatureSpec {
         names.extend((1..=self.seasonal_lags).map(|j| format!("seasonal_lag_{j}x{}", self.season)));
         names.push(format!("lag_{}", self.season));
         names.push(format!("seasonal_change_{}", self.season));
+        names.push(format!(
+            "profile_level_{}x{}",
+            self.seasonal_lags, self.season
+        ));
+        names.push(format!(
+            "profile_change_{}x{}",
+            self.seasonal_lags, self.season
+        ));
         if let Some(w) = self.weekly {
             names.extend([
                 format!("weekly_lag_{w}"),
@@ -79,7 +91,7 @@ impl FeatureSpec {
     pub fn width(&self) -> usize {
         self.lags
             + self.seasonal_lags
-            + 2
+            + 4
             + if self.weekly.is_some() { 3 } else { 0 }
             + 3
             + 2 * (self.season_harmonics + self.weekly_harmonics)
@@ -89,7 +101,10 @@ impl FeatureSpec {
     pub fn min_origin(&self, h: usize) -> usize {
         let m = self.season;
         let wrap = (h - 1) / m;
-        let mut need = self.lags.max(m).max(m * (self.seasonal_lags + wrap));
+        let mut need = self
+            .lags
+            .max(m)
+            .max(m * (self.seasonal_lags + wrap) + self.profile_half_width);
         if let Some(w) = self.weekly {
             need = need.max(w * (1 + (h - 1) / w));
         }
@@ -116,6 +131,9 @@ impl FeatureSpec {
         out.push(y[t - m] - a);
         let back = m * (1 + wrap);
         out.push(y[t + h - back] - y[t - back]);
+        let at_target = self.profile(y, t, t + h - m * wrap);
+        out.push(at_target - a);
+        out.push(at_target - self.profile(y, t, t));
         if let Some(w) = self.weekly {
             let back = w * (1 + (h - 1) / w);
             out.push(y[t + h - back] - a);
@@ -145,6 +163,21 @@ impl FeatureSpec {
                 out.push(angle.cos());
             }
         }
+    }
+
+    /// The mean of `y` within `profile_half_width` steps of index `at - j * season` for `j` in
+    /// `1..=seasonal_lags`, reading only indices up to `t`: a denoised estimate of the seasonal shape at `at`.
+    fn profile(&self, y: &[f64], t: usize, at: usize) -> f64 {
+        let w = self.profile_half_width;
+        let mut sum = 0.0;
+        let mut count = 0usize;
+        for j in 1..=self.seasonal_lags {
+            let centre = at - j * self.season;
+            let near = &y[centre - w..=(centre + w).min(t)];
+            sum += near.iter().sum::<f64>();
+            count += near.len();
+        }
+        sum / count.max(1) as f64
     }
 
     /// The training target for origin `t` and step `h`: the change from the anchor.

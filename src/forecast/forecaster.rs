@@ -5,7 +5,7 @@ use super::baseline::Baseline;
 use super::features::{Calendar, FeatureSpec};
 use super::model::{DirectModel, Family};
 use super::score;
-use super::season::detect_season;
+use super::season::detect_season_on_calendar;
 use super::ForecastError;
 
 /// How a forecaster is fitted.
@@ -80,25 +80,38 @@ pub struct ValidationScore {
     pub smape: f64,
 }
 
+/// Where a candidate's raw point forecast comes from.
+#[derive(Debug, Clone)]
 enum Kind {
-    Baseline(Baseline),
-    Direct(DirectModel),
-    /// The mean of every direct model.
-    Ensemble,
+    /// A baseline, by index into the forecaster's baselines.
+    Baseline(usize),
+    /// A direct model, by index into the forecaster's models.
+    Direct(usize),
+    /// The mean of the (shifted) point forecasts of these earlier candidates.
+    Ensemble(Vec<usize>),
+}
+
+/// A prediction interval calibrated on validation residuals scaled by the local volatility at their origin.
+#[derive(Debug, Clone, PartialEq)]
+struct Interval {
+    /// Per step: the low and high quantiles of the scaled residuals.
+    bounds: Vec<(f64, f64)>,
 }
 
 struct Candidate {
     name: String,
     kind: Kind,
-    /// Per step: the shift added to the raw point forecast (the median validation residual, zero for
-    /// baselines), and the interval's low and high ends relative to the shifted point.
-    interval: Vec<(f64, f64, f64)>,
+    /// Per step: the shift added to the raw point forecast (zero, or the median validation residual).
+    shift: Vec<f64>,
+    interval: Interval,
 }
 
 /// A fitted forecaster for one series.
 pub struct Forecaster {
     spec: FeatureSpec,
     horizon: usize,
+    baselines: Vec<Baseline>,
+    models: Vec<DirectModel>,
     candidates: Vec<Candidate>,
     chosen: usize,
     validation: Vec<ValidationScore>,
@@ -115,10 +128,11 @@ impl std::fmt::Debug for Forecaster {
     }
 }
 
-/// The season to use: the configured one, or the detected one, or one day when the data say nothing.
+/// The season to use: the configured one, or the detected one (preferring one day, see
+/// [`detect_season_on_calendar`]), or one day when the data say nothing.
 pub fn resolve_season(y: &[f64], calendar: Calendar, configured: Option<usize>) -> usize {
     configured
-        .or_else(|| detect_season(y))
+        .or_else(|| detect_season_on_calendar(y, calendar.step))
         .unwrap_or_else(|| (86_400 / calendar.step.max(1)).max(2) as usize)
 }
 
@@ -128,11 +142,39 @@ pub fn weekly_period(season: usize, calendar: Calendar, len: usize) -> Option<us
     (calendar.step * season as i64 == 86_400 && len >= 2 * week).then_some(week)
 }
 
+/// How many of the best single candidates (by validation MASE) the `top` ensembles average.
+const TOP_SIZES: [usize; 2] = [2, 3];
+
+/// The local volatility at origin `t`: the mean absolute one-step change over the last `window` values up to
+/// `t`. Prediction intervals scale with it, so they widen when the series turns noisier than in validation.
+/// Never zero: a flat stretch falls back to a millionth of the mean absolute level (or 1e-9).
+pub fn local_scale(y: &[f64], t: usize, window: usize) -> f64 {
+    let from = t.saturating_sub(window.max(1));
+    let changes = &y[from..=t];
+    let n = changes.len().saturating_sub(1);
+    let mean_change = if n == 0 {
+        0.0
+    } else {
+        changes.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / n as f64
+    };
+    let level = changes.iter().map(|v| v.abs()).sum::<f64>() / changes.len() as f64;
+    mean_change.max(level * 1e-6).max(1e-9)
+}
+
 impl Forecaster {
     /// Fits every candidate on `y` (gap-free) and chooses one by rolling-origin validation over the last
-    /// `config.validation` share of `y`: candidates are fitted on the part before it, then forecast each
-    /// non-overlapping window of `horizon` steps from the data observed up to the window. The chosen model has
-    /// the lowest validation MASE; all models are then refitted on the whole of `y`.
+    /// `config.validation` share of `y`: models are fitted on the part before it, then forecast each
+    /// non-overlapping window of `horizon` steps from the data observed up to the window.
+    ///
+    /// The candidates are the baselines, each direct model as it is, each direct model shifted per step by the
+    /// median of its validation residuals (the conditional median minimises absolute error on skewed series;
+    /// a window's shift is learnt from the other half of the windows, so the shifted models are scored on
+    /// residuals they did not see), and the means of the best two and three of those by validation. The chosen
+    /// candidate has the lowest validation MASE. All models are then refitted on the whole of `y`.
+    ///
+    /// Prediction intervals come from the same validation residuals divided by the [`local_scale`] at their
+    /// origin: per step, the conformal quantiles of those scaled residuals, times the local scale at the
+    /// forecast's origin.
     pub fn fit(
         y: &[f64],
         calendar: Calendar,
@@ -191,109 +233,144 @@ impl Forecaster {
         for &(family, log) in &variants {
             inner_models.push(DirectModel::fit(family, log, &spec, train, horizon)?);
         }
-        let mut names: Vec<String> = baselines.iter().map(Baseline::name).collect();
-        names.extend(inner_models.iter().map(DirectModel::name));
-        if variants.len() > 1 {
-            names.push("ensemble".to_string());
-        }
-        let mut residuals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); horizon]; names.len()];
-        let mut actuals = Vec::new();
-        let mut predictions: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        // Raw validation forecasts per source (baselines, then models), window by window.
+        let sources = baselines.len() + inner_models.len();
+        let mut raw: Vec<Vec<Vec<f64>>> = vec![Vec::new(); sources];
+        let mut actuals: Vec<Vec<f64>> = Vec::new();
+        let mut scales: Vec<f64> = Vec::new();
         let mut t = inner - 1;
         while t + horizon < y.len() {
-            let all = forecast_all(&baselines, &inner_models, &spec, &y[..=t], t, horizon);
-            let actual = &y[t + 1..=t + horizon];
-            actuals.extend_from_slice(actual);
-            for (c, forecast) in all.iter().enumerate() {
-                predictions[c].extend_from_slice(forecast);
-                for (h, (a, f)) in actual.iter().zip(forecast).enumerate() {
-                    residuals[c][h].push(a - f);
-                }
+            let points = raw_points(&baselines, &inner_models, &spec, &y[..=t], t, horizon);
+            for (s, p) in points.into_iter().enumerate() {
+                raw[s].push(p);
             }
+            actuals.push(y[t + 1..=t + horizon].to_vec());
+            scales.push(local_scale(y, t, season));
             t += horizon;
         }
-        if actuals.is_empty() {
+        let windows = actuals.len();
+        if windows < 2 {
             return Err(ForecastError::TooShort {
-                needed: inner + horizon + 1,
+                needed: inner + 2 * horizon + 1,
                 found: y.len(),
             });
         }
-        // The models learn a conditional mean; MAE is lowest at the conditional median, which for skewed series
-        // (request counts) sits well below the mean. Each model's point forecast is therefore shifted per step by
-        // the median of its validation residuals. Baselines stay as they are.
-        let shifts: Vec<Vec<f64>> = (0..names.len())
-            .map(|c| {
-                if c < baselines.len() {
-                    vec![0.0; horizon]
-                } else {
-                    residuals[c].iter().map(|r| quantile(r, 0.5)).collect()
-                }
-            })
-            .collect();
-        for (c, p) in predictions.iter_mut().enumerate() {
-            for (k, v) in p.iter_mut().enumerate() {
-                *v += shifts[c][k % horizon];
+
+        // The candidates and their validation forecasts (window by window, shifted as they will be).
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut validated: Vec<Vec<Vec<f64>>> = Vec::new();
+        let half = windows / 2;
+        for (s, forecasts) in raw.iter().enumerate() {
+            let (name, kind) = if s < baselines.len() {
+                (baselines[s].name(), Kind::Baseline(s))
+            } else {
+                let m = s - baselines.len();
+                (inner_models[m].name(), Kind::Direct(m))
+            };
+            candidates.push(Candidate {
+                name: name.clone(),
+                kind: kind.clone(),
+                shift: vec![0.0; horizon],
+                interval: Interval { bounds: Vec::new() },
+            });
+            validated.push(forecasts.clone());
+            if s < baselines.len() {
+                continue;
             }
+            // Cross-fitted median shift: windows in one half are shifted by the other half's median residual.
+            let median_of = |range: std::ops::Range<usize>, h: usize| -> f64 {
+                let r: Vec<f64> = range.map(|w| actuals[w][h] - forecasts[w][h]).collect();
+                quantile(&r, 0.5)
+            };
+            let shifted: Vec<Vec<f64>> = (0..windows)
+                .map(|w| {
+                    let other = if w < half { half..windows } else { 0..half };
+                    (0..horizon)
+                        .map(|h| forecasts[w][h] + median_of(other.clone(), h))
+                        .collect()
+                })
+                .collect();
+            candidates.push(Candidate {
+                name: format!("{name}_median"),
+                kind,
+                shift: (0..horizon).map(|h| median_of(0..windows, h)).collect(),
+                interval: Interval { bounds: Vec::new() },
+            });
+            validated.push(shifted);
         }
-        let validation: Vec<ValidationScore> = names
+        let flat_actuals: Vec<f64> = actuals.iter().flatten().copied().collect();
+        let score_of = |forecasts: &[Vec<f64>], name: &str| {
+            let flat: Vec<f64> = forecasts.iter().flatten().copied().collect();
+            ValidationScore {
+                model: name.to_string(),
+                mase: score::mase(&flat_actuals, &flat, scale),
+                smape: score::smape(&flat_actuals, &flat),
+            }
+        };
+        let mut validation: Vec<ValidationScore> = candidates
             .iter()
-            .zip(&predictions)
-            .map(|(name, p)| ValidationScore {
-                model: name.clone(),
-                mase: score::mase(&actuals, p, scale),
-                smape: score::smape(&actuals, p),
-            })
+            .zip(&validated)
+            .map(|(c, f)| score_of(f, &c.name))
             .collect();
+        let mut ranked: Vec<usize> = (0..candidates.len()).collect();
+        ranked.sort_by(|&a, &b| validation[a].mase.total_cmp(&validation[b].mase));
+        for k in TOP_SIZES {
+            if ranked.len() < k {
+                continue;
+            }
+            let members: Vec<usize> = ranked[..k].to_vec();
+            let mean: Vec<Vec<f64>> = (0..windows)
+                .map(|w| {
+                    (0..horizon)
+                        .map(|h| {
+                            members.iter().map(|&m| validated[m][w][h]).sum::<f64>() / k as f64
+                        })
+                        .collect()
+                })
+                .collect();
+            let name = format!("top{k}_mean");
+            validation.push(score_of(&mean, &name));
+            candidates.push(Candidate {
+                name,
+                kind: Kind::Ensemble(members),
+                shift: vec![0.0; horizon],
+                interval: Interval { bounds: Vec::new() },
+            });
+            validated.push(mean);
+        }
         let chosen = validation
             .iter()
             .enumerate()
             .min_by(|a, b| a.1.mase.total_cmp(&b.1.mase))
             .map_or(0, |(i, _)| i);
 
-        // Refit on everything.
+        // Intervals: per step, conformal quantiles of the residuals scaled by the local volatility.
         let low_q = (1.0 - config.coverage) / 2.0;
         let high_q = 1.0 - low_q;
-        let interval_of = |c: usize| -> Vec<(f64, f64, f64)> {
-            residuals[c]
-                .iter()
-                .zip(&shifts[c])
-                .map(|(r, shift)| {
+        for (c, forecasts) in candidates.iter_mut().zip(&validated) {
+            c.interval.bounds = (0..horizon)
+                .map(|h| {
+                    let z: Vec<f64> = (0..windows)
+                        .map(|w| (actuals[w][h] - forecasts[w][h]) / scales[w])
+                        .collect();
                     (
-                        *shift,
-                        quantile(r, low_q) - shift,
-                        quantile(r, high_q) - shift,
+                        conformal_quantile(&z, low_q),
+                        conformal_quantile(&z, high_q),
                     )
                 })
-                .collect()
-        };
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(names.len());
-        for (i, b) in baselines.iter().enumerate() {
-            candidates.push(Candidate {
-                name: names[i].clone(),
-                kind: Kind::Baseline(*b),
-                interval: interval_of(i),
-            });
+                .collect();
         }
-        for (k, &(family, log)) in variants.iter().enumerate() {
-            let c = baselines.len() + k;
-            let model = DirectModel::fit(family, log, &spec, y, horizon)?;
-            candidates.push(Candidate {
-                name: names[c].clone(),
-                kind: Kind::Direct(model),
-                interval: interval_of(c),
-            });
-        }
-        if variants.len() > 1 {
-            let c = names.len() - 1;
-            candidates.push(Candidate {
-                name: names[c].clone(),
-                kind: Kind::Ensemble,
-                interval: interval_of(c),
-            });
+
+        // Refit on everything.
+        let mut models = Vec::with_capacity(variants.len());
+        for &(family, log) in &variants {
+            models.push(DirectModel::fit(family, log, &spec, y, horizon)?);
         }
         Ok(Self {
             spec,
             horizon,
+            baselines,
+            models,
             candidates,
             chosen,
             validation,
@@ -311,7 +388,7 @@ impl Forecaster {
         self.candidates.iter().map(|c| c.name.clone()).collect()
     }
 
-    /// The validation score of every candidate.
+    /// The validation score of every candidate, in [`Forecaster::model_names`] order.
     pub fn validation(&self) -> &[ValidationScore] {
         &self.validation
     }
@@ -339,45 +416,40 @@ impl Forecaster {
     /// Every candidate's forecast after the last value of `y`, in [`Forecaster::model_names`] order.
     pub fn forecast_all(&self, y: &[f64]) -> Result<Vec<Forecast>, ForecastError> {
         let t = self.check_history(y)?;
-        let baselines: Vec<Baseline> = self
-            .candidates
-            .iter()
-            .filter_map(|c| match c.kind {
-                Kind::Baseline(b) => Some(b),
-                _ => None,
-            })
-            .collect();
-        let models: Vec<&DirectModel> = self
-            .candidates
-            .iter()
-            .filter_map(|c| match &c.kind {
-                Kind::Direct(m) => Some(m),
-                _ => None,
-            })
-            .collect();
-        let points = forecast_all(&baselines, &models, &self.spec, y, t, self.horizon);
+        let raw = raw_points(
+            &self.baselines,
+            &self.models,
+            &self.spec,
+            y,
+            t,
+            self.horizon,
+        );
+        let local = local_scale(y, t, self.spec.season);
+        let mut points: Vec<Vec<f64>> = Vec::with_capacity(self.candidates.len());
+        for c in &self.candidates {
+            let point = match &c.kind {
+                Kind::Baseline(b) => shifted(&raw[*b], &c.shift),
+                Kind::Direct(m) => shifted(&raw[self.baselines.len() + m], &c.shift),
+                Kind::Ensemble(members) => (0..self.horizon)
+                    .map(|h| {
+                        members.iter().map(|&m| points[m][h]).sum::<f64>() / members.len() as f64
+                    })
+                    .collect(),
+            };
+            points.push(point);
+        }
         Ok(self
             .candidates
             .iter()
             .zip(points)
-            .map(|(c, point)| c.with_interval(point, t))
+            .map(|(c, point)| c.forecast(point, t, local))
             .collect())
     }
 
     /// The chosen model's forecast after the last value of `y`.
     pub fn forecast(&self, y: &[f64]) -> Result<Forecast, ForecastError> {
-        let t = self.check_history(y)?;
-        let candidate = &self.candidates[self.chosen];
-        let point = match &candidate.kind {
-            Kind::Baseline(b) => b.forecast(y, self.horizon),
-            Kind::Direct(m) => m.predict(&self.spec, y, t),
-            Kind::Ensemble => {
-                return self
-                    .forecast_all(y)
-                    .map(|mut all| all.swap_remove(self.chosen))
-            }
-        };
-        Ok(candidate.with_interval(point, t))
+        self.forecast_all(y)
+            .map(|mut all| all.swap_remove(self.chosen))
     }
 
     fn check_history(&self, y: &[f64]) -> Result<usize, ForecastError> {
@@ -398,21 +470,16 @@ impl Forecaster {
 }
 
 impl Candidate {
-    fn with_interval(&self, raw: Vec<f64>, origin: usize) -> Forecast {
-        let point: Vec<f64> = raw
-            .iter()
-            .zip(&self.interval)
-            .map(|(p, (shift, _, _))| p + shift)
-            .collect();
+    fn forecast(&self, point: Vec<f64>, origin: usize, local: f64) -> Forecast {
         let lower = point
             .iter()
-            .zip(&self.interval)
-            .map(|(p, (_, lo, _))| p + lo)
+            .zip(&self.interval.bounds)
+            .map(|(p, (lo, _))| p + lo * local)
             .collect();
         let upper = point
             .iter()
-            .zip(&self.interval)
-            .map(|(p, (_, _, hi))| p + hi)
+            .zip(&self.interval.bounds)
+            .map(|(p, (_, hi))| p + hi * local)
             .collect();
         Forecast {
             model: self.name.clone(),
@@ -424,33 +491,42 @@ impl Candidate {
     }
 }
 
-/// Forecasts of the baselines, then the direct models, then (with more than one model) their mean.
-fn forecast_all<M: std::borrow::Borrow<DirectModel>>(
+fn shifted(raw: &[f64], shift: &[f64]) -> Vec<f64> {
+    raw.iter().zip(shift).map(|(p, s)| p + s).collect()
+}
+
+/// Raw point forecasts of the baselines, then the direct models, after origin `t`.
+fn raw_points(
     baselines: &[Baseline],
-    models: &[M],
+    models: &[DirectModel],
     spec: &FeatureSpec,
     y: &[f64],
     t: usize,
     horizon: usize,
 ) -> Vec<Vec<f64>> {
-    let mut out: Vec<Vec<f64>> = baselines
+    baselines
         .iter()
         .map(|b| b.forecast(&y[..=t], horizon))
-        .collect();
-    let direct: Vec<Vec<f64>> = models
-        .iter()
-        .map(|m| m.borrow().predict(spec, y, t))
-        .collect();
-    if direct.len() > 1 {
-        let mean = (0..horizon)
-            .map(|h| direct.iter().map(|d| d[h]).sum::<f64>() / direct.len() as f64)
-            .collect();
-        out.extend(direct);
-        out.push(mean);
-    } else {
-        out.extend(direct);
+        .chain(models.iter().map(|m| m.predict(spec, y, t)))
+        .collect()
+}
+
+/// The split-conformal `q` quantile of `values`: the order statistic at rank `ceil((n + 1) q)` for an upper
+/// quantile (and `floor((n + 1) q)` for a lower one), so that a new value falls below it with probability at
+/// least `q` (above, for a lower one); beyond the sample it is the extreme value.
+pub fn conformal_quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
     }
-    out
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let rank = if q >= 0.5 {
+        ((n + 1) as f64 * q).ceil() as usize
+    } else {
+        ((n + 1) as f64 * q).floor() as usize
+    };
+    sorted[rank.clamp(1, n) - 1]
 }
 
 /// The `q` quantile of `values` by linear interpolation between order statistics.
@@ -561,6 +637,38 @@ mod tests {
             Forecaster::fit(&y, HOURLY, &linear_only()),
             Err(ForecastError::Missing { index: 100 })
         ));
+    }
+
+    #[test]
+    fn conformal_quantiles_pick_the_order_statistic_that_guarantees_coverage() {
+        let values: Vec<f64> = (1..=9).map(f64::from).collect();
+        assert_eq!(conformal_quantile(&values, 0.9), 9.0);
+        assert_eq!(conformal_quantile(&values, 0.8), 8.0);
+        assert_eq!(conformal_quantile(&values, 0.1), 1.0);
+        assert_eq!(conformal_quantile(&values, 0.2), 2.0);
+        // Beyond the sample the extreme value is the best available bound.
+        assert_eq!(conformal_quantile(&values[..3], 0.95), 3.0);
+    }
+
+    #[test]
+    fn intervals_widen_when_the_series_turns_noisier() {
+        let y = noisy_daily(24 * 30, 2.0, 3);
+        let forecaster = Forecaster::fit(&y, HOURLY, &linear_only()).expect("fits");
+        let calm = forecaster.forecast(&y).expect("forecasts");
+        // The same history with its last day four times as noisy.
+        let mut rough = y.clone();
+        let last_day = rough.len() - 24;
+        for (i, v) in rough[last_day..].iter_mut().enumerate() {
+            *v += if i % 2 == 0 { 6.0 } else { -6.0 };
+        }
+        let wide = forecaster.forecast(&rough).expect("forecasts");
+        let width = |f: &Forecast| f.upper[5] - f.lower[5];
+        assert!(
+            width(&wide) > 2.0 * width(&calm),
+            "step 6 interval {:.2} after a rough day vs {:.2} after a calm one",
+            width(&wide),
+            width(&calm)
+        );
     }
 
     #[test]
