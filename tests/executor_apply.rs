@@ -871,6 +871,54 @@ async fn p99_is_judged_against_what_the_plan_expected_as_well_as_before() {
 }
 
 #[tokio::test]
+async fn a_p99_rise_within_the_objective_that_bought_throughput_is_kept() {
+    let windows = |after_p99: f64, after_rows: f64| {
+        vec![
+            WindowStats {
+                p99_ms: 31.0,
+                throughput_rows_per_s: 500.0,
+            },
+            WindowStats {
+                p99_ms: after_p99,
+                throughput_rows_per_s: after_rows,
+            },
+        ]
+    };
+    let mut c = knob_change(100);
+    c.reason.figures.insert("chosen_p99_ms".into(), 20.0);
+    c.reason.figures.insert("p99_objective_ms".into(), 50.0);
+    let run = |w| {
+        let rig = Rig::new(fast(), 2, vec![], w);
+        let c = c.clone();
+        async move {
+            let out = within(
+                "apply",
+                rig.executor
+                    .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+            )
+            .await
+            .unwrap();
+            (out, rig.knobs.settings())
+        }
+    };
+    // 31 → 35 ms under the 50 ms objective, for four times the capacity: kept.
+    let (out, now) = run(windows(35.0, 2000.0)).await;
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    assert_eq!(now.batch_rows, 100);
+    // The same rise without more throughput: rolled back.
+    let (out, now) = run(windows(35.0, 505.0)).await;
+    assert!(matches!(out, ChangeOutcome::RolledBack { .. }), "{out:?}");
+    assert_eq!(now, SETTINGS);
+    // More throughput, but p99 over the objective: rolled back.
+    let (out, now) = run(windows(60.0, 2000.0)).await;
+    assert!(
+        matches!(out, ChangeOutcome::RolledBack { ref detail } if detail.contains("p99 60.0 ms worse than 31.0 ms")),
+        "{out:?}"
+    );
+    assert_eq!(now, SETTINGS);
+}
+
+#[tokio::test]
 async fn a_failed_policy_reload_is_audited_and_the_old_policy_keeps_deciding() {
     let mut rig = Rig::new(
         fast(),

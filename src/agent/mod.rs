@@ -315,6 +315,21 @@ impl Loop {
         plan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // The first plan waits one interval, so the first step has samples to plan from.
         plan.reset();
+        // A change whose start was audited before the last stop but whose outcome was not gets its outcome now,
+        // from what the actuators report, before anything new is planned.
+        match self.executor.reconcile_interrupted().await {
+            Ok(found) => {
+                for (change, outcome) in found {
+                    tracing::info!(%change, ?outcome, "interrupted change reconciled");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "interrupted changes could not be reconciled");
+                if let Ok(mut snap) = self.snapshot.write() {
+                    snap.errors.push(format!("reconciling interrupted changes failed: {e}"));
+                }
+            }
+        }
         let mut fits: JoinSet<(SeriesKey, Result<Forecaster, ForecastError>)> = JoinSet::new();
         let mut steps: JoinSet<Result<StepOutput, ExecutorError>> = JoinSet::new();
         let mut stopping = false;

@@ -406,9 +406,18 @@ impl Harness {
                 .iter()
                 .map(|r| format!("{:?} {} {}", r.kind, r.subject, r.detail))
                 .collect();
+            let snap = self.agent().snapshot();
             panic!(
-                "waiting for {what} timed out; audit log:\n{}",
-                kinds.join("\n")
+                "waiting for {what} timed out; audit log:\n{}\nlatest plan: {}\nmeasured settings: {:?}\nknobs: {:?}\nerrors: {:?}",
+                kinds.join("\n"),
+                serde_json::to_string(&snap.plan).unwrap_or_default(),
+                snap.collected.as_ref().map(|c| c
+                    .batches
+                    .iter()
+                    .map(|(k, v)| (*k, v.batches.len()))
+                    .collect::<Vec<_>>()),
+                snap.settings,
+                snap.errors
             )
         })
     }
