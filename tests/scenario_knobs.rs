@@ -1,167 +1,207 @@
-//! Knob scenarios over the wire: a replayed burst through the real pipeline makes lag spike; autonomous mode applies
-//! and audits the batch-size change, recommend mode records it and changes nothing.
+//! Knob scenarios over the wire: a replayed burst through the real pipeline makes lag spike past its objective;
+//! autonomous mode applies and audits the capacity change it calls for, recommend mode records it and changes
+//! nothing.
 
 mod agent_support;
 
 use std::time::Duration;
 
 use agent_support::*;
-use trimtab::audit::AuditKind;
+use trimtab::audit::{AuditKind, AuditRecord};
 use trimtab::executor::ProposalStatus;
 use trimtab::pipeline::Knobs;
-use trimtab::planner::Action;
+use trimtab::planner::{Action, Change};
 use trimtab::policy::Mode;
 
-/// The setting the pipeline ran with before an operator lowered it; the agent measured it while it ran.
-fn measured_knobs() -> Knobs {
+/// The setting the pipeline runs with: 8-row batches, two in flight. Enough for the steady traffic, not for the
+/// burst.
+fn small() -> Knobs {
     Knobs {
-        batch_rows: 32,
+        batch_rows: 8,
         batch_bytes: 5120,
-        write_concurrency: 8,
+        write_concurrency: 2,
         prefetch: 512,
         max_in_flight: 2048,
     }
 }
 
-/// The lowered setting the burst hits: a quarter of the measured one, the largest step policy allows without a
-/// person (`max_knob_step_ratio` 4 in `policies/limits.json`).
-fn lowered(k: Knobs) -> Knobs {
+/// The larger setting an operator tried for a few seconds, so the agent has measured it: a quarter step up in
+/// each knob, the largest that policy allows without a person (`max_knob_step_ratio` 4 in `policies/limits.json`).
+fn large() -> Knobs {
     Knobs {
-        batch_rows: 8,
-        write_concurrency: 2,
-        ..k
+        batch_rows: 32,
+        write_concurrency: 8,
+        ..small()
     }
 }
 
-async fn burst_run(mode: Mode) -> (Harness, Vec<trimtab::audit::AuditRecord>) {
-    let mut limits = test_limits();
-    limits.lag_objective_s = 2.0;
+/// Limits under which only a shortfall of capacity moves the knobs: a switch for throughput alone would need
+/// more than a thousandfold gain, so the change the burst produces is the burst's doing.
+fn limits() -> trimtab::planner::Limits {
+    trimtab::planner::Limits {
+        lag_objective_s: 2.0,
+        switch_gain: 1000.0,
+        ..test_limits()
+    }
+}
+
+/// Starts the agent in `mode` on `small()`, runs steady periodic traffic with a short excursion to `large()` so
+/// both settings are measured, and waits until the agent has the history autonomy needs.
+async fn warmed_up(mode: Mode, stream: &'static str) -> Harness {
     let h = Harness::start(Options {
-        mode: Mode::Autonomous,
-        knobs: measured_knobs(),
-        limits,
+        mode,
+        knobs: small(),
+        limits: limits(),
         ..Options::default()
     })
     .await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let traffic = h.periodic_traffic("orders-b", stop.clone());
-    h.until_autonomous(Duration::from_secs(120)).await;
+    let traffic = h.periodic_traffic(stream, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.knobs.set(large()).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    h.knobs.set(small()).unwrap();
+    match mode {
+        Mode::Autonomous => h.until_autonomous(Duration::from_secs(120)).await,
+        // Recommend mode never turns autonomous: wait for as much history as autonomy would have needed.
+        Mode::Recommend => {
+            let agent = h.agent();
+            tokio::time::timeout(Duration::from_secs(120), async {
+                while !agent.snapshot().forecasts.iter().any(|f| {
+                    f.key.name == "arrival_rate"
+                        && f.history_points >= limits().min_history_points as usize
+                        && f.accuracy
+                            .as_ref()
+                            .is_some_and(|a| a.rolling_mase.is_some())
+                }) {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+            .await
+            .expect("the agent never scored a forecast in recommend mode");
+        }
+    }
+    let measured = h
+        .agent()
+        .snapshot()
+        .collected
+        .map(|c| c.batches.keys().copied().collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(
+        measured.contains(&(8, 2)) && measured.contains(&(32, 8)),
+        "both settings must be measured before the burst: {measured:?}"
+    );
     stop.cancel();
     traffic.await.ok();
-    let _ = mode;
-    (h, Vec::new())
+    h
+}
+
+/// The replayed burst: 20 rounds of 500 events, one every 500 ms (1,000 a second for 10 s, against about 20 a
+/// second before).
+async fn burst(h: &Harness, stream: &str) {
+    for round in 0..20 {
+        h.send_events(500, stream, &format!("burst{round}")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn is_lag_change(change: &Change) -> bool {
+    matches!(change.action, Action::SetKnobs { from, .. } if (from.batch_rows, from.concurrency) == (8, 2))
+        && change.reason.summary.contains("below required")
+}
+
+fn change_of(r: &AuditRecord) -> Option<Change> {
+    let value = match r.kind {
+        AuditKind::ApplyStart => r.detail.get("change")?.clone(),
+        AuditKind::Proposal => r.detail.clone(),
+        _ => return None,
+    };
+    serde_json::from_value(value).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_burst_makes_autonomous_mode_apply_and_audit_a_batch_size_change() {
-    let (h, _) = burst_run(Mode::Autonomous).await;
-    let before = lowered(h.knobs.get());
-    h.knobs.set(before).unwrap();
-    let sender = h.sender.clone();
-    let burst = tokio::spawn(async move {
-        for round in 0..20 {
-            let msgs: Vec<_> = (0..500)
-                .map(|i| trimtab::servicebus::OutgoingMessage {
-                    message_id: Some(format!("burst-{round}-{i}")),
-                    body: serde_json::to_vec(
-                        &serde_json::json!({"version":1,"kind":"event","stream":"orders-b",
-                        "ts":"2026-11-22T04:00:00Z","payload":{"i":i}}),
-                    )
-                    .unwrap()
-                    .into(),
-                    partition_key: Some("orders-b".into()),
-                    ..Default::default()
-                })
-                .collect();
-            sender.send_batch(msgs).await.expect("burst send");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    let records = h
-        .until_audit(Duration::from_secs(60), "an applied knob change", |rs| {
-            rs.iter().any(|r| {
-                r.kind == AuditKind::ApplyOutcome
-                    && rs.iter().any(|s| {
-                        s.kind == AuditKind::ApplyStart
-                            && s.subject == r.subject
-                            && s.detail["change"]["action"]["verb"] == "set_knobs"
-                    })
-            })
+async fn a_burst_makes_autonomous_mode_apply_and_audit_a_capacity_change() {
+    let h = warmed_up(Mode::Autonomous, "orders-b").await;
+    assert_eq!(
+        h.knobs.get(),
+        small(),
+        "the steady traffic alone moved the knobs"
+    );
+    let sender = {
+        let h = &h;
+        async move { burst(h, "orders-b").await }
+    };
+    let watch = h.until_audit(Duration::from_secs(90), "an applied knob change", |rs| {
+        rs.iter().any(|start| {
+            start.kind == AuditKind::ApplyStart
+                && change_of(start).is_some_and(|c| is_lag_change(&c))
+                && rs
+                    .iter()
+                    .any(|o| o.kind == AuditKind::ApplyOutcome && o.subject == start.subject)
         })
-        .await;
-    burst.await.unwrap();
+    });
+    let ((), records) = tokio::join!(sender, watch);
+
     let start = records
         .iter()
         .find(|r| {
-            r.kind == AuditKind::ApplyStart && r.detail["change"]["action"]["verb"] == "set_knobs"
+            r.kind == AuditKind::ApplyStart && change_of(r).is_some_and(|c| is_lag_change(&c))
         })
         .unwrap();
     let outcome = records
         .iter()
         .find(|r| r.kind == AuditKind::ApplyOutcome && r.subject == start.subject)
         .unwrap();
-    assert!(
-        start.seq < outcome.seq,
-        "the start of a change is audited before its outcome"
-    );
-    let change: trimtab::planner::Change =
-        serde_json::from_value(start.detail["change"].clone()).unwrap();
-    let Action::SetKnobs { from, to } = change.action else {
-        panic!("{:?}", change.action)
+    let proposal = records
+        .iter()
+        .rfind(|r| r.kind == AuditKind::Proposal && r.subject == start.subject && r.seq < start.seq)
+        .expect("the change was audited as a proposal before it started");
+    let decision = records
+        .iter()
+        .rfind(|r| r.kind == AuditKind::Decision && r.subject == start.subject && r.seq < start.seq)
+        .expect("the gate's decision was audited before the change started");
+    assert_eq!(decision.detail["verdict"], "allow", "{}", decision.detail);
+    assert!(proposal.seq < decision.seq && decision.seq < start.seq && start.seq < outcome.seq);
+    assert_eq!(outcome.detail["outcome"], "applied", "{}", outcome.detail);
+
+    let change = change_of(start).unwrap();
+    let Action::SetKnobs { to, .. } = change.action else {
+        unreachable!()
     };
-    assert_eq!((from.batch_rows, from.concurrency), (8, 2));
     assert!(
         u64::from(to.batch_rows) * u64::from(to.concurrency) > 16,
         "no more capacity: {to:?}"
     );
-    assert_eq!(outcome.detail["outcome"], "applied", "{}", outcome.detail);
+    let figures = &change.reason.figures;
+    assert!(
+        figures["required_rows_per_s"] > figures["current_rows_per_s"],
+        "the change must answer a capacity shortfall: {figures:?}"
+    );
     let now = h.knobs.get();
     assert_eq!(
         (now.batch_rows, now.write_concurrency),
         (to.batch_rows, to.concurrency),
         "the pipeline runs the new knobs"
     );
-    let figures = &change.reason.figures;
-    assert!(
-        figures.contains_key("lag_s") && figures.contains_key("required_rows_per_s"),
-        "{figures:?}"
-    );
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_burst_in_recommend_mode_applies_nothing() {
-    let mut limits = test_limits();
-    limits.lag_objective_s = 2.0;
-    let h = Harness::start(Options {
-        mode: Mode::Recommend,
-        knobs: measured_knobs(),
-        limits,
-        ..Options::default()
-    })
-    .await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let traffic = h.periodic_traffic("orders-c", stop.clone());
-    // Recommend mode never becomes autonomous; wait until the agent has measured the setting and planned.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    stop.cancel();
-    traffic.await.ok();
-    let before = lowered(h.knobs.get());
-    h.knobs.set(before).unwrap();
-    for round in 0..20 {
-        h.send_events(500, "orders-c", &format!("burst{round}"))
-            .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let records = h
-        .until_audit(Duration::from_secs(60), "a recommended knob change", |rs| {
-            rs.iter().any(|r| {
-                r.kind == AuditKind::Proposal
-                    && r.detail["action"]["verb"] == "set_knobs"
-                    && r.detail["action"]["from"]["batch_rows"] == 8
-            })
+    let h = warmed_up(Mode::Recommend, "orders-c").await;
+    let before = h.knobs.get();
+    assert_eq!(before, small());
+    let sender = {
+        let h = &h;
+        async move { burst(h, "orders-c").await }
+    };
+    let watch = h.until_audit(Duration::from_secs(90), "a recommended knob change", |rs| {
+        rs.iter().any(|r| {
+            r.kind == AuditKind::Proposal && change_of(r).is_some_and(|c| is_lag_change(&c))
         })
-        .await;
+    });
+    let ((), records) = tokio::join!(sender, watch);
+    // Two more plan steps: still nothing applied.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(h.knobs.get(), before, "recommend mode changed a knob");
     let records_now = trimtab::audit::tail(&h.agent().state_dir().audit_log(), 100_000).unwrap();
@@ -178,11 +218,12 @@ async fn the_same_burst_in_recommend_mode_applies_nothing() {
         .list()
         .unwrap()
         .into_iter()
-        .filter(|p| {
-            p.status == ProposalStatus::Recommended
-                && matches!(p.change.action, Action::SetKnobs { .. })
-        })
+        .filter(|p| p.status == ProposalStatus::Recommended && is_lag_change(&p.change))
         .collect();
-    assert!(!recommended.is_empty(), "no recommendation recorded");
+    assert_eq!(
+        recommended.len(),
+        1,
+        "one open recommendation for the knobs"
+    );
     h.stop().await;
 }

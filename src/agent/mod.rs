@@ -326,7 +326,8 @@ impl Loop {
             Err(e) => {
                 tracing::error!(error = %e, "interrupted changes could not be reconciled");
                 if let Ok(mut snap) = self.snapshot.write() {
-                    snap.errors.push(format!("reconciling interrupted changes failed: {e}"));
+                    snap.errors
+                        .push(format!("reconciling interrupted changes failed: {e}"));
                 }
             }
         }

@@ -485,13 +485,13 @@ mod tests {
             k.set_max_in_flight(n);
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            futures::future::join_all(writers),
-        )
-        .await
-        .expect("writers starved while max_in_flight was lowered and raised");
-        assert!(peak.load(Ordering::SeqCst) <= 32, "more writers than any bound");
+        tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(writers))
+            .await
+            .expect("writers starved while max_in_flight was lowered and raised");
+        assert!(
+            peak.load(Ordering::SeqCst) <= 32,
+            "more writers than any bound"
+        );
         tokio::time::timeout(Duration::from_secs(5), async {
             while k.inner.permits.available_permits() != 8 {
                 tokio::time::sleep(Duration::from_millis(1)).await;

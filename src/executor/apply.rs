@@ -336,12 +336,16 @@ impl Executor {
             // A recommendation made while trimtab ran in recommend mode does not hold the change back once it is
             // autonomous: the change is gated again like a new one, and the recommendation follows its outcome.
             let recommended = match open {
-                Some(p) if p.status == ProposalStatus::Recommended && mode.mode == Mode::Autonomous => {
+                Some(p)
+                    if p.status == ProposalStatus::Recommended && mode.mode == Mode::Autonomous =>
+                {
                     Some(p.id)
                 }
                 Some(p) => {
                     let outcome = match p.status {
-                        ProposalStatus::Recommended => ChangeOutcome::Recommended { proposal: p.id },
+                        ProposalStatus::Recommended => {
+                            ChangeOutcome::Recommended { proposal: p.id }
+                        }
                         _ => ChangeOutcome::Queued { proposal: p.id },
                     };
                     outcomes.push((change.id.clone(), outcome));
@@ -349,9 +353,7 @@ impl Executor {
                 }
                 None => None,
             };
-            if mode.mode == Mode::Recommend {
-                self.supersede_recommendations(change, now)?;
-            }
+            self.supersede_recommendations(change, now)?;
             self.audit(
                 AuditKind::Proposal,
                 "planner",
@@ -528,7 +530,9 @@ impl Executor {
     /// Nothing is undone or redone here: the verbs are idempotent and the planner plans again from what it
     /// observes; an approved proposal whose run was cut short stays approved and runs again (or expires, if its
     /// inputs drifted).
-    pub async fn reconcile_interrupted(&self) -> Result<Vec<(String, ChangeOutcome)>, ExecutorError> {
+    pub async fn reconcile_interrupted(
+        &self,
+    ) -> Result<Vec<(String, ChangeOutcome)>, ExecutorError> {
         let path = self.state.audit_log();
         let records = match crate::audit::tail(&path, usize::MAX) {
             Ok(r) => r,
@@ -641,8 +645,8 @@ impl Executor {
         }
     }
 
-    /// Recommend mode keeps one open recommendation per target: a new recommendation for a target expires the
-    /// older ones (audited), so a person approving one sees the latest plan, and the planner is not held back.
+    /// One open recommendation per target: a new change planned for a target expires the older recommendations
+    /// for it (audited), so a person approving one approves the latest plan, not one the planner has moved past.
     fn supersede_recommendations(&self, change: &Change, now: i64) -> Result<(), ExecutorError> {
         for old in self.proposals.list()? {
             if old.status != ProposalStatus::Recommended

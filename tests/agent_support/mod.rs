@@ -171,6 +171,65 @@ pub fn test_limits() -> Limits {
     }
 }
 
+/// The agent's parts over a built `App`, as the tests run it: one-second samples, two-second plans, a forecaster
+/// on a 4-step season, and `opts`' mode, limits and executor settings.
+pub fn agent_parts(
+    app: &App,
+    config: &trimtab::config::Config,
+    opts: &Options,
+    state_dir: &Path,
+    policies: PathBuf,
+    placement: LinstorPlacement,
+    reader: LinstorReader,
+) -> AgentParts {
+    let history = Arc::new(TableHistory::new(
+        app.tables.clone(),
+        app.writer.session(),
+        config.cassandra.keyspace.clone(),
+    ));
+    let store = Arc::new(MetricStore::new(history, 600));
+    let sources = Sources {
+        depth: Some((app.depth.clone(), app.entities.clone())),
+        lag: Some(app.lag.clone()),
+        writes: Some(app.writer.observations()),
+        stats: Some(app.stats()),
+        knobs: Some(app.knobs.subscribe()),
+        linstor: Some(reader),
+    };
+    AgentParts {
+        config: AgentConfig {
+            mode: opts.mode,
+            state_dir: state_dir.to_path_buf(),
+            policies_dir: policies,
+            models_dir: state_dir.join("models"),
+            sample_interval_ms: 1000,
+            plan_interval_ms: 2000,
+        },
+        limits: opts.limits.clone(),
+        executor: opts.executor.clone(),
+        forecast: ForecastConfig {
+            horizon: 2,
+            season: Some(4),
+            families: vec![Family::Ridge],
+            ..ForecastConfig::default()
+        },
+        live: LiveConfig {
+            min_scored: 4,
+            ..LiveConfig::default()
+        },
+        refit_every: 5,
+        sources,
+        store,
+        placement: Arc::new(placement),
+        knobs: Arc::new(PipelineKnobs::new(
+            app.knobs.clone(),
+            app.writer.observations(),
+        )),
+        tables: Some(app.tables.clone()),
+        models_dir: None,
+    }
+}
+
 pub struct Harness {
     pub sim: SimCluster,
     pub agent: Option<AgentHandle>,
@@ -224,49 +283,15 @@ impl Harness {
             .unwrap_or_else(|| policies_copy(dir.path()));
         let token = CancellationToken::new();
         let knobs = app.knobs.clone();
-        let history = Arc::new(TableHistory::new(
-            app.tables.clone(),
-            app.writer.session(),
-            config.cassandra.keyspace.clone(),
-        ));
-        let store = Arc::new(MetricStore::new(history, 600));
-        let sources = Sources {
-            depth: Some((app.depth.clone(), app.entities.clone())),
-            lag: Some(app.lag.clone()),
-            writes: Some(app.writer.observations()),
-            stats: Some(app.stats()),
-            knobs: Some(knobs.subscribe()),
-            linstor: Some(reader.clone()),
-        };
-        let parts = AgentParts {
-            config: AgentConfig {
-                mode: opts.mode,
-                state_dir: state_dir.clone(),
-                policies_dir: policies,
-                models_dir: state_dir.join("models"),
-                sample_interval_ms: 1000,
-                plan_interval_ms: 2000,
-            },
-            limits: opts.limits,
-            executor: opts.executor,
-            forecast: ForecastConfig {
-                horizon: 2,
-                season: Some(4),
-                families: vec![Family::Ridge],
-                ..ForecastConfig::default()
-            },
-            live: LiveConfig {
-                min_scored: 4,
-                ..LiveConfig::default()
-            },
-            refit_every: 5,
-            sources,
-            store,
-            placement: Arc::new(LinstorPlacement::new(writer.clone())),
-            knobs: Arc::new(PipelineKnobs::new(knobs.clone(), app.writer.observations())),
-            tables: Some(app.tables.clone()),
-            models_dir: None,
-        };
+        let parts = agent_parts(
+            &app,
+            &config,
+            &opts,
+            &state_dir,
+            policies,
+            LinstorPlacement::new(writer.clone()),
+            reader.clone(),
+        );
         let app_tables = app.tables.clone();
         let pipeline = tokio::spawn(app.run(token.child_token()));
         let agent = Agent::start(parts, token.child_token()).expect("agent starts");
@@ -318,37 +343,7 @@ impl Harness {
         stream: &'static str,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let sender = self.sender.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            let mut i = 0u64;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let phase = (time::OffsetDateTime::now_utc().unix_timestamp() % 4) as usize;
-                // A period of 4 s plus noise: a perfectly periodic series gives seasonal naive zero error, which
-                // no model can be scaled against.
-                let noise = ((i * 7919) % 5) as usize;
-                let n = [2usize, 5, 10, 5][phase] + noise;
-                let messages: Vec<OutgoingMessage> = (0..n)
-                    .map(|j| OutgoingMessage {
-                        message_id: Some(format!("warm-{stream}-{i}-{j}")),
-                        body: serde_json::to_vec(&serde_json::json!({
-                            "version": 1, "kind": "event", "stream": stream,
-                            "ts": "2026-11-22T04:00:00Z", "payload": {"i": i}
-                        }))
-                        .unwrap()
-                        .into(),
-                        partition_key: Some(stream.into()),
-                        ..OutgoingMessage::default()
-                    })
-                    .collect();
-                let _ = sender.send_batch(messages).await;
-                i += 1;
-            }
-        })
+        periodic_traffic(self.sender.clone(), stream, stop)
     }
 
     /// Waits until the agent's latest step ran in autonomous mode (forecasts trusted on enough data).
@@ -443,6 +438,45 @@ impl Harness {
         }
         self.sim.shutdown().await;
     }
+}
+
+/// Periodic traffic (period 4 s) on `stream` through `sender` until `stop` is cancelled: what the forecaster
+/// learns from.
+pub fn periodic_traffic(
+    sender: Arc<dyn MessageSender>,
+    stream: &'static str,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut i = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let phase = (time::OffsetDateTime::now_utc().unix_timestamp() % 4) as usize;
+            // A period of 4 s plus noise: a perfectly periodic series gives seasonal naive zero error, which
+            // no model can be scaled against.
+            let noise = ((i * 7919) % 5) as usize;
+            let n = [2usize, 5, 10, 5][phase] + noise;
+            let messages: Vec<OutgoingMessage> = (0..n)
+                .map(|j| OutgoingMessage {
+                    message_id: Some(format!("warm-{stream}-{i}-{j}")),
+                    body: serde_json::to_vec(&serde_json::json!({
+                        "version": 1, "kind": "event", "stream": stream,
+                        "ts": "2026-11-22T04:00:00Z", "payload": {"i": i}
+                    }))
+                    .unwrap()
+                    .into(),
+                    partition_key: Some(stream.into()),
+                    ..OutgoingMessage::default()
+                })
+                .collect();
+            let _ = sender.send_batch(messages).await;
+            i += 1;
+        }
+    })
 }
 
 /// Records of `kind`.

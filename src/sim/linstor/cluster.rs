@@ -812,10 +812,16 @@ impl Cluster {
         for key in &modify.delete_props {
             group.props.remove(key);
         }
-        group
-            .props
-            .extend(modify.override_props.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let place_count = group.select_filter.place_count.unwrap_or(DEFAULT_PLACE_COUNT) as usize;
+        group.props.extend(
+            modify
+                .override_props
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let place_count = group
+            .select_filter
+            .place_count
+            .unwrap_or(DEFAULT_PLACE_COUNT) as usize;
         let mut replies = vec![ok(
             retcode::MODIFIED,
             obj,

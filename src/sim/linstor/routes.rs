@@ -266,11 +266,7 @@ async fn create_group(State(shared): AppState, body: Bytes) -> Response {
     }
 }
 
-async fn modify_group(
-    State(shared): AppState,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn modify_group(State(shared): AppState, Path(name): Path<String>, body: Bytes) -> Response {
     match parse::<ResourceGroupModify>(&body) {
         Ok(modify) => respond(
             shared.cluster().modify_group(&name, modify, Instant::now()),
