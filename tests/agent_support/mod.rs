@@ -119,6 +119,65 @@ pub async fn counting_proxy(upstream: String) -> (String, RequestLog) {
     (format!("http://{addr}"), log)
 }
 
+/// Starts a TCP proxy to `upstream` that holds every chunk a client sends for `delay` before passing it on,
+/// without holding back the chunks behind it: latency, not a throughput cap. Returns its address.
+pub async fn latency_proxy(
+    upstream: std::net::SocketAddr,
+    delay: Duration,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::join!(
+                    delayed_copy(client_read, server_write, delay),
+                    delayed_copy(server_read, client_write, Duration::ZERO)
+                );
+            });
+        }
+    });
+    addr
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
+
 /// A copy of the shipped `policies/` in a temporary directory, to edit per test.
 pub fn policies_copy(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -138,6 +197,8 @@ pub struct Options {
     pub limits: Limits,
     pub executor: ExecutorConfig,
     pub sync_delay_ms: u64,
+    /// Delay added to every request on its way to the CQL server (a Cassandra a few milliseconds away); 0 for none.
+    pub cql_latency_ms: u64,
 }
 
 impl Default for Options {
@@ -154,6 +215,7 @@ impl Default for Options {
                 ..ExecutorConfig::default()
             },
             sync_delay_ms: 1500,
+            cql_latency_ms: 0,
         }
     }
 }
@@ -257,6 +319,11 @@ impl Harness {
         let (proxy_url, linstor_log) = counting_proxy(sim.linstor.base_url()).await;
         let mut config = sim.config(vec![Entity::Queue(QUEUE.into())]);
         config.pipeline.knobs = opts.knobs;
+        if opts.cql_latency_ms > 0 {
+            let proxy =
+                latency_proxy(sim.cql.addr(), Duration::from_millis(opts.cql_latency_ms)).await;
+            config.cassandra.contact_points = vec![proxy.to_string()];
+        }
         config.linstor = LinstorConfig::for_controller(
             &proxy_url,
             Some(SIM_LINSTOR_TOKEN),
