@@ -606,8 +606,10 @@ impl Executor {
                 Ok(now) if now == *to => {
                     "the knobs are at the new setting (not verified)".to_string()
                 }
-                Ok(now) if now == *from => "the knobs are at the old setting: not applied (the planner plans                                             again from what it measures)"
-                    .to_string(),
+                Ok(now) if now == *from => {
+                    "the knobs are at the old setting: not applied (the planner plans again from what it measures)"
+                        .to_string()
+                },
                 Ok(now) => format!("the knobs are at {now:?}, neither the old nor the new setting"),
                 Err(e) => format!("the knobs could not be read: {e}"),
             },
