@@ -53,6 +53,9 @@ fn limits() -> trimtab::planner::Limits {
     }
 }
 
+/// The two scenarios each load the machine with a burst; run together they would measure each other.
+static ONE_BURST_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Starts the agent in `mode` on `small()`, runs steady periodic traffic with a short excursion to `large()` so
 /// both settings are measured, and waits until the agent has the history autonomy needs. The steady traffic goes
 /// on until the returned token is cancelled.
@@ -136,6 +139,7 @@ fn change_of(r: &AuditRecord) -> Option<Change> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_makes_autonomous_mode_apply_and_audit_a_capacity_change() {
+    let _alone = ONE_BURST_AT_A_TIME.lock().await;
     let (h, steady, traffic) = warmed_up(Mode::Autonomous, "orders-b").await;
     assert_eq!(
         h.knobs.get(),
@@ -205,6 +209,7 @@ async fn a_burst_makes_autonomous_mode_apply_and_audit_a_capacity_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_burst_in_recommend_mode_applies_nothing() {
+    let _alone = ONE_BURST_AT_A_TIME.lock().await;
     let (h, steady, traffic) = warmed_up(Mode::Recommend, "orders-c").await;
     let before = h.knobs.get();
     assert_eq!(before, small());
