@@ -871,6 +871,193 @@ async fn p99_is_judged_against_what_the_plan_expected_as_well_as_before() {
 }
 
 #[tokio::test]
+async fn a_recommendation_is_superseded_by_a_newer_plan_and_applied_once_autonomous() {
+    let rig = Rig::new(fast(), 2, vec![], vec![]);
+    let recommend = ModeDecision {
+        mode: Mode::Recommend,
+        configured: Mode::Autonomous,
+        why: Some("dropped to recommend: 3 observations of history, fewer than 48".into()),
+    };
+    let rig = &rig;
+    let step = |c: &Change, m: &ModeDecision, at: i64| {
+        let plan = Plan {
+            changes: vec![c.clone()],
+            ..Plan::default()
+        };
+        let observed = rig.observed();
+        let m = m.clone();
+        async move {
+            within(
+                "step",
+                rig.executor
+                    .run_step(&rig.gate, &m, &plan, &observed, &SETTINGS, at),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = knob_change(60);
+    let second = knob_change(70);
+    step(&first, &recommend, NOW).await;
+    // Open recommendations are advice: they do not hold the target back from planning.
+    assert!(rig
+        .executor
+        .proposals()
+        .in_flight_targets()
+        .unwrap()
+        .is_empty());
+    step(&second, &recommend, NOW + 2).await;
+    let status_of = |c: &Change| {
+        rig.executor
+            .proposals()
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|p| p.change.id == c.id)
+            .map(|p| p.status)
+            .unwrap()
+    };
+    assert!(
+        matches!(status_of(&first), ProposalStatus::Expired { ref reason, .. } if reason.contains(&second.id)),
+        "{:?}",
+        status_of(&first)
+    );
+    assert_eq!(status_of(&second), ProposalStatus::Recommended);
+    assert!(rig.knobs.calls().is_empty());
+
+    // Autonomous now: the same change is gated again and, allowed, applied; its recommendation says so.
+    let report = step(&second, &mode(Mode::Autonomous), NOW + 4).await;
+    assert!(
+        matches!(
+            report.outcome(&second.id),
+            Some(ChangeOutcome::Applied { .. })
+        ),
+        "{report:?}"
+    );
+    assert_eq!(rig.knobs.settings().batch_rows, 70);
+    assert!(matches!(status_of(&second), ProposalStatus::Applied { .. }));
+    let kinds = rig.kinds();
+    assert!(kinds.contains(&AuditKind::Expired) && kinds.contains(&AuditKind::ApplyStart));
+}
+
+#[tokio::test]
+async fn a_start_without_an_outcome_is_reconciled_once_from_what_the_actuators_report() {
+    let rig = Rig::new(
+        fast(),
+        2,
+        vec![replica("n1", false), replica("n2", false)],
+        vec![],
+    );
+    // A previous process audited the start of two changes and stopped before either outcome.
+    let add = change(Action::AddReplica {
+        resource: "r1".into(),
+        node: "n3".into(),
+        pool: "data".into(),
+    });
+    let knobs = knob_change(80);
+    for c in [&add, &knobs] {
+        rig.executor
+            .audit(
+                AuditKind::ApplyStart,
+                "executor",
+                &c.id,
+                serde_json::json!({ "change": c, "phase": "apply" }),
+            )
+            .unwrap();
+    }
+    let found = within("reconcile", rig.executor.reconcile_interrupted())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    let text = |id: &str| match found.iter().find(|(c, _)| c == id) {
+        Some((_, ChangeOutcome::Interrupted { found })) => found.clone(),
+        other => panic!("no interrupted outcome for {id}: {other:?}"),
+    };
+    assert!(
+        text(&add.id).contains("replica of r1 on n3 is absent"),
+        "{}",
+        text(&add.id)
+    );
+    assert!(
+        text(&knobs.id).contains("old setting: not applied"),
+        "{}",
+        text(&knobs.id)
+    );
+    assert!(
+        rig.placement
+            .calls()
+            .iter()
+            .all(|c| c.starts_with("replicas "))
+            && rig.knobs.calls().is_empty(),
+        "reconciling must only read: {:?} {:?}",
+        rig.placement.calls(),
+        rig.knobs.calls()
+    );
+    let outcomes: Vec<_> = rig
+        .audit()
+        .into_iter()
+        .filter(|r| r.kind == AuditKind::ApplyOutcome)
+        .collect();
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes
+        .iter()
+        .all(|r| r.detail["outcome"] == "interrupted"));
+    // Reconciled once: a second start of the process finds nothing left.
+    let again = within("reconcile again", rig.executor.reconcile_interrupted())
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_p99_rise_within_the_objective_that_bought_throughput_is_kept() {
+    let windows = |after_p99: f64, after_rows: f64| {
+        vec![
+            WindowStats {
+                p99_ms: 31.0,
+                throughput_rows_per_s: 500.0,
+            },
+            WindowStats {
+                p99_ms: after_p99,
+                throughput_rows_per_s: after_rows,
+            },
+        ]
+    };
+    let mut c = knob_change(100);
+    c.reason.figures.insert("chosen_p99_ms".into(), 20.0);
+    c.reason.figures.insert("p99_objective_ms".into(), 50.0);
+    let run = |w| {
+        let rig = Rig::new(fast(), 2, vec![], w);
+        let c = c.clone();
+        async move {
+            let out = within(
+                "apply",
+                rig.executor
+                    .apply(&c, &rig.gate, ApplyOrigin::Automatic, NOW),
+            )
+            .await
+            .unwrap();
+            (out, rig.knobs.settings())
+        }
+    };
+    // 31 → 35 ms under the 50 ms objective, for four times the capacity: kept.
+    let (out, now) = run(windows(35.0, 2000.0)).await;
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    assert_eq!(now.batch_rows, 100);
+    // The same rise without more throughput: rolled back.
+    let (out, now) = run(windows(35.0, 505.0)).await;
+    assert!(matches!(out, ChangeOutcome::RolledBack { .. }), "{out:?}");
+    assert_eq!(now, SETTINGS);
+    // More throughput, but p99 over the objective: rolled back.
+    let (out, now) = run(windows(60.0, 2000.0)).await;
+    assert!(
+        matches!(out, ChangeOutcome::RolledBack { ref detail } if detail.contains("p99 60.0 ms worse than 31.0 ms")),
+        "{out:?}"
+    );
+    assert_eq!(now, SETTINGS);
+}
+
+#[tokio::test]
 async fn a_failed_policy_reload_is_audited_and_the_old_policy_keeps_deciding() {
     let mut rig = Rig::new(
         fast(),

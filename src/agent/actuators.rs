@@ -14,7 +14,7 @@ use crate::executor::{
 };
 use crate::linstor::placement::{DEFAULT_PLACE_COUNT, DEFAULT_RESOURCE_GROUP};
 use crate::linstor::retcode::{FAIL_EXISTS_RSC, FAIL_NOT_FOUND_RSC};
-use crate::linstor::types::ResourceWithVolumes;
+use crate::linstor::types::{AutoSelectFilter, ResourceGroupModify, ResourceWithVolumes};
 use crate::linstor::{LinstorError, LinstorWriter};
 use crate::pipeline::{Knobs, LiveKnobs};
 use crate::planner::{ReplicaState, Settings};
@@ -92,15 +92,39 @@ impl PlacementActuator for LinstorPlacement {
         }
     }
 
+    /// The place count lives on the resource's group (`PUT /v1/resource-groups/{rg}`), so every definition in
+    /// that group gets it; the controller places replicas up to a raised count. This is why the shipped policy
+    /// sends it to a person. Setting the count it already has is a no-op at the controller.
     async fn set_place_count(&self, resource: &str, place_count: u32) -> Result<(), ActuatorError> {
-        // The LINSTOR writer has no verb that modifies a resource group (PUT /v1/resource-groups/{rg}); until it
-        // has, this refuses before any network call rather than approximating with autoplace.
-        Err(ActuatorError {
-            reason: format!(
-                "setting the place count of {resource} to {place_count} is not supported: the linstor writer has no resource-group modify verb"
-            ),
-            retriable: false,
-        })
+        let definition = self
+            .writer
+            .reader()
+            .resource_definition(resource)
+            .await
+            .map_err(|e| linstor_failed(&format!("reading definition {resource}"), &e))?;
+        let group = definition
+            .resource_group_name
+            .as_deref()
+            .filter(|g| !g.is_empty())
+            .unwrap_or(DEFAULT_RESOURCE_GROUP)
+            .to_string();
+        let modify = ResourceGroupModify {
+            select_filter: Some(AutoSelectFilter {
+                place_count: Some(place_count),
+                ..AutoSelectFilter::default()
+            }),
+            ..ResourceGroupModify::default()
+        };
+        self.writer
+            .modify_resource_group(&group, &modify)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                linstor_failed(
+                    &format!("setting place count {place_count} on group {group} of {resource}"),
+                    &e,
+                )
+            })
     }
 
     async fn replicas(&self, resource: &str) -> Result<ReplicaView, ActuatorError> {
@@ -198,11 +222,30 @@ impl KnobActuator for PipelineKnobs {
             })
     }
 
+    /// Waits `window`, and longer (up to [`IDLE_WINDOWS`] windows) while no batch is written: an idle window says
+    /// nothing about the setting, and judging it as zero throughput would roll back every change made just before
+    /// traffic paused. Still idle after that, it is an error: the change stays, unverified.
     async fn observe(&self, window: Duration) -> Result<WindowStats, ActuatorError> {
         let before = self.observations.snapshot();
-        tokio::time::sleep(window).await;
-        let after = self.observations.snapshot();
-        let new_batches = after.total_batches.saturating_sub(before.total_batches) as usize;
+        let mut waited = 0;
+        let new_batches = loop {
+            tokio::time::sleep(window).await;
+            waited += 1;
+            let after = self.observations.snapshot();
+            let n = after.total_batches.saturating_sub(before.total_batches) as usize;
+            if n > 0 {
+                break n;
+            }
+            if waited >= IDLE_WINDOWS {
+                return Err(ActuatorError {
+                    reason: format!(
+                        "no batch was written in {} s, so the setting cannot be judged",
+                        window.as_secs_f64() * f64::from(IDLE_WINDOWS)
+                    ),
+                    retriable: true,
+                });
+            }
+        };
         let recent = self.observations.recent();
         let fresh: Vec<_> = recent.iter().rev().take(new_batches).collect();
         Ok(window_stats(
@@ -211,6 +254,9 @@ impl KnobActuator for PipelineKnobs {
         ))
     }
 }
+
+/// Observation windows `observe` waits at most for a first batch.
+pub const IDLE_WINDOWS: u32 = 5;
 
 /// p99 and capacity of a set of batch observations at `concurrency`.
 ///

@@ -1,9 +1,10 @@
 //! The control loop: samples metrics, forecasts, plans, gates and applies changes, and serves state snapshots.
 //!
-//! One task runs one `tokio::select!` over a closed [`Event`]: a sample tick (collect, score forecasts, issue new
-//! ones), a plan tick (one control step, run as its own task so a knob verification window does not stall
-//! sampling), a finished fit (models are fitted on the blocking pool and come back as an event), a finished
-//! step, a policy reload, and shutdown.
+//! One task runs one `tokio::select!` over a closed [`Event`]: a sample tick (a sample step, run as its own task so
+//! a slow source does not stall planning), a finished sample (score forecasts, issue new ones), a plan tick (one
+//! control step, run as its own task so a knob verification window does not stall sampling), a finished fit
+//! (models are fitted on the blocking pool and come back as an event), a finished step, a policy reload, and
+//! shutdown.
 //!
 //! * [`actuators`]: the executor's actuators over the LINSTOR writer and the pipeline's live knobs.
 //! * [`observe`]: the planner's inputs built from what the collectors saw.
@@ -41,7 +42,7 @@ use crate::metrics::collect::{Collected, Collector, Sources};
 use crate::metrics::series::SeriesKey;
 use crate::metrics::store::MetricStore;
 use crate::planner::{History, Limits, Plan, Settings};
-use crate::policy::{effective_mode, Gate, Mode, ModeDecision};
+use crate::policy::{AccuracyGrace, Gate, Mode, ModeDecision};
 
 use forecasts::{ForecastBook, SeriesForecast};
 
@@ -189,6 +190,8 @@ impl AgentHandle {
 enum Event {
     /// Time to collect.
     SampleTick,
+    /// A sample step finished: its time, what it collected and how long it took.
+    SampleFinished(i64, Box<Collected>, Duration),
     /// Time to plan and apply.
     PlanTick,
     /// A forecaster finished fitting on the blocking pool.
@@ -255,7 +258,12 @@ impl Agent {
         }));
         let (reload_tx, reload_rx) = mpsc::channel(4);
         let looped = Loop {
-            collector: Collector::new(parts.sources.clone(), parts.store.clone()),
+            collector: Arc::new(tokio::sync::Mutex::new(Collector::new(
+                parts.sources.clone(),
+                parts.store.clone(),
+            ))),
+            latest: Collected::default(),
+            sample_running: false,
             book: ForecastBook::new(
                 parts.forecast.clone(),
                 parts.live.clone(),
@@ -267,6 +275,7 @@ impl Agent {
             executor,
             gate,
             history: History::default(),
+            grace: Arc::new(Mutex::new(AccuracyGrace::default())),
             observe: observe::ObserveState::default(),
             snapshot: snapshot.clone(),
             reload: reload_rx,
@@ -293,11 +302,17 @@ fn unix_now() -> i64 {
 
 struct Loop {
     parts: AgentParts,
-    collector: Collector,
+    /// Sampling runs as its own task (it awaits every source and a durable write per series), so a slow
+    /// Cassandra or Service Bus delays samples, not planning; the loop keeps the latest finished sample.
+    collector: Arc<tokio::sync::Mutex<Collector>>,
+    latest: Collected,
+    sample_running: bool,
     book: ForecastBook,
     executor: Arc<Executor>,
     gate: Arc<tokio::sync::RwLock<Gate>>,
     history: History,
+    /// Steps in a row with an inaccurate forecast (one step runs at a time, so the lock is never contended).
+    grace: Arc<Mutex<AccuracyGrace>>,
     observe: observe::ObserveState,
     snapshot: Arc<RwLock<AgentSnapshot>>,
     reload: mpsc::Receiver<()>,
@@ -315,8 +330,25 @@ impl Loop {
         plan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // The first plan waits one interval, so the first step has samples to plan from.
         plan.reset();
+        // A change whose start was audited before the last stop but whose outcome was not gets its outcome now,
+        // from what the actuators report, before anything new is planned.
+        match self.executor.reconcile_interrupted().await {
+            Ok(found) => {
+                for (change, outcome) in found {
+                    tracing::info!(%change, ?outcome, "interrupted change reconciled");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "interrupted changes could not be reconciled");
+                if let Ok(mut snap) = self.snapshot.write() {
+                    snap.errors
+                        .push(format!("reconciling interrupted changes failed: {e}"));
+                }
+            }
+        }
         let mut fits: JoinSet<(SeriesKey, Result<Forecaster, ForecastError>)> = JoinSet::new();
         let mut steps: JoinSet<Result<StepOutput, ExecutorError>> = JoinSet::new();
+        let mut samples: JoinSet<(i64, Box<Collected>, Duration)> = JoinSet::new();
         let mut stopping = false;
         loop {
             let event = tokio::select! {
@@ -327,6 +359,14 @@ impl Loop {
                     Ok((key, result)) => Event::FitFinished(key, result),
                     Err(e) => {
                         tracing::warn!(error = %e, "fit task failed");
+                        continue;
+                    }
+                },
+                Some(done) = samples.join_next(), if !samples.is_empty() => match done {
+                    Ok((at, collected, took)) => Event::SampleFinished(at, collected, took),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sample task failed");
+                        self.sample_running = false;
                         continue;
                     }
                 },
@@ -342,7 +382,26 @@ impl Loop {
                 else => break,
             };
             match event {
-                Event::SampleTick => self.on_sample(&mut fits).await,
+                Event::SampleTick => {
+                    if self.sample_running {
+                        tracing::debug!("previous sample step still running; tick skipped");
+                    } else {
+                        self.sample_running = true;
+                        samples.spawn(self.sample_step());
+                    }
+                }
+                Event::SampleFinished(at, collected, took) => {
+                    self.sample_running = false;
+                    let interval = Duration::from_millis(self.parts.config.sample_interval_ms);
+                    if took > interval {
+                        tracing::warn!(
+                            took_ms = took.as_millis() as u64,
+                            interval_ms = interval.as_millis() as u64,
+                            "a sample step took longer than the sample interval"
+                        );
+                    }
+                    self.on_sample(at, *collected, &mut fits);
+                }
                 Event::PlanTick => {
                     if !self.step_running {
                         self.step_running = true;
@@ -368,6 +427,7 @@ impl Loop {
                     // Stop sampling and planning; let a running step finish (it audits its outcome), drop fits.
                     stopping = true;
                     fits.abort_all();
+                    samples.abort_all();
                     if steps.is_empty() {
                         break;
                     }
@@ -380,15 +440,30 @@ impl Loop {
         tracing::info!("agent stopped");
     }
 
-    async fn on_sample(
-        &mut self,
-        fits: &mut JoinSet<(SeriesKey, Result<Forecaster, ForecastError>)>,
-    ) {
+    /// One sample step on the collector, as a task of its own.
+    fn sample_step(
+        &self,
+    ) -> impl std::future::Future<Output = (i64, Box<Collected>, Duration)> + 'static {
         let step = step_seconds(self.parts.config.sample_interval_ms);
         let now = unix_now().div_euclid(step) * step;
-        let collected = self.collector.step(now).await.clone();
+        let collector = self.collector.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let mut collector = collector.lock().await;
+            let collected = Box::new(collector.step(now).await.clone());
+            (now, collected, started.elapsed())
+        }
+    }
+
+    /// Scores and issues forecasts from a finished sample step and updates the snapshot.
+    fn on_sample(
+        &mut self,
+        now: i64,
+        collected: Collected,
+        fits: &mut JoinSet<(SeriesKey, Result<Forecaster, ForecastError>)>,
+    ) {
         self.samples += 1;
-        let store = self.collector.store().clone();
+        let store = self.parts.store.clone();
         let forecast_keys = forecasts::forecast_keys(&collected);
         self.book.observe(&store, &forecast_keys, now);
         for key in &forecast_keys {
@@ -415,8 +490,9 @@ impl Loop {
                 let extra = snap.lag_history.len().saturating_sub(LAG_HISTORY);
                 snap.lag_history.drain(..extra);
             }
-            snap.collected = Some(collected);
+            snap.collected = Some(collected.clone());
         }
+        self.latest = collected;
     }
 
     /// Builds the inputs, plans, and runs the executor: approved proposals first, then the new plan.
@@ -424,7 +500,7 @@ impl Loop {
         &mut self,
     ) -> impl std::future::Future<Output = Result<StepOutput, ExecutorError>> + 'static {
         let now = unix_now();
-        let collected = self.collector.latest().clone();
+        let collected = self.latest.clone();
         let settings = self
             .parts
             .sources
@@ -438,10 +514,17 @@ impl Loop {
         let configured = self.parts.config.mode;
         let executor = self.executor.clone();
         let gate = self.gate.clone();
+        let grace = self.grace.clone();
         let mut history = self.history.clone();
         async move {
             history.in_flight = executor.proposals().in_flight_targets()?;
-            let mode = effective_mode(configured, &forecast.trust, &limits);
+            let mode = match grace.lock() {
+                Ok(mut g) => g.mode(configured, &forecast.trust, &limits),
+                // A panic elsewhere poisoned it: judge this step without the grace.
+                Err(poisoned) => poisoned
+                    .into_inner()
+                    .mode(configured, &forecast.trust, &limits),
+            };
             let plan =
                 crate::planner::plan(&observed, &forecast, &settings, &history, &limits, now);
             let gate = gate.read().await;

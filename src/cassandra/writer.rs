@@ -462,6 +462,50 @@ mod tests {
         assert_eq!(day_of(shifted), "2023-11-14");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writers_are_not_starved_while_max_in_flight_moves_under_load() {
+        let k = WriterKnobs::new(32, 1024, 8);
+        let peak = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = (0..32)
+            .map(|_| {
+                let (k, peak, running) = (k.clone(), peak.clone(), running.clone());
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        let _permit = k.permit().await.expect("permit");
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for n in [2, 8, 1, 16, 3, 8, 2, 32, 1, 8] {
+            k.set_max_in_flight(n);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(writers))
+            .await
+            .expect("writers starved while max_in_flight was lowered and raised");
+        assert!(
+            peak.load(Ordering::SeqCst) <= 32,
+            "more writers than any bound"
+        );
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while k.inner.permits.available_permits() != 8 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "permits settled at {}, not the final bound 8",
+                k.inner.permits.available_permits()
+            )
+        });
+    }
+
     #[tokio::test]
     async fn max_in_flight_can_go_up_and_down_at_run_time() {
         let k = WriterKnobs::new(32, 1024, 4);

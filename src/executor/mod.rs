@@ -12,7 +12,8 @@
 //! 1. Adapt the LINSTOR reader, metric store and forecaster into [`crate::planner::Observed`],
 //!    [`crate::planner::ForecastView`] and [`crate::planner::Settings`]; fill `History::in_flight` from
 //!    [`ProposalStore::in_flight_targets`].
-//! 2. `let mode = policy::effective_mode(configured, &forecast.trust, &limits);`
+//! 2. `let mode = grace.mode(configured, &forecast.trust, &limits);` (a [`crate::policy::AccuracyGrace`] kept
+//!    across steps; [`crate::policy::effective_mode`] without the grace).
 //! 3. `let plan = planner::plan(&observed, &forecast, &settings, &history, &limits, now);`
 //! 4. `executor.run_approved(&gate, &mode, &observed, &settings, now)` then
 //!    `executor.run_step(&gate, &mode, &plan, &observed, &settings, now)`.

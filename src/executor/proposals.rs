@@ -177,13 +177,21 @@ impl ProposalStore {
         Ok(out)
     }
 
-    /// Target keys with a proposal still open or approved but not yet run: feed these into
+    /// Target keys with a proposal waiting for a person or approved but not yet run: feed these into
     /// [`crate::planner::History::in_flight`] so the planner does not propose a second change for them.
+    ///
+    /// A recommendation (recommend mode) does not count: it is advice, not a change under way, and holding its
+    /// target back would freeze planning for it until a person acted; a newer recommendation supersedes it.
     pub fn in_flight_targets(&self) -> Result<std::collections::BTreeSet<String>, ExecutorError> {
         Ok(self
             .list()?
             .into_iter()
-            .filter(|p| p.status.is_open() || matches!(p.status, ProposalStatus::Approved { .. }))
+            .filter(|p| {
+                matches!(
+                    p.status,
+                    ProposalStatus::Pending | ProposalStatus::Approved { .. }
+                )
+            })
             .map(|p| p.change.target)
             .collect())
     }

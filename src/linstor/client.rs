@@ -445,6 +445,19 @@ impl LinstorWriter {
             .await
     }
 
+    /// `PUT /v1/resource-groups/{rg}`. Changing `select_filter.place_count` changes it for every resource
+    /// definition in the group; the controller places replicas up to a raised count.
+    pub async fn modify_resource_group(
+        &self,
+        name: &str,
+        modify: &ResourceGroupModify,
+    ) -> Result<ApiCallRcList, LinstorError> {
+        let path = format!("/v1/resource-groups/{}", seg(name));
+        self.transport
+            .call(Method::PUT, &path, &[], Some(modify))
+            .await
+    }
+
     /// `POST /v1/resource-definitions`.
     pub async fn create_resource_definition(
         &self,

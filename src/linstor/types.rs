@@ -277,6 +277,27 @@ pub struct VolumeDefinitionModify {
     pub extra: Extra,
 }
 
+/// `PUT /v1/resource-groups/{rg}`: what to change in a group. Fields left out stay as they are; in
+/// `select_filter`, each field given replaces the group's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceGroupModify {
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Placement criteria to change, for example `place_count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select_filter: Option<AutoSelectFilter>,
+    /// Properties to set.
+    #[serde(default, skip_serializing_if = "Props::is_empty")]
+    pub override_props: Props,
+    /// Properties to remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete_props: Vec<String>,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// `GET /v1/resource-definitions`: one definition.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceDefinition {

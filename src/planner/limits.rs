@@ -73,6 +73,12 @@ pub struct Limits {
     /// Rolling MASE at or above which the forecast is not trusted (1 = no better than seasonal naive).
     #[serde(default = "default_max_mase")]
     pub max_mase: f64,
+    /// Plan steps in a row the rolling MASE must stay at or above `max_mase` before autonomous mode drops to
+    /// recommend. Hysteresis in time: a burst nobody forecast makes the very next score terrible, and dropping at
+    /// once would take autonomy away exactly when the lag the burst causes needs a reaction; a forecast that stays
+    /// bad for this many steps has stopped being accurate. Thin data drops at once.
+    #[serde(default = "default_mase_grace_steps")]
+    pub mase_grace_steps: u32,
 }
 
 const fn default_p99_objective_ms() -> f64 {
@@ -138,6 +144,9 @@ const fn default_min_history_points() -> u32 {
 const fn default_max_mase() -> f64 {
     1.0
 }
+const fn default_mase_grace_steps() -> u32 {
+    3
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -163,6 +172,7 @@ impl Default for Limits {
             max_changes_per_step: default_max_changes_per_step(),
             min_history_points: default_min_history_points(),
             max_mase: default_max_mase(),
+            mase_grace_steps: default_mase_grace_steps(),
         }
     }
 }

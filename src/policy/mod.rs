@@ -8,7 +8,7 @@ mod gate;
 mod mode;
 
 pub use gate::{Decision, Gate, GateContext, Grants, Verdict, SUPPORTED_POLICY_VERSION};
-pub use mode::{effective_mode, Mode, ModeDecision};
+pub use mode::{effective_mode, AccuracyGrace, Mode, ModeDecision};
 
 use std::path::PathBuf;
 

@@ -54,6 +54,50 @@ pub fn effective_mode(configured: Mode, trust: &ForecastTrust, limits: &Limits) 
     }
 }
 
+/// Counts the plan steps in a row whose forecast was judged inaccurate, so that autonomy is dropped only once the
+/// forecast has stayed inaccurate for [`Limits::mase_grace_steps`] steps (see there for why).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccuracyGrace {
+    inaccurate_steps: u32,
+}
+
+impl AccuracyGrace {
+    /// The mode for this step: [`effective_mode`], except that a drop caused by the rolling MASE alone (enough
+    /// history, accuracy measured) waits until it has held for the grace steps. Call once per plan step.
+    pub fn mode(
+        &mut self,
+        configured: Mode,
+        trust: &ForecastTrust,
+        limits: &Limits,
+    ) -> ModeDecision {
+        let decision = effective_mode(configured, trust, limits);
+        let inaccurate_only = decision.mode != configured
+            && trust.history_points >= limits.min_history_points
+            && trust
+                .rolling_mase
+                .is_some_and(|m| m.is_nan() || m >= limits.max_mase);
+        if !inaccurate_only {
+            self.inaccurate_steps = 0;
+            return decision;
+        }
+        self.inaccurate_steps = self.inaccurate_steps.saturating_add(1);
+        if self.inaccurate_steps < limits.mase_grace_steps {
+            tracing::info!(
+                steps = self.inaccurate_steps,
+                grace = limits.mase_grace_steps,
+                why = ?decision.why,
+                "forecast inaccurate; staying autonomous within the grace steps"
+            );
+            return ModeDecision {
+                mode: configured,
+                configured,
+                why: None,
+            };
+        }
+        decision
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +144,45 @@ mod tests {
         );
         check(Mode::Autonomous, 500, None, Mode::Recommend, "not measured");
         check(Mode::Recommend, 500, Some(0.5), Mode::Recommend, "");
+    }
+
+    #[test]
+    fn a_single_bad_score_does_not_drop_autonomy_but_a_lasting_one_does() {
+        let limits = Limits::default();
+        let trust = |points, mase| ForecastTrust {
+            history_points: points,
+            rolling_mase: mase,
+        };
+        let mut grace = AccuracyGrace::default();
+        let modes: Vec<Mode> = [
+            Some(0.5),
+            Some(4.0),
+            Some(4.0),
+            Some(4.0),
+            Some(4.0),
+            Some(0.5),
+            Some(4.0),
+        ]
+        .into_iter()
+        .map(|m| grace.mode(Mode::Autonomous, &trust(500, m), &limits).mode)
+        .collect();
+        use Mode::{Autonomous as A, Recommend as R};
+        assert_eq!(
+            modes,
+            vec![A, A, A, R, R, A, A],
+            "grace of {} steps",
+            limits.mase_grace_steps
+        );
+        // Thin data drops at once, whatever the grace.
+        let thin = grace.mode(Mode::Autonomous, &trust(3, Some(0.5)), &limits);
+        assert_eq!(thin.mode, Mode::Recommend);
+        // Recommend stays recommend.
+        let mut grace = AccuracyGrace::default();
+        assert_eq!(
+            grace
+                .mode(Mode::Recommend, &trust(500, Some(4.0)), &limits)
+                .mode,
+            R
+        );
     }
 }

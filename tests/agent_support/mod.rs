@@ -119,6 +119,65 @@ pub async fn counting_proxy(upstream: String) -> (String, RequestLog) {
     (format!("http://{addr}"), log)
 }
 
+/// Starts a TCP proxy to `upstream` that holds every chunk a client sends for `delay` before passing it on,
+/// without holding back the chunks behind it: latency, not a throughput cap. Returns its address.
+pub async fn latency_proxy(
+    upstream: std::net::SocketAddr,
+    delay: Duration,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::join!(
+                    delayed_copy(client_read, server_write, delay),
+                    delayed_copy(server_read, client_write, Duration::ZERO)
+                );
+            });
+        }
+    });
+    addr
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
+
 /// A copy of the shipped `policies/` in a temporary directory, to edit per test.
 pub fn policies_copy(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -138,6 +197,8 @@ pub struct Options {
     pub limits: Limits,
     pub executor: ExecutorConfig,
     pub sync_delay_ms: u64,
+    /// Delay added to every request on its way to the CQL server (a Cassandra a few milliseconds away); 0 for none.
+    pub cql_latency_ms: u64,
 }
 
 impl Default for Options {
@@ -154,6 +215,7 @@ impl Default for Options {
                 ..ExecutorConfig::default()
             },
             sync_delay_ms: 1500,
+            cql_latency_ms: 0,
         }
     }
 }
@@ -168,6 +230,66 @@ pub fn test_limits() -> Limits {
         max_mase: 1.5,
         cooldown_s: 3,
         ..Limits::default()
+    }
+}
+
+/// The agent's parts over a built `App`, as the tests run it: one-second samples, two-second plans, a forecaster
+/// on a 4-step season, and `opts`' mode, limits and executor settings.
+pub fn agent_parts(
+    app: &App,
+    config: &trimtab::config::Config,
+    opts: &Options,
+    state_dir: &Path,
+    policies: PathBuf,
+    placement: LinstorPlacement,
+    reader: LinstorReader,
+) -> AgentParts {
+    let history = Arc::new(TableHistory::new(
+        app.tables.clone(),
+        app.writer.session(),
+        config.cassandra.keyspace.clone(),
+    ));
+    let store = Arc::new(MetricStore::new(history, 600));
+    let sources = Sources {
+        depth: Some((app.depth.clone(), app.entities.clone())),
+        lag: Some(app.lag.clone()),
+        writes: Some(app.writer.observations()),
+        stats: Some(app.stats()),
+        knobs: Some(app.knobs.subscribe()),
+        linstor: Some(reader),
+    };
+    AgentParts {
+        config: AgentConfig {
+            mode: opts.mode,
+            state_dir: state_dir.to_path_buf(),
+            policies_dir: policies,
+            models_dir: state_dir.join("models"),
+            sample_interval_ms: 1000,
+            plan_interval_ms: 2000,
+            maintenance_windows: false,
+        },
+        limits: opts.limits.clone(),
+        executor: opts.executor.clone(),
+        forecast: ForecastConfig {
+            horizon: 2,
+            season: Some(4),
+            families: vec![Family::Ridge],
+            ..ForecastConfig::default()
+        },
+        live: LiveConfig {
+            min_scored: 4,
+            ..LiveConfig::default()
+        },
+        refit_every: 5,
+        sources,
+        store,
+        placement: Arc::new(placement),
+        knobs: Arc::new(PipelineKnobs::new(
+            app.knobs.clone(),
+            app.writer.observations(),
+        )),
+        tables: Some(app.tables.clone()),
+        models_dir: None,
     }
 }
 
@@ -198,6 +320,11 @@ impl Harness {
         let (proxy_url, linstor_log) = counting_proxy(sim.linstor.base_url()).await;
         let mut config = sim.config(vec![Entity::Queue(QUEUE.into())]);
         config.pipeline.knobs = opts.knobs;
+        if opts.cql_latency_ms > 0 {
+            let proxy =
+                latency_proxy(sim.cql.addr(), Duration::from_millis(opts.cql_latency_ms)).await;
+            config.cassandra.contact_points = vec![proxy.to_string()];
+        }
         config.linstor = LinstorConfig::for_controller(
             &proxy_url,
             Some(SIM_LINSTOR_TOKEN),
@@ -224,50 +351,15 @@ impl Harness {
             .unwrap_or_else(|| policies_copy(dir.path()));
         let token = CancellationToken::new();
         let knobs = app.knobs.clone();
-        let history = Arc::new(TableHistory::new(
-            app.tables.clone(),
-            app.writer.session(),
-            config.cassandra.keyspace.clone(),
-        ));
-        let store = Arc::new(MetricStore::new(history, 600));
-        let sources = Sources {
-            depth: Some((app.depth.clone(), app.entities.clone())),
-            lag: Some(app.lag.clone()),
-            writes: Some(app.writer.observations()),
-            stats: Some(app.stats()),
-            knobs: Some(knobs.subscribe()),
-            linstor: Some(reader.clone()),
-        };
-        let parts = AgentParts {
-            config: AgentConfig {
-                mode: opts.mode,
-                state_dir: state_dir.clone(),
-                policies_dir: policies,
-                models_dir: state_dir.join("models"),
-                sample_interval_ms: 1000,
-                plan_interval_ms: 2000,
-                maintenance_windows: false,
-            },
-            limits: opts.limits,
-            executor: opts.executor,
-            forecast: ForecastConfig {
-                horizon: 2,
-                season: Some(4),
-                families: vec![Family::Ridge],
-                ..ForecastConfig::default()
-            },
-            live: LiveConfig {
-                min_scored: 4,
-                ..LiveConfig::default()
-            },
-            refit_every: 5,
-            sources,
-            store,
-            placement: Arc::new(LinstorPlacement::new(writer.clone())),
-            knobs: Arc::new(PipelineKnobs::new(knobs.clone(), app.writer.observations())),
-            tables: Some(app.tables.clone()),
-            models_dir: None,
-        };
+        let parts = agent_parts(
+            &app,
+            &config,
+            &opts,
+            &state_dir,
+            policies,
+            LinstorPlacement::new(writer.clone()),
+            reader.clone(),
+        );
         let app_tables = app.tables.clone();
         let pipeline = tokio::spawn(app.run(token.child_token()));
         let agent = Agent::start(parts, token.child_token()).expect("agent starts");
@@ -319,37 +411,7 @@ impl Harness {
         stream: &'static str,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let sender = self.sender.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            let mut i = 0u64;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let phase = (time::OffsetDateTime::now_utc().unix_timestamp() % 4) as usize;
-                // A period of 4 s plus noise: a perfectly periodic series gives seasonal naive zero error, which
-                // no model can be scaled against.
-                let noise = ((i * 7919) % 5) as usize;
-                let n = [2usize, 5, 10, 5][phase] + noise;
-                let messages: Vec<OutgoingMessage> = (0..n)
-                    .map(|j| OutgoingMessage {
-                        message_id: Some(format!("warm-{stream}-{i}-{j}")),
-                        body: serde_json::to_vec(&serde_json::json!({
-                            "version": 1, "kind": "event", "stream": stream,
-                            "ts": "2026-11-22T04:00:00Z", "payload": {"i": i}
-                        }))
-                        .unwrap()
-                        .into(),
-                        partition_key: Some(stream.into()),
-                        ..OutgoingMessage::default()
-                    })
-                    .collect();
-                let _ = sender.send_batch(messages).await;
-                i += 1;
-            }
-        })
+        periodic_traffic(self.sender.clone(), stream, stop)
     }
 
     /// Waits until the agent's latest step ran in autonomous mode (forecasts trusted on enough data).
@@ -407,9 +469,18 @@ impl Harness {
                 .iter()
                 .map(|r| format!("{:?} {} {}", r.kind, r.subject, r.detail))
                 .collect();
+            let snap = self.agent().snapshot();
             panic!(
-                "waiting for {what} timed out; audit log:\n{}",
-                kinds.join("\n")
+                "waiting for {what} timed out; audit log:\n{}\nlatest plan: {}\nmeasured settings: {:?}\nknobs: {:?}\nerrors: {:?}",
+                kinds.join("\n"),
+                serde_json::to_string(&snap.plan).unwrap_or_default(),
+                snap.collected.as_ref().map(|c| c
+                    .batches
+                    .iter()
+                    .map(|(k, v)| (*k, v.batches.len()))
+                    .collect::<Vec<_>>()),
+                snap.settings,
+                snap.errors
             )
         })
     }
@@ -435,6 +506,45 @@ impl Harness {
         }
         self.sim.shutdown().await;
     }
+}
+
+/// Periodic traffic (period 4 s) on `stream` through `sender` until `stop` is cancelled: what the forecaster
+/// learns from.
+pub fn periodic_traffic(
+    sender: Arc<dyn MessageSender>,
+    stream: &'static str,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut i = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let phase = (time::OffsetDateTime::now_utc().unix_timestamp() % 4) as usize;
+            // A period of 4 s plus noise: a perfectly periodic series gives seasonal naive zero error, which
+            // no model can be scaled against.
+            let noise = ((i * 7919) % 5) as usize;
+            let n = [2usize, 5, 10, 5][phase] + noise;
+            let messages: Vec<OutgoingMessage> = (0..n)
+                .map(|j| OutgoingMessage {
+                    message_id: Some(format!("warm-{stream}-{i}-{j}")),
+                    body: serde_json::to_vec(&serde_json::json!({
+                        "version": 1, "kind": "event", "stream": stream,
+                        "ts": "2026-11-22T04:00:00Z", "payload": {"i": i}
+                    }))
+                    .unwrap()
+                    .into(),
+                    partition_key: Some(stream.into()),
+                    ..OutgoingMessage::default()
+                })
+                .collect();
+            let _ = sender.send_batch(messages).await;
+            i += 1;
+        }
+    })
 }
 
 /// Records of `kind`.

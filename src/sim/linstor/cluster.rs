@@ -773,6 +773,83 @@ impl Cluster {
         )])
     }
 
+    /// `PUT /v1/resource-groups/{rg}`: replaces the select-filter fields given, the description and properties;
+    /// then places replicas of every definition in the group that is below a raised place count (a lowered one
+    /// removes nothing, as autoplace never deletes).
+    pub fn modify_group(&mut self, name: &str, modify: ResourceGroupModify, now: Instant) -> Reply {
+        let obj = retcode::MASK_MOD | retcode::MASK_RSC_GRP;
+        let Some(group) = self.groups.get_mut(name) else {
+            return Err(fail(
+                retcode::FAIL_NOT_FOUND_RSC_GRP,
+                obj,
+                format!("Resource group '{name}' not found."),
+            ));
+        };
+        if let Some(change) = &modify.select_filter {
+            // Overlay the fields given onto the group's filter; absent fields are not serialized, so they stay.
+            let merged = serde_json::to_value(&group.select_filter).and_then(|mut current| {
+                if let (Some(c), serde_json::Value::Object(given)) =
+                    (current.as_object_mut(), serde_json::to_value(change)?)
+                {
+                    c.extend(given);
+                }
+                serde_json::from_value::<AutoSelectFilter>(current)
+            });
+            match merged {
+                Ok(filter) => group.select_filter = filter,
+                Err(e) => {
+                    return Err(fail(
+                        retcode::FAIL_INVLD_REQUEST,
+                        obj,
+                        format!("Select filter of resource group '{name}' is invalid: {e}"),
+                    ))
+                }
+            }
+        }
+        if let Some(d) = &modify.description {
+            group.description = d.clone();
+        }
+        for key in &modify.delete_props {
+            group.props.remove(key);
+        }
+        group.props.extend(
+            modify
+                .override_props
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let place_count = group
+            .select_filter
+            .place_count
+            .unwrap_or(DEFAULT_PLACE_COUNT) as usize;
+        let mut replies = vec![ok(
+            retcode::MODIFIED,
+            obj,
+            format!("Resource group '{name}' modified."),
+        )];
+        let below: Vec<String> = self
+            .definitions
+            .iter()
+            .filter(|(_, d)| d.group == name && d.diskful().count() < place_count)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut failed = false;
+        for definition in below {
+            match self.autoplace(&definition, AutoPlaceRequest::default(), now) {
+                Ok(r) => replies.extend(r),
+                Err(r) => {
+                    failed = true;
+                    replies.extend(r);
+                }
+            }
+        }
+        if failed {
+            Err(replies)
+        } else {
+            Ok(replies)
+        }
+    }
+
     /// `POST /v1/resource-definitions`.
     pub fn create_definition(&mut self, create: ResourceDefinitionCreate) -> Reply {
         let obj = retcode::MASK_CRT | retcode::MASK_RSC_DFN;

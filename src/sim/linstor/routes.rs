@@ -88,7 +88,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/nodes/{node}/storage-pools", get(node_pools))
         .route("/v1/view/storage-pools", get(pools))
         .route("/v1/resource-groups", get(groups).post(create_group))
-        .route("/v1/resource-groups/{rg}", get(group))
+        .route("/v1/resource-groups/{rg}", get(group).put(modify_group))
         .route(
             "/v1/resource-definitions",
             get(definitions).post(create_definition),
@@ -262,6 +262,16 @@ async fn group(State(shared): AppState, Path(name): Path<String>) -> Response {
 async fn create_group(State(shared): AppState, body: Bytes) -> Response {
     match parse::<ResourceGroup>(&body) {
         Ok(group) => respond(shared.cluster().create_group(group), StatusCode::CREATED),
+        Err(r) => r,
+    }
+}
+
+async fn modify_group(State(shared): AppState, Path(name): Path<String>, body: Bytes) -> Response {
+    match parse::<ResourceGroupModify>(&body) {
+        Ok(modify) => respond(
+            shared.cluster().modify_group(&name, modify, Instant::now()),
+            StatusCode::OK,
+        ),
         Err(r) => r,
     }
 }
