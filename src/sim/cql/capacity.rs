@@ -302,6 +302,7 @@ mod tests {
         assert_eq!(kinds, vec!["run", "run", "run", "timeout", "timeout"]);
 
         let c = Capacity::new(model(1, 1_000, 2));
+        let now = Instant::now();
         let kinds: Vec<_> = (0..5)
             .map(|_| matches!(c.admit(now, service), Admission::Overloaded))
             .collect();
