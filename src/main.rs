@@ -32,6 +32,8 @@ enum Command {
     Audit(trimtab::audit::cli::AuditArgs),
     /// Ask a question about the pipeline; answers cite the numbers they use.
     Ask(trimtab::chatops::cli::AskArgs),
+    /// Replay a real trace under several tuning strategies on the same load and compare them (table + report).
+    Replay(trimtab::replay::cli::ReplayArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -59,6 +61,10 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Audit(args) => trimtab::audit::cli::run(args)?,
         Command::Ask(args) => {
             trimtab::chatops::cli::run(args)?;
+            ExitCode::SUCCESS
+        }
+        Command::Replay(args) => {
+            trimtab::replay::cli::run(args)?;
             ExitCode::SUCCESS
         }
     };
