@@ -274,7 +274,7 @@ pub fn minute_lags(outcome: &RunOutcome, speedup: f64) -> Vec<(f64, f64)> {
 /// The comparison as a fixed-width table, one strategy per line.
 pub fn table(rows: &[StrategyReport]) -> String {
     let mut out = format!(
-        "{:<26} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7} {:>16} {:>5} {:>5}\n",
+        "{:<30} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7} {:>16} {:>5} {:>5}\n",
         "strategy",
         "min over",
         "p50 lag",
@@ -290,7 +290,7 @@ pub fn table(rows: &[StrategyReport]) -> String {
     for r in rows {
         let d = |k: &str| r.decisions.get(k).copied().unwrap_or(0);
         out.push_str(&format!(
-            "{:<26} {:>4}/{:<4} {:>7.0}ms {:>7.0}ms {:>8.0} {:>8} {:>7} {:>7} {:>16} {:>5} {:>5}\n",
+            "{:<30} {:>4}/{:<4} {:>7.0}ms {:>7.0}ms {:>8.0} {:>8} {:>7} {:>7} {:>16} {:>5} {:>5}\n",
             r.label,
             r.minutes_over,
             r.minutes,

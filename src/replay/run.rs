@@ -170,15 +170,27 @@ fn unix_ms() -> i64 {
 }
 
 /// The agent's planner limits for a replay compressed by `speedup`: the lag objective in wall time, the cooldown
-/// compressed like the trace, and ten samples of history before the forecast may be trusted (the default 48
-/// would leave nothing of a one-minute replay).
+/// compressed like the trace, ten samples of history before the forecast may be trusted (the default 48 would
+/// leave nothing of a one-minute replay), and prefetch within what the pipeline accepts.
 pub fn agent_limits(lag_objective: Duration, speedup: f64) -> Limits {
     let defaults = Limits::default();
     Limits {
         lag_objective_s: lag_objective.as_secs_f64(),
         cooldown_s: ((defaults.cooldown_s as f64 / speedup.max(1.0)).round() as i64).max(2),
         min_history_points: 10,
+        // The pipeline refuses a prefetch above 1024 (`pipeline::knobs`); planning past it only plans a failure.
+        max_prefetch: defaults.max_prefetch.min(1_024),
         ..defaults
+    }
+}
+
+/// How the agent forecasts in a replay: one sample per second is one trace minute at 60×, so a horizon of 3 looks
+/// three trace minutes ahead and the first fit needs 13 samples (`3 × horizon + 4`), not the 40 of the default
+/// horizon of 12, which would leave a one-minute replay without a forecast.
+pub fn agent_forecast() -> ForecastConfig {
+    ForecastConfig {
+        horizon: 3,
+        ..ForecastConfig::default()
     }
 }
 
@@ -263,7 +275,7 @@ async fn drive(
                     up_to_date_timeout_s: 30,
                     ..ExecutorConfig::default()
                 };
-                parts.forecast = ForecastConfig::default();
+                parts.forecast = agent_forecast();
                 parts.live = LiveConfig {
                     min_scored: 4,
                     ..LiveConfig::default()
