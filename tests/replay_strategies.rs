@@ -32,6 +32,7 @@ async fn a_short_replay_loses_nothing_and_recommend_changes_nothing() {
         nab_rows: 0,
         nab_mean: 16.0,
         sweep_seconds: 2.0,
+        repeat: 1,
         quiet: true,
     };
     let comparison =

@@ -115,6 +115,8 @@ pub struct StrategyReport {
     pub minutes_over: u64,
     /// Trace minutes in the replay.
     pub minutes: u64,
+    /// Minutes over the objective in every run of this strategy (one entry unless `--repeat` is given).
+    pub minutes_over_runs: Vec<u64>,
     /// Median end-to-end lag (written minus enqueued), milliseconds of wall time.
     pub lag_p50_ms: f64,
     /// 99th percentile end-to-end lag, milliseconds of wall time.
@@ -233,6 +235,7 @@ pub fn compare_row(
         label: outcome.label.clone(),
         minutes_over,
         minutes,
+        minutes_over_runs: vec![minutes_over],
         lag_p50_ms: pct(0.5),
         lag_p99_ms: pct(0.99),
         lag_max_ms: lags.last().copied().unwrap_or(0.0),
