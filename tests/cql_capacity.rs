@@ -150,7 +150,10 @@ async fn latency_is_flat_up_to_the_workers_and_grows_with_the_queue_past_them() 
         (0, 0),
         "{stats:?}"
     );
-    assert!(stats.peak_backlog >= 20, "32 clients on 4 workers: {stats:?}");
+    assert!(
+        stats.peak_backlog >= 20,
+        "32 clients on 4 workers: {stats:?}"
+    );
     server.shutdown().await.expect("shutdown");
 }
 
@@ -223,7 +226,10 @@ async fn waits_past_the_timeout_time_out_and_a_full_backlog_is_overloaded() {
     );
     let stats = server.capacity_stats().expect("model on");
     assert_eq!(stats.overloaded, 15, "{stats:?}");
-    assert_eq!(stats.writes, 5, "schema statements are not charged: {stats:?}");
+    assert_eq!(
+        stats.writes, 5,
+        "schema statements are not charged: {stats:?}"
+    );
     server.shutdown().await.expect("shutdown");
 }
 
@@ -275,6 +281,9 @@ async fn a_batch_over_many_partitions_costs_more_than_one_over_a_single_partitio
         spread >= single + Duration::from_millis(30),
         "single partition {single:?}, eight partitions {spread:?}"
     );
-    assert!(single < Duration::from_millis(30), "single partition {single:?}");
+    assert!(
+        single < Duration::from_millis(30),
+        "single partition {single:?}"
+    );
     server.shutdown().await.expect("shutdown");
 }

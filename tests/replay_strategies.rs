@@ -106,7 +106,10 @@ async fn a_short_replay_loses_nothing_and_recommend_changes_nothing() {
 
     let report = write_report(&args.out, &comparison, &result).expect("report written");
     let text = std::fs::read_to_string(&report).expect("report readable");
-    assert!(text.contains("| static 32x4 (given) |") && text.contains("| recommend |"), "{text}");
+    assert!(
+        text.contains("| static 32x4 (given) |") && text.contains("| recommend |"),
+        "{text}"
+    );
     for chart in ["lag.png", "batch.png"] {
         let bytes = std::fs::read(args.out.join(chart)).expect("chart written");
         assert_eq!(&bytes[1..4], b"PNG", "{chart} is a PNG");

@@ -124,9 +124,7 @@ pub fn lines_png(
             let x0 = x_max * f64::from(i) / 100.0;
             PathElement::new(vec![(x0, y), (x0 + x_max / 200.0, y)], BLACK)
         });
-        let series = chart
-            .draw_series(dashes)
-            .map_err(|e| err(e.to_string()))?;
+        let series = chart.draw_series(dashes).map_err(|e| err(e.to_string()))?;
         if text {
             series
                 .label(label)
@@ -179,9 +177,21 @@ mod tests {
                 points: vec![(0.0, 2.0), (2.0, 0.5)],
             },
         ];
-        lines_png(&path, "lag", "minute", "ms", &lines, Some((2.5, "objective"))).unwrap();
+        lines_png(
+            &path,
+            "lag",
+            "minute",
+            "ms",
+            &lines,
+            Some((2.5, "objective")),
+        )
+        .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[1..4], b"PNG", "a PNG file");
-        assert!(bytes.len() > 2_000, "with something drawn: {} bytes", bytes.len());
+        assert!(
+            bytes.len() > 2_000,
+            "with something drawn: {} bytes",
+            bytes.len()
+        );
     }
 }

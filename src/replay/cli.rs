@@ -646,7 +646,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             comparison.trace.span.as_secs_f64() / 60.0,
             comparison.setup.speedup,
             comparison.specs.len(),
-            if comparison.specs.len() == 1 { "y" } else { "ies" }
+            if comparison.specs.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
         ));
         let result = comparison.run(&stop, &progress).await?;
         println!("\n{}", report::table(&result.rows));

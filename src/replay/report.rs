@@ -167,8 +167,8 @@ pub fn compare_row(
         *dead.entry(body.as_slice()).or_default() += 1;
     }
     let mut lost = 0;
-    let mut duplicated: u64 = by_id.values().map(|n| n - 1).sum::<u64>()
-        + dead.values().map(|n| n - 1).sum::<u64>();
+    let mut duplicated: u64 =
+        by_id.values().map(|n| n - 1).sum::<u64>() + dead.values().map(|n| n - 1).sum::<u64>();
     let mut events_dead_lettered = 0;
     let mut planned_rows = HashSet::new();
     for p in planned {

@@ -366,7 +366,10 @@ async fn drive(
         let (sent, stop, planned) = (sent.clone(), run_stop.clone(), planned.to_vec());
         tokio::spawn(async move {
             let sender: &dyn MessageSender = &sender;
-            send_paced(sender, &planned, &stop, |n| sent.store(n, Ordering::Relaxed)).await
+            send_paced(sender, &planned, &stop, |n| {
+                sent.store(n, Ordering::Relaxed)
+            })
+            .await
         })
     };
 
@@ -414,7 +417,11 @@ async fn drive(
     match sending.await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return Err(RunError::Send(error)),
-        Err(join) => return Err(RunError::ReadBack(format!("the sender task failed: {join}"))),
+        Err(join) => {
+            return Err(RunError::ReadBack(format!(
+                "the sender task failed: {join}"
+            )))
+        }
     }
     controller_stop.cancel();
     let reactive_changes = match reactive {
@@ -540,13 +547,19 @@ fn read_audit(records: &[AuditRecord]) -> AuditSummary {
     for r in records {
         match r.kind {
             AuditKind::Proposal => {
-                let verb = r.detail["action"]["verb"].as_str().unwrap_or("?").to_string();
+                let verb = r.detail["action"]["verb"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string();
                 let summary = r.detail["reason"]["summary"].as_str().unwrap_or_default();
                 proposals.push(format!("{verb}: {summary}"));
                 verbs.insert(r.subject.as_str(), verb);
             }
             AuditKind::Decision => {
-                let verdict = r.detail["verdict"].as_str().unwrap_or("unknown").to_string();
+                let verdict = r.detail["verdict"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_string();
                 *decisions.entry(verdict).or_default() += 1;
             }
             AuditKind::ApplyOutcome => {

@@ -267,7 +267,10 @@ mod tests {
 
     #[test]
     fn parses_every_strategy_and_names_the_expected_forms() {
-        assert_eq!("static".parse::<StrategySpec>().unwrap(), StrategySpec::Static);
+        assert_eq!(
+            "static".parse::<StrategySpec>().unwrap(),
+            StrategySpec::Static
+        );
         assert_eq!(
             "static:64x4".parse::<StrategySpec>().unwrap(),
             StrategySpec::StaticAt {
@@ -275,8 +278,14 @@ mod tests {
                 concurrency: 4
             }
         );
-        assert_eq!("trimtab".parse::<StrategySpec>().unwrap(), StrategySpec::Trimtab);
-        let err = "static:0x4".parse::<StrategySpec>().unwrap_err().to_string();
+        assert_eq!(
+            "trimtab".parse::<StrategySpec>().unwrap(),
+            StrategySpec::Trimtab
+        );
+        let err = "static:0x4"
+            .parse::<StrategySpec>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("static:ROWSxCONCURRENCY"), "{err}");
         assert!("hpa".parse::<StrategySpec>().is_err());
     }

@@ -186,9 +186,8 @@ pub fn parse_nab(path: &str, text: &str, options: &NabOptions) -> Result<Trace, 
         let Some((ts, value)) = line.split_once(',') else {
             return Err(row_error(format!("expected 2 fields, found {line:?}")));
         };
-        let at = parse_timestamp(ts).ok_or_else(|| {
-            row_error(format!("timestamp {ts:?} is not YYYY-MM-DD HH:MM:SS"))
-        })?;
+        let at = parse_timestamp(ts)
+            .ok_or_else(|| row_error(format!("timestamp {ts:?} is not YYYY-MM-DD HH:MM:SS")))?;
         let value: f64 = value
             .trim()
             .parse()
@@ -344,10 +343,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scaled.arrivals.len(), 6, "two rows at a mean of 3 per row");
-        let err = parse("s.csv", "timestamp,value\n2015-01-01 00:00:00,-1\n", &options)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(err, "trace s.csv line 2: value \"-1\" is not a non-negative number");
+        let err = parse(
+            "s.csv",
+            "timestamp,value\n2015-01-01 00:00:00,-1\n",
+            &options,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "trace s.csv line 2: value \"-1\" is not a non-negative number"
+        );
     }
 
     #[test]
