@@ -287,7 +287,7 @@ impl Comparison {
                 capacity: fixture.capacity,
                 lag_objective: Duration::from_millis(fixture.lag_objective_ms),
                 speedup,
-                sample_every: Duration::from_millis(250),
+                sample_every: Duration::from_millis(100),
                 drain_timeout: Duration::from_secs(120),
                 policies_dir: args.policies.clone(),
                 scratch,
@@ -365,10 +365,10 @@ impl Comparison {
                 progress(&report::table(std::slice::from_ref(&row)));
                 tries.push((row, outcome));
             }
-            let every: Vec<u64> = tries.iter().map(|(r, _)| r.minutes_over).collect();
+            let every: Vec<f64> = tries.iter().map(|(r, _)| r.minutes_over).collect();
             tries.sort_by(|a, b| {
                 a.0.minutes_over
-                    .cmp(&b.0.minutes_over)
+                    .total_cmp(&b.0.minutes_over)
                     .then(a.0.lag_p99_ms.total_cmp(&b.0.lag_p99_ms))
             });
             let (mut row, outcome) = tries.swap_remove(tries.len() / 2);
@@ -443,7 +443,7 @@ impl Comparison {
                 self.setup.speedup,
             );
             progress(&format!(
-                "   {:<28} {} min over, p99 lag {:.0} ms, {} timeouts, {} overloaded",
+                "   {:<28} {:.1} min over, p99 lag {:.0} ms, {} timeouts, {} overloaded",
                 strategy.label(),
                 row.minutes_over,
                 row.lag_p99_ms,
@@ -454,7 +454,7 @@ impl Comparison {
         }
         scored.sort_by(|a, b| {
             a.1.minutes_over
-                .cmp(&b.1.minutes_over)
+                .total_cmp(&b.1.minutes_over)
                 .then(a.1.lag_p99_ms.total_cmp(&b.1.lag_p99_ms))
         });
         Ok(scored)
@@ -479,12 +479,12 @@ pub fn write_report(
         .iter()
         .map(|r| Line {
             label: &r.label,
-            points: report::minute_lags(r, speedup),
+            points: report::lag_points(r, speedup),
         })
         .collect();
     chart::lines_png(
         &dir.join("lag.png"),
-        "worst end-to-end lag per trace minute",
+        "age of the oldest unsettled message",
         "trace minute",
         "lag (ms, wall)",
         &lag_lines,
@@ -535,7 +535,7 @@ pub fn write_report(
     for r in &result.rows {
         let d = |k: &str| r.decisions.get(k).copied().unwrap_or(0);
         md.push_str(&format!(
-            "| {} | {} of {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} / {} / {} | {} | {} |\n",
+            "| {} | {:.1} of {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} / {} / {} | {} | {} |\n",
             r.label, r.minutes_over, r.minutes, r.lag_p50_ms, r.lag_p99_ms, r.rows_per_s, r.peak_rows_per_s,
             r.write_timeouts, r.overloaded, r.changes, d("allow"), d("needs_approval"), d("deny"), r.lost, r.duplicated
         ));
@@ -547,13 +547,13 @@ pub fn write_report(
             result
                 .rows
                 .iter()
-                .map(|r| format!("{} {:?}", r.label, r.minutes_over_runs))
+                .map(|r| format!("{} {:.1?}", r.label, r.minutes_over_runs))
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
     }
     md.push_str("\nLost and duplicated are counted by reading Cassandra, the dead-letter queue and LINSTOR back after the queue drained.\n\n");
-    md.push_str("## Lag per trace minute\n\n![lag](lag.png)\n\n## Batch size over time\n\n![batch size](batch.png)\n\n");
+    md.push_str("## Lag over the replay\n\nThe age of the oldest received, unsettled message, sampled every 100 ms of wall time.\n\n![lag](lag.png)\n\n## Batch size over time\n\n![batch size](batch.png)\n\n");
     md.push_str("Line colours, in order: ");
     let legend: Vec<String> = result
         .runs
@@ -567,7 +567,7 @@ pub fn write_report(
         md.push_str("## Static sweep (busiest stretch of the trace)\n\n| setting | minutes over | p99 lag (ms) | timeouts | overloaded |\n|---|---|---|---|---|\n");
         for (k, r) in &result.sweep {
             md.push_str(&format!(
-                "| {}x{} | {} | {:.0} | {} | {} |\n",
+                "| {}x{} | {:.1} | {:.0} | {} | {} |\n",
                 k.batch_rows,
                 k.write_concurrency,
                 r.minutes_over,

@@ -111,17 +111,18 @@ impl fmt::Display for ReplaySummary {
 pub struct StrategyReport {
     /// The strategy's label.
     pub label: String,
-    /// Trace minutes in which some message waited longer than the lag objective.
-    pub minutes_over: u64,
+    /// Trace minutes during which the oldest unsettled message was older than the lag objective (wall time over
+    /// the objective × speedup / 60).
+    pub minutes_over: f64,
     /// Trace minutes in the replay.
-    pub minutes: u64,
+    pub minutes: f64,
     /// Minutes over the objective in every run of this strategy (one entry unless `--repeat` is given).
-    pub minutes_over_runs: Vec<u64>,
-    /// Median end-to-end lag (written minus enqueued), milliseconds of wall time.
+    pub minutes_over_runs: Vec<f64>,
+    /// Median end-to-end lag (settled minus enqueued, every settled message), milliseconds of wall time.
     pub lag_p50_ms: f64,
     /// 99th percentile end-to-end lag, milliseconds of wall time.
     pub lag_p99_ms: f64,
-    /// The largest end-to-end lag, milliseconds of wall time.
+    /// The oldest unsettled message's largest age seen, milliseconds of wall time.
     pub lag_max_ms: f64,
     /// Rows written per second over the run.
     pub rows_per_s: f64,
@@ -204,28 +205,20 @@ pub fn compare_row(
         .filter(|id| !planned_rows.contains(*id))
         .count() as u64;
 
-    let mut lags: Vec<f64> = outcome
-        .rows
-        .iter()
-        .map(|r| (r.written_ms - r.enqueued_ms).max(0) as f64)
-        .collect();
-    lags.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        if lags.is_empty() {
-            0.0
-        } else {
-            lags[((lags.len() - 1) as f64 * q).round() as usize]
-        }
-    };
-    let minute_ms = (60_000.0 / speedup.max(1e-9)).max(1.0);
     let objective_ms = lag_objective.as_millis() as f64;
-    let minutes_over = minute_lags(outcome, speedup)
-        .iter()
-        .filter(|&&(_, w)| w > objective_ms)
-        .count() as u64;
+    // Each timeline point stands for the wall time since the one before it; a trace minute is 60 s / speedup.
+    let trace_minutes_per_s = speedup / 60.0;
+    let mut minutes_over = 0.0;
+    let mut previous = 0.0;
+    for p in &outcome.timeline {
+        if p.oldest_lag_ms as f64 > objective_ms {
+            minutes_over += (p.at_s - previous) * trace_minutes_per_s;
+        }
+        previous = p.at_s;
+    }
     let minutes = planned
         .last()
-        .map_or(0, |p| (p.at.as_millis() as f64 / minute_ms).ceil() as u64);
+        .map_or(0.0, |p| p.at.as_secs_f64() * trace_minutes_per_s);
     let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
     for r in &outcome.rows {
         *per_second.entry(r.written_ms / 1000).or_default() += 1;
@@ -236,9 +229,13 @@ pub fn compare_row(
         minutes_over,
         minutes,
         minutes_over_runs: vec![minutes_over],
-        lag_p50_ms: pct(0.5),
-        lag_p99_ms: pct(0.99),
-        lag_max_ms: lags.last().copied().unwrap_or(0.0),
+        lag_p50_ms: outcome.settle_p50_ms,
+        lag_p99_ms: outcome.settle_p99_ms,
+        lag_max_ms: outcome
+            .timeline
+            .iter()
+            .map(|p| p.oldest_lag_ms as f64)
+            .fold(0.0, f64::max),
         rows_per_s: if elapsed_s > 0.0 {
             outcome.rows.len() as f64 / elapsed_s
         } else {
@@ -259,18 +256,13 @@ pub fn compare_row(
     }
 }
 
-/// The worst end-to-end lag (milliseconds, wall) of the events enqueued in each trace minute, by minute.
-pub fn minute_lags(outcome: &RunOutcome, speedup: f64) -> Vec<(f64, f64)> {
-    let minute_ms = (60_000.0 / speedup.max(1e-9)).max(1.0);
-    let mut worst: BTreeMap<i64, i64> = BTreeMap::new();
-    for r in &outcome.rows {
-        let bucket = ((r.enqueued_ms - outcome.started_ms) as f64 / minute_ms).floor() as i64;
-        let w = worst.entry(bucket).or_insert(0);
-        *w = (*w).max(r.written_ms - r.enqueued_ms);
-    }
-    worst
-        .into_iter()
-        .map(|(minute, lag)| (minute as f64, lag as f64))
+/// The lag over the replay: the age of the oldest unsettled message (milliseconds, wall) at each timeline point,
+/// against the trace minute of that point.
+pub fn lag_points(outcome: &RunOutcome, speedup: f64) -> Vec<(f64, f64)> {
+    outcome
+        .timeline
+        .iter()
+        .map(|p| (p.at_s * speedup / 60.0, p.oldest_lag_ms as f64))
         .collect()
 }
 
@@ -293,7 +285,7 @@ pub fn table(rows: &[StrategyReport]) -> String {
     for r in rows {
         let d = |k: &str| r.decisions.get(k).copied().unwrap_or(0);
         out.push_str(&format!(
-            "{:<30} {:>4}/{:<4} {:>7.0}ms {:>7.0}ms {:>8.0} {:>8} {:>7} {:>7} {:>16} {:>5} {:>5}\n",
+            "{:<30} {:>4.1}/{:<4.0} {:>7.0}ms {:>7.0}ms {:>8.0} {:>8} {:>7} {:>7} {:>16} {:>5} {:>5}\n",
             r.label,
             r.minutes_over,
             r.minutes,

@@ -80,6 +80,9 @@ pub enum RunError {
     /// Reading the stores back failed.
     #[error("reading the results back: {0}")]
     ReadBack(String),
+    /// Stopped (Ctrl-C) before every message was settled: no results.
+    #[error("interrupted before the replay finished")]
+    Interrupted,
     /// The scratch directory could not be prepared.
     #[error("scratch directory {path}")]
     Scratch {
@@ -100,6 +103,7 @@ impl RunError {
             RunError::Send(e) => e.is_retriable(),
             RunError::Agent(e) => e.is_retriable(),
             RunError::ReadBack(_) => true,
+            RunError::Interrupted => false,
         }
     }
 }
@@ -163,6 +167,10 @@ pub struct RunOutcome {
     pub timeline: Vec<TimelinePoint>,
     /// Wall-clock milliseconds since the epoch of the first send.
     pub started_ms: i64,
+    /// Median end-to-end latency (settled minus enqueued) of every message settled, milliseconds.
+    pub settle_p50_ms: f64,
+    /// 99th percentile of the same, milliseconds.
+    pub settle_p99_ms: f64,
 }
 
 fn unix_ms() -> i64 {
@@ -414,6 +422,12 @@ async fn drive(
         }
     }
     let elapsed = started.elapsed();
+    if stop.is_cancelled() {
+        controller_stop.cancel();
+        pipeline_stop.cancel();
+        let _ = pipeline.await;
+        return Err(RunError::Interrupted);
+    }
     match sending.await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return Err(RunError::Send(error)),
@@ -447,6 +461,8 @@ async fn drive(
     let _ = sampler.await;
     let _ = watcher.await;
     let knob_changes = knob_changes.load(Ordering::Relaxed);
+    // The lag window holds every settlement of a replay of a few minutes (and the last 20,000 per key).
+    let settled = lag.snapshot().overall;
     if reactive_changes != 0 && reactive_changes != knob_changes {
         tracing::warn!(
             reactive_changes,
@@ -500,6 +516,8 @@ async fn drive(
         elapsed,
         timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
         started_ms,
+        settle_p50_ms: settled.latency_p50_ms.unwrap_or(0) as f64,
+        settle_p99_ms: settled.latency_p99_ms.unwrap_or(0) as f64,
     })
 }
 
