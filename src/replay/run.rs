@@ -194,10 +194,13 @@ pub fn agent_limits(lag_objective: Duration, speedup: f64) -> Limits {
 
 /// How the agent forecasts in a replay: one sample per second is one trace minute at 60×, so a horizon of 3 looks
 /// three trace minutes ahead and the first fit needs 13 samples (`3 × horizon + 4`), not the 40 of the default
-/// horizon of 12, which would leave a one-minute replay without a forecast.
+/// horizon of 12, which would leave a one-minute replay without a forecast. The season is given (5 samples):
+/// detection fails on a minute of bursty samples and then falls back to one day of 1 s steps (86,400 samples),
+/// which no replay can fit.
 pub fn agent_forecast() -> ForecastConfig {
     ForecastConfig {
         horizon: 3,
+        season: Some(5),
         ..ForecastConfig::default()
     }
 }
