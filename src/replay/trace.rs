@@ -48,6 +48,14 @@ pub enum TraceError {
         /// The header found.
         found: String,
     },
+    /// The header is neither format's.
+    #[error("trace {path}: header is {found:?}, expected \"TIMESTAMP,ContextTokens,GeneratedTokens\" (Azure request log) or \"timestamp,value\" (NAB series)")]
+    UnknownFormat {
+        /// The file.
+        path: String,
+        /// The header found.
+        found: String,
+    },
     /// A row does not parse.
     #[error("trace {path} line {line}: {detail}")]
     Row {
@@ -261,6 +269,12 @@ pub fn parse(name: &str, text: &str, nab: &NabOptions) -> Result<Trace, TraceErr
     let header = text.lines().next().unwrap_or_default().trim();
     if header == "timestamp,value" {
         return parse_nab(name, text, nab);
+    }
+    if header != "TIMESTAMP,ContextTokens,GeneratedTokens" {
+        return Err(TraceError::UnknownFormat {
+            path: name.into(),
+            found: header.into(),
+        });
     }
     let arrivals = parse_azure_llm(name, text)?;
     let span = arrivals.last().map_or(Duration::ZERO, |a| a.offset);
