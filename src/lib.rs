@@ -22,7 +22,7 @@
 //! * [`api`]: the HTTP API, `/metrics`, health and readiness.
 //! * [`web`]: the operator's web page, embedded in the binary and served by [`api`].
 //! * [`sim`]: the stand-ins (Service Bus over AMQP, a CQL v4 server, a fake LINSTOR controller) and fixtures.
-//! * [`replay`]: trace loading and replay into the pipeline.
+//! * [`replay`]: trace loading and replay into the pipeline, and `trimtab replay`'s comparison of tuning strategies.
 //! * [`demo`]: the embedded default: stand-ins, the pipeline and a replayed trace, ending with a summary.
 //! * [`commands`]: the long-running commands (`demo`, `sim`, `run`) and their runtime.
 //! * [`config`]: the TOML configuration: typed, validated without IO, then built.

@@ -37,6 +37,8 @@ enum Command {
     Ask(trimtab::chatops::cli::AskArgs),
     /// List, show or re-drive dead-lettered messages (re-drive is rate-limited, gated and audited).
     Dlq(trimtab::redrive::cli::DlqArgs),
+    /// Replay a real trace under several tuning strategies on the same load and compare them (table + report).
+    Replay(trimtab::replay::cli::ReplayArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -68,6 +70,10 @@ fn main() -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Command::Dlq(args) => trimtab::redrive::cli::run(args)?,
+        Command::Replay(args) => {
+            trimtab::replay::cli::run(args)?;
+            ExitCode::SUCCESS
+        }
     };
     Ok(code)
 }

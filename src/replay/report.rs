@@ -1,9 +1,14 @@
-//! What a replay did, counted from the stores afterwards, and how it is printed for a person.
+//! What a replay did, counted from the stores afterwards, and how it is printed for a person: the demo's summary
+//! and the per-strategy comparison rows (lag objective minutes, lag percentiles, errors, changes, loss).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use super::generate::{Expect, PlannedMessage};
+use super::run::RunOutcome;
 
 /// The end-of-run summary of a replay through the pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -99,4 +104,201 @@ impl fmt::Display for ReplaySummary {
         }
         Ok(())
     }
+}
+
+/// One strategy's row of the comparison, computed from what the run left in the stores.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StrategyReport {
+    /// The strategy's label.
+    pub label: String,
+    /// Trace minutes during which the oldest unsettled message was older than the lag objective (wall time over
+    /// the objective × speedup / 60).
+    pub minutes_over: f64,
+    /// Trace minutes in the replay.
+    pub minutes: f64,
+    /// Minutes over the objective in every run of this strategy (one entry unless `--repeat` is given).
+    pub minutes_over_runs: Vec<f64>,
+    /// Median end-to-end lag (settled minus enqueued, every settled message), milliseconds of wall time.
+    pub lag_p50_ms: f64,
+    /// 99th percentile end-to-end lag, milliseconds of wall time.
+    pub lag_p99_ms: f64,
+    /// The oldest unsettled message's largest age seen, milliseconds of wall time.
+    pub lag_max_ms: f64,
+    /// Rows written per second over the run.
+    pub rows_per_s: f64,
+    /// Most rows written in one wall second.
+    pub peak_rows_per_s: f64,
+    /// Write requests the CQL node answered with WriteTimeout.
+    pub write_timeouts: u64,
+    /// Write requests the CQL node refused as Overloaded.
+    pub overloaded: u64,
+    /// Changes applied: knob changes seen on the live knobs plus placement changes the agent applied.
+    pub changes: u64,
+    /// Gate decisions by verdict (`allow`, `needs_approval`, `deny`).
+    pub decisions: BTreeMap<String, u64>,
+    /// What the agent proposed, one sentence each (recommend lists what it would have done).
+    pub proposals: Vec<String>,
+    /// Why the agent ran in recommend mode, if it did.
+    pub mode_notes: Vec<String>,
+    /// Messages with no effect in any store (no row, no dead letter, no volume).
+    pub lost: u64,
+    /// Effects found more than once (a row twice, a dead letter twice, a row and a dead letter).
+    pub duplicated: u64,
+    /// Events that ended in the dead-letter queue instead of Cassandra.
+    pub events_dead_lettered: u64,
+    /// Messages left on the queue.
+    pub left_on_queue: u64,
+    /// Wall time of the run.
+    pub elapsed_s: f64,
+}
+
+/// Computes a strategy's row from a run. `lag_objective` and the trace minute (60 s / `speedup`) are wall time.
+pub fn compare_row(
+    outcome: &RunOutcome,
+    planned: &[PlannedMessage],
+    lag_objective: Duration,
+    speedup: f64,
+) -> StrategyReport {
+    let mut by_id: HashMap<&str, u64> = HashMap::new();
+    for r in &outcome.rows {
+        *by_id.entry(r.message_id.as_str()).or_default() += 1;
+    }
+    let mut dead: HashMap<&[u8], u64> = HashMap::new();
+    for (body, _) in &outcome.dead_letters {
+        *dead.entry(body.as_slice()).or_default() += 1;
+    }
+    let mut lost = 0;
+    let mut duplicated: u64 =
+        by_id.values().map(|n| n - 1).sum::<u64>() + dead.values().map(|n| n - 1).sum::<u64>();
+    let mut events_dead_lettered = 0;
+    let mut planned_rows = HashSet::new();
+    for p in planned {
+        let id = p.message.message_id.as_deref().unwrap_or_default();
+        let body = p.message.body.as_ref();
+        let in_dlq = dead.contains_key(body);
+        match p.expect {
+            Expect::Row => {
+                planned_rows.insert(id);
+                match (by_id.contains_key(id), in_dlq) {
+                    (true, true) => duplicated += 1,
+                    (true, false) => {}
+                    (false, true) => events_dead_lettered += 1,
+                    (false, false) => lost += 1,
+                }
+            }
+            Expect::Malformed | Expect::VolumeRefused => lost += u64::from(!in_dlq),
+            Expect::VolumeOk => {
+                let resource = crate::message::parse(body, 1 << 20)
+                    .ok()
+                    .and_then(|m| match m {
+                        crate::message::Envelope::Volume(v) => Some(v.resource().to_string()),
+                        _ => None,
+                    });
+                let done = resource.is_some_and(|r| outcome.linstor_resources.contains(&r));
+                lost += u64::from(!done && !in_dlq);
+            }
+        }
+    }
+    // A row no planned event explains is an effect of nothing the trace sent.
+    duplicated += by_id
+        .keys()
+        .filter(|id| !planned_rows.contains(*id))
+        .count() as u64;
+
+    let objective_ms = lag_objective.as_millis() as f64;
+    // Each timeline point stands for the wall time since the one before it; a trace minute is 60 s / speedup.
+    let trace_minutes_per_s = speedup / 60.0;
+    let mut minutes_over = 0.0;
+    let mut previous = 0.0;
+    for p in &outcome.timeline {
+        if p.oldest_lag_ms as f64 > objective_ms {
+            minutes_over += (p.at_s - previous) * trace_minutes_per_s;
+        }
+        previous = p.at_s;
+    }
+    let minutes = planned
+        .last()
+        .map_or(0.0, |p| p.at.as_secs_f64() * trace_minutes_per_s);
+    let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
+    for r in &outcome.rows {
+        *per_second.entry(r.written_ms / 1000).or_default() += 1;
+    }
+    let elapsed_s = outcome.elapsed.as_secs_f64();
+    StrategyReport {
+        label: outcome.label.clone(),
+        minutes_over,
+        minutes,
+        minutes_over_runs: vec![minutes_over],
+        lag_p50_ms: outcome.settle_p50_ms,
+        lag_p99_ms: outcome.settle_p99_ms,
+        lag_max_ms: outcome
+            .timeline
+            .iter()
+            .map(|p| p.oldest_lag_ms as f64)
+            .fold(0.0, f64::max),
+        rows_per_s: if elapsed_s > 0.0 {
+            outcome.rows.len() as f64 / elapsed_s
+        } else {
+            0.0
+        },
+        peak_rows_per_s: per_second.values().copied().max().unwrap_or(0) as f64,
+        write_timeouts: outcome.capacity.write_timeouts,
+        overloaded: outcome.capacity.overloaded,
+        changes: outcome.knob_changes + outcome.placement_changes,
+        decisions: outcome.decisions.clone(),
+        proposals: outcome.proposals.clone(),
+        mode_notes: outcome.mode_notes.clone(),
+        lost,
+        duplicated,
+        events_dead_lettered,
+        left_on_queue: outcome.left_on_queue,
+        elapsed_s,
+    }
+}
+
+/// The lag over the replay: the age of the oldest unsettled message (milliseconds, wall) at each timeline point,
+/// against the trace minute of that point.
+pub fn lag_points(outcome: &RunOutcome, speedup: f64) -> Vec<(f64, f64)> {
+    outcome
+        .timeline
+        .iter()
+        .map(|p| (p.at_s * speedup / 60.0, p.oldest_lag_ms as f64))
+        .collect()
+}
+
+/// The comparison as a fixed-width table, one strategy per line.
+pub fn table(rows: &[StrategyReport]) -> String {
+    let mut out = format!(
+        "{:<30} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7} {:>16} {:>5} {:>5}\n",
+        "strategy",
+        "min over",
+        "p50 lag",
+        "p99 lag",
+        "rows/s",
+        "timeouts",
+        "overld",
+        "changes",
+        "allow/appr/deny",
+        "lost",
+        "dup"
+    );
+    for r in rows {
+        let d = |k: &str| r.decisions.get(k).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<30} {:>4.1}/{:<4.0} {:>7.0}ms {:>7.0}ms {:>8.0} {:>8} {:>7} {:>7} {:>16} {:>5} {:>5}\n",
+            r.label,
+            r.minutes_over,
+            r.minutes,
+            r.lag_p50_ms,
+            r.lag_p99_ms,
+            r.rows_per_s,
+            r.write_timeouts,
+            r.overloaded,
+            r.changes,
+            format!("{}/{}/{}", d("allow"), d("needs_approval"), d("deny")),
+            r.lost,
+            r.duplicated
+        ));
+    }
+    out
 }

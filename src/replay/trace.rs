@@ -1,8 +1,14 @@
-//! Arrival traces: the Azure LLM-inference request log (one row per request) read into arrivals with sizes.
+//! Arrival traces read into arrivals with sizes: the Azure LLM-inference request log (one row per request) and
+//! NAB-style `timestamp,value` series (the value is the number of arrivals in that step).
 //!
-//! The format is `TIMESTAMP,ContextTokens,GeneratedTokens` with timestamps like `2023-11-16 18:17:03.9799600`
+//! The Azure format is `TIMESTAMP,ContextTokens,GeneratedTokens` with timestamps like `2023-11-16 18:17:03.9799600`
 //! (7 fractional digits, no time zone; read as UTC, by the metric loader's parser), kept to microseconds. Rows are
 //! sorted here even if the file is not.
+//!
+//! A NAB series gives counts per step, not requests: each row's value (times a scale) becomes that many arrivals
+//! spread evenly over the step up to the next row (the last row takes the median step). The series carries no
+//! payload sizes, so every arrival gets the median size of the Azure code trace ([`NAB_CONTEXT_TOKENS`]).
+//! Rows are sorted, and a timestamp seen twice keeps its first value.
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,6 +43,14 @@ pub enum TraceError {
         "trace {path}: header is {found:?}, expected \"TIMESTAMP,ContextTokens,GeneratedTokens\""
     )]
     Header {
+        /// The file.
+        path: String,
+        /// The header found.
+        found: String,
+    },
+    /// The header is neither format's.
+    #[error("trace {path}: header is {found:?}, expected \"TIMESTAMP,ContextTokens,GeneratedTokens\" (Azure request log) or \"timestamp,value\" (NAB series)")]
+    UnknownFormat {
         /// The file.
         path: String,
         /// The header found.
@@ -118,6 +132,160 @@ pub fn parse_azure_llm(path: &str, text: &str) -> Result<Vec<Arrival>, TraceErro
         .collect())
 }
 
+/// Prompt size given to every arrival of a NAB series: the median of the Azure code trace.
+pub const NAB_CONTEXT_TOKENS: u32 = 1_469;
+/// Output size given to every arrival of a NAB series: the median of the Azure code trace.
+pub const NAB_GENERATED_TOKENS: u32 = 13;
+
+/// Which rows of a NAB series to replay and how many arrivals a unit of value is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NabOptions {
+    /// Replay only the last N rows (the most recent part of the series), if set.
+    pub last_rows: Option<usize>,
+    /// Arrivals per unit of value; `None` picks the scale that gives `mean_per_step` arrivals per row on average.
+    pub scale: Option<f64>,
+    /// The mean arrivals per row that the automatic scale aims for.
+    pub mean_per_step: f64,
+}
+
+impl Default for NabOptions {
+    fn default() -> Self {
+        NabOptions {
+            last_rows: Some(576),
+            scale: None,
+            mean_per_step: 16.0,
+        }
+    }
+}
+
+/// A trace read from a file, whichever its format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// The file name, for reports.
+    pub name: String,
+    /// `azure` or `nab`.
+    pub format: &'static str,
+    /// The arrivals, sorted by offset.
+    pub arrivals: Vec<Arrival>,
+    /// How long the trace lasts, from the first arrival to the end of its last step.
+    pub span: Duration,
+}
+
+/// Reads a NAB `timestamp,value` series as arrivals per step (`path` only names it in errors).
+pub fn parse_nab(path: &str, text: &str, options: &NabOptions) -> Result<Trace, TraceError> {
+    let mut lines = text.lines().enumerate();
+    let header = lines.next().map(|(_, l)| l.trim()).unwrap_or_default();
+    if header != "timestamp,value" {
+        return Err(TraceError::Header {
+            path: path.into(),
+            found: header.into(),
+        });
+    }
+    let mut rows: Vec<(f64, f64)> = Vec::new();
+    for (index, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row_error = |detail: String| TraceError::Row {
+            path: path.into(),
+            line: index + 1,
+            detail,
+        };
+        let Some((ts, value)) = line.split_once(',') else {
+            return Err(row_error(format!("expected 2 fields, found {line:?}")));
+        };
+        let at = parse_timestamp(ts)
+            .ok_or_else(|| row_error(format!("timestamp {ts:?} is not YYYY-MM-DD HH:MM:SS")))?;
+        let value: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| row_error(format!("value {value:?} is not a non-negative number")))?;
+        rows.push((at, value));
+    }
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    rows.dedup_by(|later, earlier| later.0 == earlier.0);
+    if let Some(n) = options.last_rows {
+        let cut = rows.len().saturating_sub(n);
+        rows.drain(..cut);
+    }
+    let Some(&(start, _)) = rows.first() else {
+        return Err(TraceError::Empty { path: path.into() });
+    };
+    let mut steps: Vec<f64> = rows.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    steps.sort_by(f64::total_cmp);
+    let median_step = steps.get(steps.len() / 2).copied().unwrap_or(60.0);
+    let total: f64 = rows.iter().map(|(_, v)| v).sum();
+    let scale = options.scale.unwrap_or(if total > 0.0 {
+        options.mean_per_step * rows.len() as f64 / total
+    } else {
+        1.0
+    });
+    let mut arrivals = Vec::new();
+    // Carry the fractions, so a scale below 1 still replays the right total.
+    let mut carry = 0.0;
+    for (i, &(at, value)) in rows.iter().enumerate() {
+        let step = rows.get(i + 1).map_or(median_step, |next| next.0 - at);
+        let wanted = value * scale + carry;
+        let n = wanted.floor() as usize;
+        carry = wanted - n as f64;
+        for k in 0..n {
+            let offset = at - start + step * k as f64 / n as f64;
+            arrivals.push(Arrival {
+                offset: Duration::from_micros((offset * 1e6).round() as u64),
+                context_tokens: NAB_CONTEXT_TOKENS,
+                generated_tokens: NAB_GENERATED_TOKENS,
+            });
+        }
+    }
+    let last = rows.last().map_or(start, |r| r.0);
+    Ok(Trace {
+        name: file_name(path),
+        format: "nab",
+        arrivals,
+        span: Duration::from_secs_f64(last - start + median_step),
+    })
+}
+
+fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Reads a trace file, telling the format by its header: the Azure request log or a NAB series.
+pub fn load(path: &Path, nab: &NabOptions) -> Result<Trace, TraceError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    parse(&name, &text, nab)
+}
+
+/// Reads a trace from text, telling the format by its header.
+pub fn parse(name: &str, text: &str, nab: &NabOptions) -> Result<Trace, TraceError> {
+    let header = text.lines().next().unwrap_or_default().trim();
+    if header == "timestamp,value" {
+        return parse_nab(name, text, nab);
+    }
+    if header != "TIMESTAMP,ContextTokens,GeneratedTokens" {
+        return Err(TraceError::UnknownFormat {
+            path: name.into(),
+            found: header.into(),
+        });
+    }
+    let arrivals = parse_azure_llm(name, text)?;
+    let span = arrivals.last().map_or(Duration::ZERO, |a| a.offset);
+    Ok(Trace {
+        name: file_name(name),
+        format: "azure",
+        arrivals,
+        span,
+    })
+}
+
 /// Reads the Azure LLM-inference trace from a file.
 pub fn load_azure_llm(path: &Path) -> Result<Vec<Arrival>, TraceError> {
     let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
@@ -157,6 +325,48 @@ mod tests {
         assert!(
             err.contains("expected \"TIMESTAMP,ContextTokens,GeneratedTokens\""),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn nab_values_become_arrivals_spread_over_their_step() {
+        let text = "timestamp,value\n\
+                    2015-01-01 00:10:00,4\n\
+                    2015-01-01 00:00:00,2\n\
+                    2015-01-01 00:05:00,0\n\
+                    2015-01-01 00:05:00,9\n";
+        let options = NabOptions {
+            last_rows: None,
+            scale: Some(1.0),
+            ..NabOptions::default()
+        };
+        let trace = parse("x/series.csv", text, &options).unwrap();
+        assert_eq!((trace.name.as_str(), trace.format), ("series.csv", "nab"));
+        let secs: Vec<u64> = trace.arrivals.iter().map(|a| a.offset.as_secs()).collect();
+        // 2 in the first 5 minutes, none in the second (the duplicate 9 is dropped), 4 in the last.
+        assert_eq!(secs, vec![0, 150, 600, 675, 750, 825]);
+        assert_eq!(trace.span, Duration::from_secs(900));
+        let scaled = parse(
+            "s.csv",
+            text,
+            &NabOptions {
+                last_rows: Some(2),
+                scale: None,
+                mean_per_step: 3.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(scaled.arrivals.len(), 6, "two rows at a mean of 3 per row");
+        let err = parse(
+            "s.csv",
+            "timestamp,value\n2015-01-01 00:00:00,-1\n",
+            &options,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "trace s.csv line 2: value \"-1\" is not a non-negative number"
         );
     }
 

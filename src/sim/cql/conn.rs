@@ -22,8 +22,11 @@ use cassandra_protocol::types::value::Value;
 use cassandra_protocol::types::{CBytes, CBytesShort};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::capacity::Admission;
 use super::exec::{Engine, Failure, Outcome, Prepared, RowSet};
 use super::faults::WriteFault;
 
@@ -59,6 +62,9 @@ async fn serve_inner(
         keyspace: None,
         prepared: HashMap::new(),
     };
+    // Answers the capacity model holds back come here when their time is up; answers may leave out of order,
+    // as on a real node, since each carries its request's stream id.
+    let (late_tx, mut late_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     loop {
         while buf.len() >= HEADER {
             let len = i32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
@@ -72,9 +78,19 @@ async fn serve_inner(
                 break;
             }
             let frame = buf.split_to(HEADER + len as usize);
-            let (answer, close) = handle(&frame, &engine, &mut session);
-            writer.write_all(&answer).await?;
-            if close {
+            let answer = handle(&frame, &engine, &mut session);
+            match answer.at {
+                None => writer.write_all(&answer.bytes).await?,
+                Some(at) => {
+                    let late = late_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at).await;
+                        // The connection may be gone by then; its client no longer waits for the answer.
+                        let _ = late.send(answer.bytes);
+                    });
+                }
+            }
+            if answer.close {
                 writer.flush().await?;
                 return Ok(());
             }
@@ -86,13 +102,86 @@ async fn serve_inner(
                     return Ok(());
                 }
             }
+            Some(bytes) = late_rx.recv() => {
+                writer.write_all(&bytes).await?;
+                while let Ok(bytes) = late_rx.try_recv() {
+                    writer.write_all(&bytes).await?;
+                }
+            }
             _ = cancel.cancelled() => return Ok(()),
         }
     }
 }
 
-/// Answers one frame; the flag says whether to close the connection afterwards.
-fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, bool) {
+/// One answer: the frame, when to send it (`None`: at once), and whether to close the connection after it.
+struct Answer {
+    bytes: Vec<u8>,
+    at: Option<Instant>,
+    close: bool,
+}
+
+impl Answer {
+    fn now(bytes: Vec<u8>, close: bool) -> Answer {
+        Answer {
+            bytes,
+            at: None,
+            close,
+        }
+    }
+}
+
+/// Charges a write to the capacity model, if there is one: `Ok(None)` runs it now and answers now,
+/// `Ok(Some(at))` runs it now and answers at `at`, `Err` answers with the failure (at the time given) instead.
+fn admit(
+    engine: &Engine,
+    bytes: usize,
+    partitions: usize,
+    write_type: &'static str,
+) -> Result<Option<Instant>, (Failure, Option<Instant>)> {
+    let Some(capacity) = &engine.capacity else {
+        return Ok(None);
+    };
+    let service = capacity.model().service_time(bytes, partitions);
+    match capacity.admit(Instant::now(), service) {
+        Admission::Run { answer_at } => Ok(Some(answer_at)),
+        Admission::TimedOut { answer_at } => Err((
+            Failure::Write(WriteFault::WriteTimeout, write_type),
+            Some(answer_at),
+        )),
+        Admission::Overloaded => Err((Failure::Write(WriteFault::Overloaded, write_type), None)),
+    }
+}
+
+/// Whether a simple QUERY's text is a write (the capacity model charges only writes).
+fn is_write_text(query: &str) -> bool {
+    let head: String = query
+        .trim_start()
+        .chars()
+        .take(6)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    ["INSERT", "UPDATE", "DELETE", "BEGIN"]
+        .iter()
+        .any(|w| head.starts_with(w))
+}
+
+/// Answers one frame, at once or when the capacity model says.
+fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> Answer {
+    let mut at = None;
+    let (bytes, close) = answer(frame, engine, session, &mut at);
+    Answer {
+        at,
+        ..Answer::now(bytes, close)
+    }
+}
+
+/// Answers one frame; the flag says whether to close the connection afterwards, `at` when to send the answer.
+fn answer(
+    frame: &[u8],
+    engine: &Engine,
+    session: &mut Session,
+    at: &mut Option<Instant>,
+) -> (Vec<u8>, bool) {
     let stream = i16::from_be_bytes([frame[2], frame[3]]);
     let version = frame[0] & 0x7f;
     if version != 4 || frame[0] & 0x80 != 0 {
@@ -156,6 +245,15 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
         RequestBody::Query(q) => {
             let params = q.query_params;
             let keyspace = params.keyspace.clone().or_else(|| session.keyspace.clone());
+            if is_write_text(&q.query) {
+                match admit(engine, frame.len(), 1, "SIMPLE") {
+                    Ok(when) => *at = when,
+                    Err((failure, when)) => {
+                        *at = when;
+                        return (error_frame(stream, failure, params.consistency), false);
+                    }
+                }
+            }
             let values = simple_values(params.values);
             let result = values.and_then(|v| engine.query(&q.query, keyspace.as_deref(), v));
             (
@@ -189,7 +287,22 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
             let result = match prepared {
                 None => Err(Failure::Unprepared(id)),
                 Some(p) => {
-                    simple_values(params.values).and_then(|v| engine.execute_prepared(&p, v))
+                    let admitted = if p.is_write() {
+                        admit(engine, frame.len(), 1, "SIMPLE")
+                    } else {
+                        Ok(None)
+                    };
+                    match admitted {
+                        Ok(when) => {
+                            *at = when;
+                            simple_values(params.values)
+                                .and_then(|v| engine.execute_prepared(&p, v))
+                        }
+                        Err((failure, when)) => {
+                            *at = when;
+                            Err(failure)
+                        }
+                    }
                 }
             };
             (
@@ -237,9 +350,19 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
                 };
                 items.push((prepared, values));
             }
+            let write_type = if logged { "BATCH" } else { "UNLOGGED_BATCH" };
             let result = match failure {
                 Some(f) => Err(f),
-                None => engine.batch(items, logged),
+                None => match admit(engine, frame.len(), partitions(&items), write_type) {
+                    Ok(when) => {
+                        *at = when;
+                        engine.batch(items, logged)
+                    }
+                    Err((failure, when)) => {
+                        *at = when;
+                        Err(failure)
+                    }
+                },
             };
             (result.map(|o| (o, None, None)), b.consistency)
         }
@@ -283,6 +406,23 @@ fn handle(frame: &[u8], engine: &Engine, session: &mut Session) -> (Vec<u8>, boo
             (frame_of(stream, Opcode::Result, body, Vec::new()), false)
         }
     }
+}
+
+/// Distinct partitions a batch writes to: its statements' tables with their bound partition key values.
+fn partitions(items: &[(Arc<Prepared>, Vec<Value>)]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for (prepared, values) in items {
+        let key: Vec<Option<&[u8]>> = prepared
+            .pk_indexes
+            .iter()
+            .map(|&i| match values.get(i as usize) {
+                Some(Value::Some(bytes)) => Some(bytes.as_slice()),
+                _ => None,
+            })
+            .collect();
+        seen.insert((prepared.insert_table(), key));
+    }
+    seen.len().max(1)
 }
 
 fn simple_values(values: Option<QueryValues>) -> Result<Vec<Value>, Failure> {

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use cassandra_protocol::types::value::Value;
 use sha2::{Digest, Sha256};
 
+use super::capacity::{Capacity, CapacityModel};
 use super::faults::{FaultHandle, WriteFault};
 use super::parse::{self, Op, Rhs, Selection, Statement, TableName, Term};
 use super::store::{Cell, Database, Keyspace, Table, Virtual};
@@ -131,6 +132,21 @@ pub struct Prepared {
     pub pk_indexes: Vec<i16>,
 }
 
+impl Prepared {
+    /// Whether running it writes (an INSERT or a BATCH of them), which is what the capacity model charges for.
+    pub fn is_write(&self) -> bool {
+        matches!(self.plan, Plan::Insert(_) | Plan::Batch(_))
+    }
+
+    /// The table it writes to, if it is a single INSERT: with the bound partition key values this names a partition.
+    pub fn insert_table(&self) -> Option<(&str, &str)> {
+        match &self.plan {
+            Plan::Insert(p) => Some((p.table.keyspace.as_str(), p.table.name.as_str())),
+            _ => None,
+        }
+    }
+}
+
 /// A write ready to apply.
 struct Mutation {
     table: Arc<Table>,
@@ -146,6 +162,8 @@ pub struct Engine {
     pub faults: FaultHandle,
     pub ip: RwLock<IpAddr>,
     pub max_mutation_bytes: usize,
+    /// The capacity model, when the node is to behave like one under load; `None` answers every write at once.
+    pub capacity: Option<Capacity>,
 }
 
 impl Engine {
@@ -156,7 +174,14 @@ impl Engine {
             faults,
             ip: RwLock::new(ip),
             max_mutation_bytes,
+            capacity: None,
         }
+    }
+
+    /// Charges writes to a capacity model.
+    pub fn with_capacity(mut self, model: Option<CapacityModel>) -> Engine {
+        self.capacity = model.map(Capacity::new);
+        self
     }
 
     /// Forgets every prepared statement, as a restarted node does.

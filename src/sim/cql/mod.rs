@@ -16,10 +16,12 @@
 //! Prepared statements are planned once and cached by id (and per connection), and rows live in
 //! per-table shards, so EXECUTE of a prepared INSERT and BATCH neither re-parse nor share one lock.
 //!
-//! [`FaultHandle`] injects write timeouts, overload, unavailability and refused connections;
+//! [`CapacityModel`] (off by default) makes writes cost worker time, queue behind a limit on concurrent work,
+//! time out and be refused as Overloaded like a node under load; [`FaultHandle`] injects write timeouts, overload, unavailability and refused connections;
 //! [`CqlServer::stop`] and [`CqlServer::restart`] take the node down and bring it back on the same
 //! address with the same data (but no prepared statements, as a restarted node).
 
+pub mod capacity;
 mod conn;
 mod exec;
 mod faults;
@@ -40,6 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use capacity::{CapacityModel, CapacityStats};
 pub use exec::{BATCH_FAIL_BYTES, BATCH_WARN_BYTES};
 pub use faults::FaultHandle;
 pub use persist::PersistError;
@@ -66,6 +69,11 @@ pub struct CqlServerConfig {
     /// Cassandra's `max_mutation_size`; larger writes are refused with Invalid.
     #[serde(default = "default_max_mutation_bytes")]
     pub max_mutation_bytes: usize,
+    /// How the node behaves under load (workers, cost per request and per byte, write timeout, backlog limit);
+    /// see [`capacity`] for the model and the shape of its latency curve. `None` (the default) answers every
+    /// write at once, as an infinitely fast node.
+    #[serde(default)]
+    pub capacity: Option<CapacityModel>,
 }
 
 const fn default_bind() -> SocketAddr {
@@ -87,6 +95,7 @@ impl Default for CqlServerConfig {
             persist_path: None,
             snapshot_interval_ms: default_snapshot_interval_ms(),
             max_mutation_bytes: default_max_mutation_bytes(),
+            capacity: None,
         }
     }
 }
@@ -137,12 +146,15 @@ impl CqlServer {
                 addr: config.bind,
                 source,
             })?;
-        let engine = Arc::new(Engine::new(
-            db,
-            FaultHandle::default(),
-            addr.ip(),
-            config.max_mutation_bytes,
-        ));
+        let engine = Arc::new(
+            Engine::new(
+                db,
+                FaultHandle::default(),
+                addr.ip(),
+                config.max_mutation_bytes,
+            )
+            .with_capacity(config.capacity),
+        );
         let server = CqlServer {
             addr,
             engine,
@@ -203,6 +215,11 @@ impl CqlServer {
     /// The fault switches.
     pub fn faults(&self) -> FaultHandle {
         self.engine.faults.clone()
+    }
+
+    /// What the capacity model has done so far (writes run, timed out, refused); `None` without a model.
+    pub fn capacity_stats(&self) -> Option<CapacityStats> {
+        self.engine.capacity.as_ref().map(|c| c.stats())
     }
 
     /// How many rows a table holds; 0 when the table does not exist.
