@@ -218,14 +218,46 @@ async fn the_page_draws_the_running_agents_data_and_approves_a_proposal() {
     let by = page.find("#by").await;
     page.clear(&by).await;
     page.type_into(&by, "carol").await;
-    // The page redraws a row when its proposal changes; find and click again if the button went stale.
-    let selector = format!("button[data-approve=\"{id}\"]");
-    until!(
-        Duration::from_secs(10),
-        "the approve button could not be clicked",
+    // The agent keeps one open recommendation per target, so the proposal seen earlier may have been replaced
+    // by a newer one for the same target. Click the approve button of a proposal that is open now; the page
+    // redraws a row when its proposal changes, so find and click again if the button went stale.
+    let id = until!(
+        Duration::from_secs(20),
+        "no approve button of an open proposal could be clicked",
         {
-            let button = page.find(&selector).await;
-            page.try_click(&button).await
+            let mut last = format!("no open proposal (first seen: {id})");
+            let mut clicked = None;
+            for open in stand.proposals().await.into_iter().filter(|p| {
+                matches!(
+                    p["status"]["state"].as_str(),
+                    Some("recommended" | "pending")
+                )
+            }) {
+                let Some(candidate) = open["id"].as_str() else {
+                    continue;
+                };
+                let selector = format!("button[data-approve=\"{candidate}\"]");
+                let shown = page
+                    .run(&format!(
+                        "return !!document.querySelector('{}');",
+                        selector.replace('\'', "\\'")
+                    ))
+                    .await;
+                if shown != true {
+                    last =
+                        format!("open proposal {candidate} has no approve button on the page yet");
+                    continue;
+                }
+                let button = page.find(&selector).await;
+                match page.try_click(&button).await {
+                    Ok(()) => {
+                        clicked = Some(candidate.to_string());
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            clicked.ok_or(last)
         }
     );
     until!(
