@@ -22,6 +22,7 @@
 //! * [`api`]: the HTTP API, `/metrics`, health and readiness.
 //! * [`web`]: the operator's web page, embedded in the binary and served by [`api`].
 //! * [`sim`]: the stand-ins (Service Bus over AMQP, a CQL v4 server, a fake LINSTOR controller) and fixtures.
+//! * [`chart_font`]: the system font plotters draws chart text with.
 //! * [`replay`]: trace loading and replay into the pipeline, and `trimtab replay`'s comparison of tuning strategies.
 //! * [`demo`]: the embedded default: stand-ins, the pipeline and a replayed trace, ending with a summary.
 //! * [`commands`]: the long-running commands (`demo`, `sim`, `run`) and their runtime.
@@ -33,6 +34,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod cassandra;
+pub mod chart_font;
 pub mod chatops;
 pub mod commands;
 pub mod config;

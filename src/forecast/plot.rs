@@ -19,8 +19,15 @@ pub struct PlotInput<'a> {
     pub coverage: f64,
 }
 
-/// Renders the plot as an SVG document.
+/// Renders the plot as an SVG document. Its title, axes and legend need a system TrueType font
+/// ([`crate::chart_font`]); without one it is an error that says so, since a plot without labels misleads.
 pub fn render_svg(input: &PlotInput<'_>, width: u32, height: u32) -> Result<String, ForecastError> {
+    if !crate::chart_font::register() {
+        return Err(ForecastError::Plot(format!(
+            "no TrueType font found for the plot's text (looked for {}); install one, such as Debian's fonts-dejavu-core",
+            crate::chart_font::FONT_PATHS.join(", ")
+        )));
+    }
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();

@@ -4,7 +4,6 @@
 //! still drawn, without title, axis labels or legend (the report names the colours instead).
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
@@ -20,13 +19,6 @@ pub const COLOURS: [(&str, RGBColor); 8] = [
     ("grey", RGBColor(127, 127, 127)),
 ];
 
-const FONT_PATHS: [&str; 4] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-];
-
 /// A chart that could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
 #[error("drawing chart {path}: {detail}")]
@@ -35,25 +27,6 @@ pub struct ChartError {
     pub path: String,
     /// What went wrong.
     pub detail: String,
-}
-
-/// Registers a system font with plotters once; whether text can be drawn.
-fn have_font() -> bool {
-    static FONT: OnceLock<bool> = OnceLock::new();
-    *FONT.get_or_init(|| {
-        for path in FONT_PATHS {
-            if let Ok(bytes) = std::fs::read(path) {
-                // plotters keeps registered fonts for the life of the process and wants them 'static; the font is
-                // read once per process, so leaking it is bounded.
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        tracing::warn!("no TrueType font found; charts are drawn without text");
-        false
-    })
 }
 
 /// One line of a chart.
@@ -77,7 +50,7 @@ pub fn lines_png(
         path: path.display().to_string(),
         detail,
     };
-    let text = have_font();
+    let text = crate::chart_font::register();
     let x_max = lines
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.0))
