@@ -8,9 +8,8 @@
 //! * It ignores any port in the endpoint and always dials 5671 (TLS) or 5672 (plain, the `unsecured` path).
 //! * Settling needs the original `ServiceBusReceivedMessage`, so the receiver keeps each one in a map keyed by
 //!   lock token until it is settled or its lock is lost.
-//! * Receiver calls take `&mut self`, so a settlement waits for the receive holding its link. A receive waits
-//!   in slices that start at [`FIRST_SLICE`] and double while nothing arrives, up to `receive_slice_ms`: on a
-//!   busy link a settlement waits about a millisecond, and an idle link is not polled a thousand times a second.
+//! * Receiver calls take `&mut self`. A receive waits in short slices (`receive_slice_ms`) so a settlement
+//!   waiting for the same link gets it within one slice, never after the whole `max_wait`.
 //! * A receive returns only when `max` messages arrived or the wait ended; trimtab returns after the first
 //!   slice that yielded anything, which is the "at least one, up to `max`" the trait promises.
 //! * Settling on the receive link is fire-and-forget in `fe2o3-amqp`: the broker's verdict is not reported
@@ -190,7 +189,6 @@ pub struct ServiceBusConfig {
     #[serde(default)]
     pub prefetch: u32,
     /// Longest single wait on a receive link, in milliseconds; settlements for that link wait at most this long.
-    /// Slices start at 1 ms and double while the link stays empty, so this bounds an idle link's wait.
     #[serde(default = "default_receive_slice_ms")]
     pub receive_slice_ms: u64,
     /// Request timeout of the depth collector, in milliseconds.
@@ -210,10 +208,6 @@ const fn default_tls() -> bool {
 const fn default_receive_slice_ms() -> u64 {
     100
 }
-/// The first wait slice of a receive. A busy link yields messages within it, and a settlement queued behind the
-/// receive waits no longer than this.
-const FIRST_SLICE: Duration = Duration::from_millis(1);
-
 const fn default_management_timeout_ms() -> u64 {
     10_000
 }
@@ -1272,11 +1266,11 @@ impl MessageReceiver for AzureReceiver {
         }
         let link = self.link().await?;
         let deadline = tokio::time::Instant::now() + max_wait;
-        let mut next_slice = FIRST_SLICE.min(self.shared.receive_slice);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let slice = left.min(next_slice).max(Duration::from_millis(1));
-            next_slice = (next_slice * 2).min(self.shared.receive_slice);
+            let slice = left
+                .min(self.shared.receive_slice)
+                .max(Duration::from_millis(1));
             let got = {
                 let mut guard = link.receiver.lock().await;
                 let receiver = guard.as_mut().ok_or_else(|| ServiceBusError::Transport {
