@@ -222,8 +222,8 @@ async fn the_page_draws_the_running_agents_data_and_approves_a_proposal() {
     // by a newer one for the same target. Click the approve button of a proposal that is open now; the page
     // redraws a row when its proposal changes, so find and click again if the button went stale.
     let id = until!(
-        Duration::from_secs(20),
-        "no approve button of an open proposal could be clicked",
+        Duration::from_secs(60),
+        "approving an open proposal on the page did not approve it",
         {
             let mut last = format!("no open proposal (first seen: {id})");
             let mut clicked = None;
@@ -249,25 +249,30 @@ async fn the_page_draws_the_running_agents_data_and_approves_a_proposal() {
                     continue;
                 }
                 let button = page.find(&selector).await;
-                match page.try_click(&button).await {
-                    Ok(()) => {
+                if let Err(e) = page.try_click(&button).await {
+                    last = e;
+                    continue;
+                }
+                // The click approves it, unless a newer recommendation superseded it first: then try another.
+                let mut state = String::new();
+                for _ in 0..40 {
+                    let (_, p) = stand.get(&format!("/v1/proposals/{candidate}")).await;
+                    if p["status"]["state"] == "approved" && p["status"]["by"] == "carol" {
                         clicked = Some(candidate.to_string());
                         break;
                     }
-                    Err(e) => last = e,
+                    state = p["status"].to_string();
+                    if p["status"]["state"] == "expired" {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
+                if clicked.is_some() {
+                    break;
+                }
+                last = format!("clicked approve on {candidate}, but its status is {state}");
             }
             clicked.ok_or(last)
-        }
-    );
-    until!(
-        Duration::from_secs(20),
-        "approving on the page did not approve the proposal",
-        {
-            let (_, p) = stand.get(&format!("/v1/proposals/{id}")).await;
-            (p["status"]["state"] == "approved" && p["status"]["by"] == "carol")
-                .then_some(())
-                .ok_or(p.to_string())
         }
     );
     let (_, audit) = stand.get("/v1/audit?limit=500").await;
