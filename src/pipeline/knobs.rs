@@ -27,6 +27,10 @@ pub struct Knobs {
     pub max_in_flight: u32,
 }
 
+/// The largest prefetch the pipeline accepts: a link credit of 2048 or more never delivered a message through
+/// `azservicebus` here, and 1024 works. The planner's default limit follows it.
+pub const MAX_PREFETCH: u32 = 1_024;
+
 const fn default_batch_rows() -> u32 {
     32
 }
@@ -98,8 +102,7 @@ impl Knobs {
             4096,
             "1..=4096",
         )?;
-        // A link credit of 2048 or more never delivered a message through azservicebus here; 1024 works.
-        check("prefetch", self.prefetch, 1, 1_024, "1..=1024")?;
+        check("prefetch", self.prefetch, 1, MAX_PREFETCH, "1..=1024")?;
         check(
             "max_in_flight",
             self.max_in_flight,

@@ -118,7 +118,8 @@ const fn default_max_concurrency() -> u32 {
     64
 }
 const fn default_max_prefetch() -> u32 {
-    5000
+    // Never plan a prefetch the pipeline would refuse.
+    crate::pipeline::knobs::MAX_PREFETCH
 }
 const fn default_pool_high_water() -> f64 {
     0.85
