@@ -181,55 +181,6 @@ async fn linstor_slow_replies() {
     run_with(Fault::LinstorSlow).await;
 }
 
-/// Writes a config file pointing `trimtab run` at the stand-ins.
-fn config_file(h: &Harness, dir: &std::path::Path) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[servicebus]
-connection_string = "{cs}"
-tls = false
-management_base_url = "{mgmt}"
-
-[lock_renewal]
-
-[cassandra]
-contact_points = ["{cql}"]
-
-[linstor]
-controllers = ["{linstor}"]
-reader = {{ token = "{token}" }}
-executor = {{ token = "{token}" }}
-
-[pipeline]
-entities = ["events"]
-receive_wait_ms = 200
-
-# Slow enough that the kill lands mid-run.
-[pipeline.knobs]
-batch_rows = 4
-write_concurrency = 1
-prefetch = 8
-max_in_flight = 8
-
-[agent]
-state_dir = "{state}"
-models_dir = "{state}/models"
-
-[api]
-bind = ""
-"#,
-        cs = h.sim.servicebus.connection_string(),
-        mgmt = h.sim.servicebus.management_base_url(),
-        cql = h.sim.cql.addr(),
-        linstor = h.sim.linstor.base_url(),
-        token = trimtab::sim::cluster::SIM_LINSTOR_TOKEN,
-        state = dir.join("state").display(),
-    );
-    let path = dir.join("trimtab.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
 fn start_trimtab(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_trimtab"))
         .args(["run", "--config"])
@@ -245,7 +196,10 @@ fn start_trimtab(config: &std::path::Path) -> Child {
 async fn trimtab_killed_and_restarted() {
     let h = Harness::start(Duration::from_secs(3)).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = config_file(&h, dir.path());
+    let config = h.run_config(
+        dir.path(),
+        "receive_wait_ms = 200\n\n# Slow enough that the kill lands mid-run.\n[pipeline.knobs]\nbatch_rows = 4\nwrite_concurrency = 1\nprefetch = 8\nmax_in_flight = 8",
+    );
     let valid = harness::events("k", 600);
     let bad = harness::malformed("km", BAD);
     let mut all = valid.clone();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -11,50 +11,6 @@ use common::harness::{self, Harness};
 use tokio_util::sync::CancellationToken;
 use trimtab::app::App;
 use trimtab::audit::{tail, AuditKind};
-
-fn config_file(h: &Harness, dir: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-[servicebus]
-connection_string = "{cs}"
-tls = false
-management_base_url = "{mgmt}"
-
-[lock_renewal]
-
-[cassandra]
-contact_points = ["{cql}"]
-
-[linstor]
-controllers = ["{linstor}"]
-reader = {{ token = "{token}" }}
-executor = {{ token = "{token}" }}
-
-[pipeline]
-entities = ["events"]
-
-[agent]
-state_dir = "{state}"
-policies_dir = "{policies}"
-models_dir = "{state}/models"
-
-[api]
-bind = ""
-"#,
-        cs = h.sim.servicebus.connection_string(),
-        mgmt = h.sim.servicebus.management_base_url(),
-        cql = h.sim.cql.addr(),
-        linstor = h.sim.linstor.base_url(),
-        token = trimtab::sim::cluster::SIM_LINSTOR_TOKEN,
-        state = dir.join("state").display(),
-        policies = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("policies")
-            .display(),
-    );
-    let path = dir.join("trimtab.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 async fn dlq(config: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_trimtab"));
@@ -96,7 +52,7 @@ async fn an_operator_lists_dry_runs_and_redrives_from_the_command_line() {
         .expect("drained within 30 s")
         .expect("pipeline task");
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(&h, dir.path());
+    let config = h.run_config(dir.path(), "");
 
     let listed = dlq(
         &config,

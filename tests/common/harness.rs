@@ -25,6 +25,53 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Writes `dir/trimtab.toml`, a config pointing `trimtab run` (or another verb) at these stand-ins, with the
+    /// shipped policies and its state under `dir/state`; `pipeline_extra` is added to the `[pipeline]` section.
+    pub fn run_config(&self, dir: &std::path::Path, pipeline_extra: &str) -> std::path::PathBuf {
+        let text = format!(
+            r#"
+[servicebus]
+connection_string = "{cs}"
+tls = false
+management_base_url = "{mgmt}"
+
+[lock_renewal]
+
+[cassandra]
+contact_points = ["{cql}"]
+
+[linstor]
+controllers = ["{linstor}"]
+reader = {{ token = "{token}" }}
+executor = {{ token = "{token}" }}
+
+[agent]
+state_dir = "{state}"
+policies_dir = "{policies}"
+models_dir = "{state}/models"
+
+[api]
+bind = ""
+
+[pipeline]
+entities = ["events"]
+{pipeline_extra}
+"#,
+            cs = self.sim.servicebus.connection_string(),
+            mgmt = self.sim.servicebus.management_base_url(),
+            cql = self.sim.cql.addr(),
+            linstor = self.sim.linstor.base_url(),
+            token = trimtab::sim::cluster::SIM_LINSTOR_TOKEN,
+            state = dir.join("state").display(),
+            policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies")
+                .display(),
+        );
+        let path = dir.join("trimtab.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
     /// Starts the stand-ins with queues `events` and `volume-replies` and the given lock duration.
     pub async fn start(lock_duration: Duration) -> Harness {
         let _ = tracing_subscriber::fmt()
