@@ -101,6 +101,7 @@ fn cluster(resources: usize, nodes: usize, seed: u64) -> (Observed, ForecastView
                 concurrency: conc,
                 throughput_rows_per_s: 40.0 * work / (1.0 + work / 400.0),
                 p99_ms: 5.0 + work * 0.07,
+                ..Default::default()
             });
         }
     }

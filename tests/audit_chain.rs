@@ -230,6 +230,7 @@ fn add_change() -> Change {
         action,
         reason: Reason::default(),
         expected_effect: String::new(),
+        uses_forecast: false,
     }
 }
 

@@ -143,6 +143,7 @@ fn change(action: Action) -> Change {
         action,
         reason: Reason::default(),
         expected_effect: String::new(),
+        uses_forecast: false,
     }
 }
 
@@ -178,6 +179,12 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .unwrap_or_else(|_| panic!("{what} timed out, likely deadlocked"))
+}
+
+/// The same change, planned on a forecast (arrival or pool growth) rather than on measurements alone.
+fn on_forecast(mut c: Change) -> Change {
+    c.uses_forecast = true;
+    c
 }
 
 #[tokio::test]
@@ -413,10 +420,12 @@ async fn a_knob_change_that_worsens_p99_is_rolled_back_and_audited() {
         WindowStats {
             p99_ms: 20.0,
             throughput_rows_per_s: 1000.0,
+            ..Default::default()
         },
         WindowStats {
             p99_ms: 35.0,
             throughput_rows_per_s: 1010.0,
+            ..Default::default()
         },
     ];
     let rig = Rig::new(fast(), 2, vec![], windows);
@@ -467,10 +476,12 @@ async fn a_knob_change_that_helps_stays() {
         WindowStats {
             p99_ms: 20.0,
             throughput_rows_per_s: 1000.0,
+            ..Default::default()
         },
         WindowStats {
             p99_ms: 18.0,
             throughput_rows_per_s: 1400.0,
+            ..Default::default()
         },
     ];
     let rig = Rig::new(fast(), 2, vec![], windows);
@@ -598,6 +609,57 @@ async fn a_move_never_goes_below_the_place_count_nor_removes_a_replica_in_use() 
 }
 
 #[tokio::test]
+async fn an_inaccurate_forecast_holds_back_only_the_changes_planned_on_it() {
+    let rig = Rig::new(fast(), 2, vec![], vec![]);
+    let measured = knob_change(60);
+    let add = on_forecast(change(Action::AddReplica {
+        resource: "r1".into(),
+        node: "n3".into(),
+        pool: "data".into(),
+    }));
+    let plan = Plan {
+        changes: vec![measured.clone(), add.clone()],
+        ..Plan::default()
+    };
+    let dropped = ModeDecision {
+        mode: Mode::Recommend,
+        configured: Mode::Autonomous,
+        why: Some("dropped to recommend: rolling MASE 1.40".into()),
+    };
+    let report = within(
+        "step",
+        rig.executor
+            .run_step(&rig.gate, &dropped, &plan, &rig.observed(), &SETTINGS, NOW),
+    )
+    .await
+    .unwrap();
+    let outcome = |c: &Change| {
+        report
+            .outcomes
+            .iter()
+            .find(|(id, _)| id == &c.id)
+            .map(|(_, o)| o.clone())
+    };
+    assert!(
+        matches!(outcome(&measured), Some(ChangeOutcome::Applied { .. })),
+        "a knob change made on measured lag and latency needs no forecast: {report:?}"
+    );
+    assert!(
+        matches!(outcome(&add), Some(ChangeOutcome::Recommended { .. })),
+        "a change planned on the forecast waits while the forecast is inaccurate: {report:?}"
+    );
+    assert_eq!(rig.knobs.settings().batch_rows, 60);
+    assert!(
+        !rig.placement
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("add_replica")),
+        "{:?}",
+        rig.placement.calls()
+    );
+}
+
+#[tokio::test]
 async fn recommend_mode_records_proposals_and_applies_nothing() {
     let rig = Rig::new(
         fast(),
@@ -610,8 +672,13 @@ async fn recommend_mode_records_proposals_and_applies_nothing() {
         node: "n3".into(),
         pool: "data".into(),
     });
+    // Changes planned on a forecast: the drop to recommend holds them back.
     let plan = Plan {
-        changes: vec![knob_change(60), add.clone(), move_r1("n1", "n3")],
+        changes: vec![
+            on_forecast(knob_change(60)),
+            on_forecast(add.clone()),
+            on_forecast(move_r1("n1", "n3")),
+        ],
         ..Plan::default()
     };
     let m = ModeDecision {
@@ -835,10 +902,12 @@ async fn p99_is_judged_against_what_the_plan_expected_as_well_as_before() {
             WindowStats {
                 p99_ms: 10.0,
                 throughput_rows_per_s: 1000.0,
+                ..Default::default()
             },
             WindowStats {
                 p99_ms: after,
                 throughput_rows_per_s: 2500.0,
+                ..Default::default()
             },
         ]
     };
@@ -896,8 +965,8 @@ async fn a_recommendation_is_superseded_by_a_newer_plan_and_applied_once_autonom
             .unwrap()
         }
     };
-    let first = knob_change(60);
-    let second = knob_change(70);
+    let first = on_forecast(knob_change(60));
+    let second = on_forecast(knob_change(70));
     step(&first, &recommend, NOW).await;
     // Open recommendations are advice: they do not hold the target back from planning.
     assert!(rig
@@ -1016,10 +1085,12 @@ async fn a_p99_rise_within_the_objective_that_bought_throughput_is_kept() {
             WindowStats {
                 p99_ms: 31.0,
                 throughput_rows_per_s: 500.0,
+                ..Default::default()
             },
             WindowStats {
                 p99_ms: after_p99,
                 throughput_rows_per_s: after_rows,
+                ..Default::default()
             },
         ]
     };

@@ -43,6 +43,7 @@ fn queued_move(state: &StateDir) -> String {
             ..Reason::default()
         },
         expected_effect: String::new(),
+        uses_forecast: false,
     };
     let decision = Decision {
         verdict: Verdict::NeedsApproval,

@@ -109,6 +109,7 @@ async fn an_approved_place_count_change_reaches_the_group_and_the_controller_pla
             ..Reason::default()
         },
         expected_effect: "a third replica of every resource in rg-web".into(),
+        uses_forecast: false,
     };
     let plan = Plan {
         changes: vec![change.clone()],

@@ -275,6 +275,7 @@ fn pipeline(lag_s: f64, backlog: f64, arrival: f64) -> PipelineObservation {
                 concurrency: conc,
                 throughput_rows_per_s: 40.0 * work / (1.0 + work / 400.0),
                 p99_ms: 5.0 + work * 0.07,
+                ..Default::default()
             });
         }
     }
@@ -302,24 +303,49 @@ fn knobs_take_the_most_throughput_under_the_p99_objective_and_the_byte_and_lock_
         concurrency: 1,
         prefetch: 50,
     };
+    // Adoptable means p99 ≤ 45 ms: rows × concurrency ≤ 571; the best of those by throughput is 100 × 4 (400).
+    // From 10 × 1 that is a 10× jump in rows, more than the 4× one change may take, so the first step goes to
+    // the best setting within reach (25 × 4) and the next one, planned from there, to 100 × 4.
     let p = run(&observed, &forecast, &current);
+    let Some(Action::SetKnobs { to: first, .. }) = p.changes.first().map(|c| c.action.clone())
+    else {
+        panic!("{p:#?}")
+    };
+    assert_eq!((first.batch_rows, first.concurrency), (25, 4));
+    assert!(
+        p.changes[0].reason.summary.contains("below required"),
+        "{}",
+        p.changes[0].reason.summary
+    );
+    assert!(p.forecast_trusted);
+    let p = run(&observed, &forecast, &first);
     let Some(Action::SetKnobs { to, .. }) = p.changes.first().map(|c| &c.action) else {
         panic!("{p:#?}")
     };
-    // Adoptable means p99 ≤ 45 ms: rows × concurrency ≤ 571; the best of those by throughput is 100 × 4 (400).
     assert_eq!((to.batch_rows, to.concurrency), (100, 4));
-    assert!(to.batch_bytes <= 5120 && to.batch_bytes >= 4000, "{to:?}");
+    // 100 rows of 40 B need 4,000 B; the cap grows to fit them, by at most 4× in one step.
+    assert!(
+        to.batch_bytes >= 4000 && to.batch_bytes <= 4 * first.batch_bytes.max(1024),
+        "{to:?}"
+    );
     let tp = 40.0 * 400.0 / 2.0;
     assert!(f64::from(to.prefetch) <= tp * 60.0 * 0.5, "{to:?}");
     assert!(
         to.prefetch >= 400,
         "prefetch must cover a round of batches: {to:?}"
     );
-    assert!(
-        p.changes[0].reason.summary.contains("below required"),
-        "{}",
-        p.changes[0].reason.summary
-    );
+    for (a, b) in [
+        (current.batch_rows, first.batch_rows),
+        (first.batch_rows, to.batch_rows),
+        (current.concurrency, first.concurrency),
+        (first.prefetch, to.prefetch),
+        (current.prefetch, first.prefetch),
+    ] {
+        assert!(
+            f64::from(a.max(b)) <= 4.0 * f64::from(a.min(b)),
+            "a step from {a} to {b} is over 4×"
+        );
+    }
     assert!(p.forecast_trusted);
 }
 

@@ -166,6 +166,7 @@ fn world() -> impl Strategy<Value = World> {
                             concurrency: c,
                             throughput_rows_per_s: k * work * 100.0 / (1.0 + work / c0),
                             p99_ms: base + slope * work,
+                            ..Default::default()
                         });
                     }
                 }
@@ -257,7 +258,7 @@ proptest! {
         let (after, settings) = project(&w.observed, &w.settings, &p);
         let broken = violations(&w.observed, &after, &p, limits.pool_drain_to);
         prop_assert!(broken.is_empty(), "{broken:?} in {:#?}", p.changes);
-        prop_assert!(settings.batch_bytes <= limits.batch_bytes_warn, "batch bytes {} above the warn threshold", settings.batch_bytes);
+        prop_assert!(settings.batch_bytes <= limits.batch_bytes_max.max(w.settings.batch_bytes), "batch bytes {} above the ceiling", settings.batch_bytes);
         if let Some(s) = w.observed.pipeline.batches.iter().find(|s| s.rows == settings.batch_rows && s.concurrency == settings.concurrency) {
             if settings != w.settings {
                 prop_assert!(s.p99_ms <= limits.p99_objective_ms, "chose p99 {} over objective", s.p99_ms);

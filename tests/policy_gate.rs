@@ -30,6 +30,7 @@ fn change(action: Action) -> Change {
         action,
         reason: Reason::default(),
         expected_effect: String::new(),
+        uses_forecast: false,
     }
 }
 
@@ -153,10 +154,10 @@ fn blast_radius_and_bounds_deny_with_the_numbers() {
     );
     check(
         &gate,
-        knobs(60, 9000, 6, 500),
+        knobs(60, 60000, 6, 500),
         ctx(0, 0),
         Verdict::Deny,
-        "batch_bytes 9000 is above the maximum 5120",
+        "batch_bytes 60000 is above the maximum 49152",
     );
     check(
         &gate,

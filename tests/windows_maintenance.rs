@@ -218,6 +218,7 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
             action,
             reason: Reason::default(),
             expected_effect: String::new(),
+            uses_forecast: false,
         }
     };
     let executor = Executor::new(

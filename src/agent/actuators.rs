@@ -268,14 +268,17 @@ pub fn window_stats(
     concurrency: u32,
 ) -> WindowStats {
     let mut latencies = Vec::new();
-    let (mut rows, mut busy_s) = (0usize, 0.0f64);
+    let (mut rows, mut busy_s, mut failed) = (0usize, 0.0f64, 0usize);
     for o in batches {
         if o.outcome == BatchOutcome::Ok {
             latencies.push(o.latency.as_secs_f64() * 1e3);
             rows += o.rows;
             busy_s += o.latency.as_secs_f64();
+        } else {
+            failed += 1;
         }
     }
+    let ok = latencies.len();
     let throughput = if busy_s > 0.0 {
         rows as f64 / busy_s * f64::from(concurrency.max(1))
     } else {
@@ -284,5 +287,11 @@ pub fn window_stats(
     WindowStats {
         p99_ms: percentile(&mut latencies, 0.99),
         throughput_rows_per_s: throughput,
+        mean_rows: if ok > 0 { rows as f64 / ok as f64 } else { 0.0 },
+        error_share: if ok + failed > 0 {
+            failed as f64 / (ok + failed) as f64
+        } else {
+            0.0
+        },
     }
 }

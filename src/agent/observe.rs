@@ -161,6 +161,8 @@ fn pipeline(c: &Collected, _limits: &Limits) -> PipelineObservation {
                 concurrency,
                 throughput_rows_per_s: stats.throughput_rows_per_s,
                 p99_ms: stats.p99_ms,
+                mean_rows: stats.mean_rows,
+                error_share: stats.error_share,
             }
         })
         .filter(|s| s.throughput_rows_per_s > 0.0)

@@ -78,6 +78,12 @@ pub struct WindowStats {
     pub p99_ms: f64,
     /// Rows written per second.
     pub throughput_rows_per_s: f64,
+    /// Mean rows per batch written.
+    #[serde(default)]
+    pub mean_rows: f64,
+    /// Share of batch attempts that failed.
+    #[serde(default)]
+    pub error_share: f64,
 }
 
 /// The pipeline's live knobs and the measurements that judge a change to them.

@@ -328,6 +328,7 @@ impl Executor {
         }
         let mut outcomes = Vec::new();
         for change in &plan.changes {
+            let mode = &for_change(mode, change);
             let open = self
                 .proposals
                 .list()?
@@ -1017,5 +1018,21 @@ impl Executor {
             }),
             Err(e) => Ok(failed(format!("added on {to_node} (UpToDate) but removing from {from_node} failed: {e}"))),
         }
+    }
+}
+
+/// The mode one change runs in: a drop to recommend because the forecasts are not accurate (or not there yet)
+/// holds back only changes that rest on a forecast; a change made on measurements alone goes through the gate in
+/// the configured mode. An operator's recommend mode holds back everything.
+fn for_change(mode: &ModeDecision, change: &Change) -> ModeDecision {
+    if mode.mode == Mode::Recommend && mode.configured == Mode::Autonomous && !change.uses_forecast
+    {
+        ModeDecision {
+            mode: Mode::Autonomous,
+            configured: mode.configured,
+            why: None,
+        }
+    } else {
+        mode.clone()
     }
 }

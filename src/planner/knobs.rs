@@ -42,6 +42,8 @@ pub(crate) struct KnobProposal {
     pub action: Action,
     pub reason: Reason,
     pub expected_effect: String,
+    /// Whether the capacity it plans for came from the arrival forecast.
+    pub uses_forecast: bool,
 }
 
 fn find(samples: &[BatchSample], rows: u32, concurrency: u32) -> Option<&BatchSample> {
@@ -50,7 +52,173 @@ fn find(samples: &[BatchSample], rows: u32, concurrency: u32) -> Option<&BatchSa
         .find(|s| s.rows == rows && s.concurrency == concurrency)
 }
 
+/// One step from `from` toward `to`, no larger than `ratio` in either direction, so the change is one the
+/// policy's step limit lets through on its own.
+fn step_toward(from: u64, to: u64, ratio: f64) -> u64 {
+    let from_f = from.max(1) as f64;
+    let lo = (from_f / ratio).ceil() as u64;
+    let hi = (from_f * ratio).floor() as u64;
+    to.clamp(lo.max(1), hi.max(1))
+}
+
+/// Whether a measured setting overloads the node: p99 over the objective, or the node refusing work.
+fn overloading(s: &BatchSample, limits: &Limits) -> bool {
+    s.p99_ms > limits.p99_objective_ms || s.error_share > limits.max_error_share
+}
+
+/// An unmeasured setting worth measuring when no measured one fixes what is wrong, with the sentence saying
+/// why. The executor measures it during its verification window and rolls it back if it does worse, so a probe
+/// costs one cooldown at most; a setting already measured is never probed again (the measured choice above
+/// covers it), which keeps the search from cycling.
+///
+/// * Overloaded (p99 over the objective, or write timeouts and Overloaded answers): queueing at the node makes
+///   latency grow in proportion to the writes in flight, so concurrency is scaled by objective / p99 (by half
+///   when only errors show); at concurrency 1 the batch is made smaller instead.
+/// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
+///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
+///   objective, the node has room for more writes in flight.
+fn probe(
+    current: &BatchSample,
+    settings: &Settings,
+    samples: &[BatchSample],
+    avg_row_bytes: f64,
+    required: f64,
+    limits: &Limits,
+) -> Option<(Settings, String)> {
+    let ratio = limits.max_step_ratio;
+    let measured = |rows: u32, concurrency: u32| find(samples, rows, concurrency).is_some();
+    let mut to = *settings;
+    if overloading(current, limits) {
+        let aim = limits.p99_objective_ms * (1.0 - limits.p99_enter_margin);
+        let factor = if current.p99_ms > limits.p99_objective_ms {
+            aim / current.p99_ms
+        } else {
+            0.5
+        };
+        let why = if current.p99_ms > limits.p99_objective_ms {
+            format!(
+                "p99 {:.0} ms is over the objective {:.0} ms",
+                current.p99_ms, limits.p99_objective_ms
+            )
+        } else {
+            format!(
+                "{:.1} % of batch writes failed (write timeouts or Overloaded), more than {:.1} %",
+                current.error_share * 100.0,
+                limits.max_error_share * 100.0
+            )
+        };
+        if settings.concurrency > 1 {
+            let wanted = (f64::from(settings.concurrency) * factor).ceil() as u64;
+            let c = step_toward(u64::from(settings.concurrency), wanted, ratio)
+                .min(u64::from(settings.concurrency) - 1) as u32;
+            to.concurrency = c.max(1);
+            if measured(to.batch_rows, to.concurrency) {
+                return None;
+            }
+            return Some((
+                to,
+                format!(
+                    "{why}: writes queue at the node, so concurrency {} → {} (latency falls about in proportion)",
+                    settings.concurrency, to.concurrency
+                ),
+            ));
+        }
+        let wanted = (f64::from(settings.batch_rows) * factor).ceil() as u64;
+        let rows = step_toward(u64::from(settings.batch_rows), wanted, ratio)
+            .min(u64::from(settings.batch_rows) - 1)
+            .max(u64::from(limits.min_batch_rows)) as u32;
+        if rows == settings.batch_rows || measured(rows, to.concurrency) {
+            return None;
+        }
+        to.batch_rows = rows;
+        return Some((
+            to,
+            format!(
+                "{why} at concurrency 1: batch {} → {} rows",
+                settings.batch_rows, rows
+            ),
+        ));
+    }
+    if current.throughput_rows_per_s >= required {
+        return None;
+    }
+    let short = format!(
+        "capacity {:.0} rows/s is below required {:.0} rows/s",
+        current.throughput_rows_per_s, required
+    );
+    let fill = if settings.batch_rows > 0 {
+        current.mean_rows / f64::from(settings.batch_rows)
+    } else {
+        0.0
+    };
+    let batch_bytes = current.mean_rows * avg_row_bytes;
+    let byte_bound = avg_row_bytes > 0.0 && batch_bytes >= 0.8 * settings.batch_bytes as f64;
+    if fill >= 0.9 && settings.batch_rows < limits.max_batch_rows {
+        let rows = step_toward(
+            u64::from(settings.batch_rows),
+            u64::from(settings.batch_rows) * 2,
+            ratio,
+        )
+        .min(u64::from(limits.max_batch_rows)) as u32;
+        if !measured(rows, settings.concurrency) {
+            to.batch_rows = rows;
+            return Some((
+                to,
+                format!(
+                    "{short}; batches are full ({:.1} of {} rows): batch {} → {} rows spreads the per-request cost",
+                    current.mean_rows, settings.batch_rows, settings.batch_rows, rows
+                ),
+            ));
+        }
+    }
+    if byte_bound && settings.batch_bytes < limits.batch_bytes_max {
+        let bytes = step_toward(settings.batch_bytes, settings.batch_bytes * 2, ratio)
+            .min(limits.batch_bytes_max);
+        if bytes > settings.batch_bytes {
+            to.batch_bytes = bytes;
+            return Some((
+                to,
+                format!(
+                    "{short}; the byte cap cuts batches at {:.1} rows ({batch_bytes:.0} B): batch bytes {} → {bytes}",
+                    current.mean_rows, settings.batch_bytes
+                ),
+            ));
+        }
+    }
+    let higher_measured_no_better = samples.iter().any(|s| {
+        s.rows == settings.batch_rows
+            && s.concurrency > settings.concurrency
+            && s.throughput_rows_per_s < current.throughput_rows_per_s * (1.0 + limits.min_gain)
+    });
+    if current.p99_ms <= limits.p99_objective_ms * 0.5
+        && settings.concurrency < limits.max_concurrency
+        && !higher_measured_no_better
+    {
+        let c = step_toward(
+            u64::from(settings.concurrency),
+            u64::from(settings.concurrency) * 2,
+            ratio,
+        )
+        .min(u64::from(limits.max_concurrency)) as u32;
+        if !measured(settings.batch_rows, c) {
+            to.concurrency = c;
+            return Some((
+                to,
+                format!(
+                    "{short}; p99 {:.0} ms leaves room under the objective {:.0} ms: concurrency {} → {c}",
+                    current.p99_ms, limits.p99_objective_ms, settings.concurrency
+                ),
+            ));
+        }
+    }
+    None
+}
+
 /// Plans the knobs; `None` when the current setting should stay.
+///
+/// First among measured settings (the most throughput within the p99 objective, with hysteresis); when none
+/// of those fixes what is wrong, one probe step toward an unmeasured setting ([`probe`]). Every knob moves by
+/// at most `max_step_ratio` per change.
 pub(crate) fn plan_knobs(
     observed: &Observed,
     forecast: &ForecastView,
@@ -63,12 +231,6 @@ pub(crate) fn plan_knobs(
     if samples.is_empty() {
         return None;
     }
-    // Rows that keep a batch under Cassandra's warn threshold at the measured row size.
-    let rows_cap = if p.avg_row_bytes > 0.0 {
-        (limits.batch_bytes_warn as f64 / p.avg_row_bytes).floor()
-    } else {
-        f64::from(limits.max_batch_rows)
-    };
     let in_bounds = |s: &BatchSample| {
         s.rows >= limits.min_batch_rows
             && s.rows <= limits.max_batch_rows
@@ -76,19 +238,18 @@ pub(crate) fn plan_knobs(
             && s.concurrency <= limits.max_concurrency
     };
     // Hysteresis: a new setting must beat the objectives by a margin to be adopted; the current one is kept while
-    // it meets them (with 5 % slack on the row-size cap, since the mean row size is itself measured). Without the
-    // gap, a p99 hovering at the objective would switch settings on every step.
+    // it meets them. Without the gap, a p99 hovering at the objective would switch settings on every step.
     let adoptable = |s: &BatchSample| {
         in_bounds(s)
             && s.p99_ms <= limits.p99_objective_ms * (1.0 - limits.p99_enter_margin)
-            && f64::from(s.rows) <= rows_cap
+            && s.error_share <= limits.max_error_share
     };
-    let keepable = |s: &BatchSample| {
-        in_bounds(s) && s.p99_ms <= limits.p99_objective_ms && f64::from(s.rows) <= rows_cap * 1.05
-    };
+    let keepable = |s: &BatchSample| in_bounds(s) && !overloading(s, limits);
 
     // Capacity the pipeline needs: ahead of the forecast when it is trusted, otherwise reacting to measured lag.
     let drain = p.backlog_messages / limits.lag_objective_s;
+    let lagging = p.lag_s > limits.lag_objective_s;
+    let uses_forecast = trust.trusted && forecast.arrival.is_some();
     let (required, basis) = match (&forecast.arrival, trust.trusted) {
         (Some(a), true) => (
             a.upper_per_s * limits.capacity_headroom + drain,
@@ -98,7 +259,6 @@ pub(crate) fn plan_knobs(
             ),
         ),
         _ => {
-            let lagging = p.lag_s > limits.lag_objective_s;
             let extra = if lagging { drain } else { 0.0 };
             let why = trust.why_not.clone().unwrap_or_default();
             (
@@ -111,15 +271,30 @@ pub(crate) fn plan_knobs(
         }
     };
 
-    // Most throughput among adoptable settings; ties go to less concurrency, then smaller batches.
-    let best = samples.iter().filter(|s| adoptable(s)).max_by(|a, b| {
-        a.throughput_rows_per_s
-            .total_cmp(&b.throughput_rows_per_s)
-            .then(b.concurrency.cmp(&a.concurrency))
-            .then(b.rows.cmp(&a.rows))
-    });
+    // Most throughput among adoptable settings one step away; ties go to less concurrency, then smaller batches.
+    // Farther ones become reachable once the pipeline has moved (or a probe finds the way).
+    let reachable = |s: &BatchSample| {
+        step_toward(
+            u64::from(settings.batch_rows),
+            u64::from(s.rows),
+            limits.max_step_ratio,
+        ) == u64::from(s.rows)
+            && step_toward(
+                u64::from(settings.concurrency),
+                u64::from(s.concurrency),
+                limits.max_step_ratio,
+            ) == u64::from(s.concurrency)
+    };
+    let best = samples
+        .iter()
+        .filter(|s| adoptable(s) && reachable(s))
+        .max_by(|a, b| {
+            a.throughput_rows_per_s
+                .total_cmp(&b.throughput_rows_per_s)
+                .then(b.concurrency.cmp(&a.concurrency))
+                .then(b.rows.cmp(&a.rows))
+        });
     let current = find(samples, settings.batch_rows, settings.concurrency);
-    let current_tp = current.map(|c| c.throughput_rows_per_s);
 
     let mut figures = BTreeMap::new();
     figures.insert("required_rows_per_s".to_string(), required);
@@ -128,19 +303,23 @@ pub(crate) fn plan_knobs(
     if let Some(c) = current {
         figures.insert("current_rows_per_s".to_string(), c.throughput_rows_per_s);
         figures.insert("current_p99_ms".to_string(), c.p99_ms);
+        figures.insert("current_error_share".to_string(), c.error_share);
     }
 
     let mut to = *settings;
     let mut why = Vec::new();
-    if let Some(b) = best {
-        let shape_change = match current {
+    let mut probing = false;
+    let measured_change = best.and_then(|b| {
+        let w = match current {
             None => Some(format!(
                 "current setting ({} rows, concurrency {}) has no measurement",
                 settings.batch_rows, settings.concurrency
             )),
             Some(c) if !keepable(c) => Some(format!(
-                "current p99 {:.1} ms exceeds objective {:.1} ms or batch exceeds {} bytes",
-                c.p99_ms, limits.p99_objective_ms, limits.batch_bytes_warn
+                "current p99 {:.1} ms exceeds objective {:.1} ms or {:.1} % of writes failed",
+                c.p99_ms,
+                limits.p99_objective_ms,
+                c.error_share * 100.0
             )),
             Some(c) => {
                 let gain =
@@ -160,38 +339,60 @@ pub(crate) fn plan_knobs(
                 }
             }
         };
-        if let Some(w) = shape_change {
-            figures.insert("chosen_rows_per_s".to_string(), b.throughput_rows_per_s);
-            figures.insert("chosen_p99_ms".to_string(), b.p99_ms);
-            to.batch_rows = b.rows;
-            to.concurrency = b.concurrency;
+        w.map(|w| (b, w))
+    });
+    if let Some((b, w)) = measured_change {
+        figures.insert("chosen_rows_per_s".to_string(), b.throughput_rows_per_s);
+        figures.insert("chosen_p99_ms".to_string(), b.p99_ms);
+        to.batch_rows = b.rows;
+        to.concurrency = b.concurrency;
+        why.push(format!(
+            "{w}: batch {} → {} rows, concurrency {} → {} (measured {:.0} rows/s at p99 {:.1} ms)",
+            settings.batch_rows,
+            to.batch_rows,
+            settings.concurrency,
+            to.concurrency,
+            b.throughput_rows_per_s,
+            b.p99_ms
+        ));
+        if b.throughput_rows_per_s < required {
             why.push(format!(
-                "{w}: batch {} → {} rows, concurrency {} → {} (measured {:.0} rows/s at p99 {:.1} ms)",
-                settings.batch_rows, b.rows, settings.concurrency, b.concurrency, b.throughput_rows_per_s, b.p99_ms
+                "even the best measured setting ({:.0} rows/s) is below required {:.0} rows/s: lag will grow",
+                b.throughput_rows_per_s, required
             ));
-            if b.throughput_rows_per_s < required {
-                why.push(format!(
-                    "even the best measured setting ({:.0} rows/s) is below required {:.0} rows/s: lag will grow",
-                    b.throughput_rows_per_s, required
-                ));
+        }
+    } else if let Some(c) = current {
+        // Probe only when something is wrong: the node is overloaded, or the pipeline lags (or will, by the
+        // trusted forecast) with too little capacity.
+        let needs_capacity = lagging || (trust.trusted && c.throughput_rows_per_s < required);
+        if overloading(c, limits) || needs_capacity {
+            let need = if needs_capacity { required } else { 0.0 };
+            if let Some((probe_to, w)) = probe(c, settings, samples, p.avg_row_bytes, need, limits)
+            {
+                to = probe_to;
+                probing = true;
+                why.push(format!("probing an unmeasured setting: {w} ({basis})"));
             }
         }
     }
 
     // Batch bytes. Hysteresis: act only when the cap would cut batches short (below rows × row size) or is
-    // above Cassandra's warn threshold, and then leave 25 % room, so a row size that wobbles by a few per cent
-    // does not move the cap every step.
-    if p.avg_row_bytes > 0.0 {
+    // above the planner's ceiling, and then leave 25 % room, so a row size that wobbles by a few per cent
+    // does not move the cap every step. A probe that raised the cap on purpose is left as it is.
+    if p.avg_row_bytes > 0.0 && to.batch_bytes == settings.batch_bytes {
         let need = f64::from(to.batch_rows) * p.avg_row_bytes;
-        let short = (to.batch_bytes as f64) < need;
-        let over = to.batch_bytes > limits.batch_bytes_warn;
+        let short = (to.batch_bytes as f64) < need && to.batch_bytes < limits.batch_bytes_max;
+        let over = to.batch_bytes > limits.batch_bytes_max;
         if short || over {
-            let wanted = ((need * 1.25).ceil() as u64).min(limits.batch_bytes_warn);
-            why.push(format!(
-                "batch bytes {} → {wanted} (rows {} × {:.0} B = {need:.0} B, warn threshold {} B)",
-                to.batch_bytes, to.batch_rows, p.avg_row_bytes, limits.batch_bytes_warn
-            ));
-            to.batch_bytes = wanted;
+            let wanted = ((need * 1.25).ceil() as u64).min(limits.batch_bytes_max);
+            let wanted = step_toward(to.batch_bytes, wanted, limits.max_step_ratio);
+            if wanted != to.batch_bytes {
+                why.push(format!(
+                    "batch bytes {} → {wanted} (rows {} × {:.0} B = {need:.0} B, ceiling {} B)",
+                    to.batch_bytes, to.batch_rows, p.avg_row_bytes, limits.batch_bytes_max
+                ));
+                to.batch_bytes = wanted;
+            }
         }
     }
 
@@ -199,8 +400,8 @@ pub(crate) fn plan_knobs(
     // one lock duration. Hysteresis: act when below one round or above the ceiling (with 5 % slack, as the
     // ceiling follows measured throughput), and then aim for two rounds, so noise does not re-trigger it.
     let tp = find(samples, to.batch_rows, to.concurrency)
-        .map(|s| s.throughput_rows_per_s)
-        .or(current_tp);
+        .or(current)
+        .map(|s| s.throughput_rows_per_s);
     if let Some(tp) = tp {
         let ceiling = (tp * limits.lock_duration_s * limits.prefetch_lock_fraction).floor();
         let round = f64::from(to.batch_rows) * f64::from(to.concurrency);
@@ -211,12 +412,15 @@ pub(crate) fn plan_knobs(
             let wanted = (2.0 * round)
                 .min(ceiling)
                 .min(f64::from(limits.max_prefetch))
-                .max(1.0) as u32;
-            why.push(format!(
-                "prefetch {} → {wanted} (a round of batches is {round:.0}; ceiling {tp:.0} rows/s × {:.0} s lock × {:.2} = {ceiling:.0})",
-                to.prefetch, limits.lock_duration_s, limits.prefetch_lock_fraction
-            ));
-            to.prefetch = wanted;
+                .max(1.0) as u64;
+            let wanted = step_toward(u64::from(to.prefetch), wanted, limits.max_step_ratio) as u32;
+            if wanted != to.prefetch {
+                why.push(format!(
+                    "prefetch {} → {wanted} (a round of batches is {round:.0}; ceiling {tp:.0} rows/s × {:.0} s lock × {:.2} = {ceiling:.0})",
+                    to.prefetch, limits.lock_duration_s, limits.prefetch_lock_fraction
+                ));
+                to.prefetch = wanted;
+            }
         }
     }
 
@@ -227,6 +431,11 @@ pub(crate) fn plan_knobs(
         Some(s) => format!(
             "throughput about {:.0} rows/s at p99 {:.1} ms against {:.0} rows/s required",
             s.throughput_rows_per_s, s.p99_ms, required
+        ),
+        None if probing => format!(
+            "not measured yet: the verification window measures it against {:.0} rows/s required, and a worse \
+             p99 or throughput rolls it back",
+            required
         ),
         None => "same batch shape; bytes and prefetch fitted to it".to_string(),
     };
@@ -243,5 +452,6 @@ pub(crate) fn plan_knobs(
             figures,
         },
         expected_effect,
+        uses_forecast,
     })
 }

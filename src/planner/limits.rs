@@ -16,12 +16,25 @@ pub struct Limits {
     /// kept while it is under the objective itself).
     #[serde(default = "default_p99_enter_margin")]
     pub p99_enter_margin: f64,
+    /// Share of batch attempts that may fail (write timeouts, Overloaded) before a setting counts as
+    /// overloading the node, whatever its p99.
+    #[serde(default = "default_max_error_share")]
+    pub max_error_share: f64,
     /// Lag objective: age of the oldest unprocessed message, seconds.
     #[serde(default = "default_lag_objective_s")]
     pub lag_objective_s: f64,
-    /// Cassandra's `batch_size_warn_threshold` in bytes (5 KiB by default); batches stay under it.
-    #[serde(default = "default_batch_bytes_warn")]
-    pub batch_bytes_warn: u64,
+    /// Largest byte cap per batch the planner sets. The writer's batches hold rows of one partition, which
+    /// Cassandra exempts from `batch_size_warn_threshold` (5 KiB) and `batch_size_fail_threshold` (50 KiB) since
+    /// 3.6 (CASSANDRA-10876), so the 5 KiB warning is no bound here; this cap (48 KiB, the pipeline's default)
+    /// keeps every batch under the fail threshold even if one were ever spread over partitions, and bounds the
+    /// size of one request.
+    #[serde(default = "default_batch_bytes_max")]
+    pub batch_bytes_max: u64,
+    /// Largest factor one change may move a knob by, up or down: the policy's `max_knob_step_ratio`, so the steps
+    /// the planner takes are ones the gate lets through on their own. Farther targets are reached in several
+    /// steps, each measured before the next.
+    #[serde(default = "default_max_step_ratio")]
+    pub max_step_ratio: f64,
     /// Service Bus lock duration, seconds; prefetched messages must be processed within it.
     #[serde(default = "default_lock_duration_s")]
     pub lock_duration_s: f64,
@@ -87,11 +100,17 @@ const fn default_p99_objective_ms() -> f64 {
 const fn default_p99_enter_margin() -> f64 {
     0.10
 }
+const fn default_max_error_share() -> f64 {
+    0.01
+}
 const fn default_lag_objective_s() -> f64 {
     30.0
 }
-const fn default_batch_bytes_warn() -> u64 {
-    5 * 1024
+const fn default_batch_bytes_max() -> u64 {
+    48 * 1024
+}
+const fn default_max_step_ratio() -> f64 {
+    4.0
 }
 const fn default_lock_duration_s() -> f64 {
     60.0
@@ -154,8 +173,10 @@ impl Default for Limits {
         Limits {
             p99_objective_ms: default_p99_objective_ms(),
             p99_enter_margin: default_p99_enter_margin(),
+            max_error_share: default_max_error_share(),
             lag_objective_s: default_lag_objective_s(),
-            batch_bytes_warn: default_batch_bytes_warn(),
+            batch_bytes_max: default_batch_bytes_max(),
+            max_step_ratio: default_max_step_ratio(),
             lock_duration_s: default_lock_duration_s(),
             prefetch_lock_fraction: default_prefetch_lock_fraction(),
             capacity_headroom: default_capacity_headroom(),
@@ -240,6 +261,13 @@ impl Limits {
         }
         if !(self.min_gain >= 0.0 && self.min_gain <= self.switch_gain) {
             return bad("min_gain", self.min_gain, "between 0 and switch_gain");
+        }
+        if self.max_step_ratio.is_nan() || self.max_step_ratio < 1.5 {
+            return bad(
+                "max_step_ratio",
+                self.max_step_ratio,
+                "at least 1.5 (a smaller step cannot move a knob of 1 or 2)",
+            );
         }
         if self.min_batch_rows == 0 || self.min_batch_rows > self.max_batch_rows {
             return bad(

@@ -60,6 +60,7 @@ impl Step {
         action: Action,
         reason: Reason,
         expected_effect: String,
+        uses_forecast: bool,
     ) {
         self.changes.push(Change {
             id: change_id(&target, &action),
@@ -67,6 +68,7 @@ impl Step {
             action,
             reason,
             expected_effect,
+            uses_forecast,
         });
     }
 }
@@ -132,7 +134,7 @@ pub fn plan(
                 let reason = step.cap_reason();
                 step.skip(key, reason);
             } else {
-                step.push(key, k.action, k.reason, k.expected_effect);
+                step.push(key, k.action, k.reason, k.expected_effect, k.uses_forecast);
             }
         },
     );

@@ -138,6 +138,14 @@ pub struct BatchSample {
     pub throughput_rows_per_s: f64,
     /// p99 batch write latency, milliseconds.
     pub p99_ms: f64,
+    /// Rows the batches actually held, on average: below `rows` when the byte cap or the arrival rate cut them
+    /// short. Zero when not measured.
+    #[serde(default)]
+    pub mean_rows: f64,
+    /// Share of batch attempts that failed (write timeouts, Overloaded): a setting that makes the node refuse
+    /// work is overloading it, whatever its p99.
+    #[serde(default)]
+    pub error_share: f64,
 }
 
 /// What the forecaster says, reduced to what planning needs.
@@ -248,6 +256,11 @@ pub struct Change {
     pub reason: Reason,
     /// What should happen if it is applied.
     pub expected_effect: String,
+    /// Whether the change rests on a forecast (an arrival forecast for capacity, a pool growth forecast for a
+    /// move), rather than on measurements alone. When the forecasts stop being accurate, autonomous mode stops
+    /// applying these and only recommends them; changes made on measurements go on through the gate.
+    #[serde(default)]
+    pub uses_forecast: bool,
 }
 
 /// Why a change was planned: a sentence and the figures in it.

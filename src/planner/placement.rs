@@ -387,6 +387,7 @@ pub(crate) fn plan_placement_priority(
                 action,
                 Reason { summary, figures },
                 format!("{} of {want} diskful replicas", have + 1),
+                false,
             );
         }
 
@@ -468,6 +469,7 @@ pub(crate) fn plan_placement_priority(
                     action,
                     Reason { summary, figures },
                     effect,
+                    true,
                 );
             }
         }
@@ -556,6 +558,7 @@ pub(crate) fn plan_placement_priority(
                         "pool fill spread about {}; add first, remove the source once UpToDate",
                         pct(after)
                     ),
+                    false,
                 );
             }
         }

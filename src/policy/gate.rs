@@ -249,6 +249,7 @@ fn load_dir(dir: &Path) -> Result<Loaded, PolicyError> {
         },
         reason: Default::default(),
         expected_effect: String::new(),
+        uses_forecast: false,
     };
     let ctx = GateContext {
         mode: Mode::Recommend,

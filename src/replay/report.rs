@@ -140,6 +140,8 @@ pub struct StrategyReport {
     pub proposals: Vec<String>,
     /// Why the agent ran in recommend mode, if it did.
     pub mode_notes: Vec<String>,
+    /// What became of each knob change the agent started.
+    pub knob_outcomes: Vec<String>,
     /// Messages with no effect in any store (no row, no dead letter, no volume).
     pub lost: u64,
     /// Effects found more than once (a row twice, a dead letter twice, a row and a dead letter).
@@ -150,6 +152,10 @@ pub struct StrategyReport {
     pub left_on_queue: u64,
     /// Wall time of the run.
     pub elapsed_s: f64,
+    /// Mean milliseconds an event spent in each stage (queued, batch_wait, work, settle).
+    pub event_stages_ms: Vec<(&'static str, f64)>,
+    /// CQL write requests that were not the pipeline's batches (the agent's own tables).
+    pub other_node_writes: u64,
 }
 
 /// Computes a strategy's row from a run. `lag_objective` and the trace minute (60 s / `speedup`) are wall time.
@@ -248,11 +254,14 @@ pub fn compare_row(
         decisions: outcome.decisions.clone(),
         proposals: outcome.proposals.clone(),
         mode_notes: outcome.mode_notes.clone(),
+        knob_outcomes: outcome.knob_outcomes.clone(),
         lost,
         duplicated,
         events_dead_lettered,
         left_on_queue: outcome.left_on_queue,
         elapsed_s,
+        event_stages_ms: outcome.event_stages_ms.clone(),
+        other_node_writes: outcome.other_node_writes,
     }
 }
 

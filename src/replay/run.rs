@@ -42,6 +42,8 @@ pub struct RunSetup {
     pub capacity: CapacityModel,
     /// The lag objective, wall time (the trace is compressed by `speedup`).
     pub lag_objective: Duration,
+    /// The p99 batch write latency the agent's planner aims under, milliseconds.
+    pub write_p99_objective_ms: f64,
     /// The trace's time compression.
     pub speedup: f64,
     /// How often the timeline is sampled.
@@ -159,6 +161,8 @@ pub struct RunOutcome {
     pub proposals: Vec<String>,
     /// Why the agent ran in recommend mode when configured autonomous, if it did (the latest reason).
     pub mode_notes: Vec<String>,
+    /// What became of each knob change the agent started (applied, rolled back, failed), from its audit log.
+    pub knob_outcomes: Vec<String>,
     /// Messages still on the queue at the end.
     pub left_on_queue: u64,
     /// Wall time from the first send to the last settlement.
@@ -171,19 +175,28 @@ pub struct RunOutcome {
     pub settle_p50_ms: f64,
     /// 99th percentile of the same, milliseconds.
     pub settle_p99_ms: f64,
+    /// Where an event's end-to-end time went, mean milliseconds per stage over the whole run
+    /// (`queued`, `batch_wait`, `work`, `settle`; see `pipeline::stages`).
+    pub event_stages_ms: Vec<(&'static str, f64)>,
+    /// Write requests the CQL node saw that were not the pipeline's batches: the agent's own tables (metric
+    /// history, forecasts, proposals, audit mirror), which take capacity from the node it tunes.
+    pub other_node_writes: u64,
 }
 
 fn unix_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// The agent's planner limits for a replay compressed by `speedup`: the lag objective in wall time, the cooldown
-/// compressed like the trace, ten samples of history before the forecast may be trusted (the default 48 would
-/// leave nothing of a one-minute replay), and prefetch within what the pipeline accepts.
-pub fn agent_limits(lag_objective: Duration, speedup: f64) -> Limits {
+/// The agent's planner limits for a replay: the lag objective in wall time, the write p99 objective of the
+/// fixture's slowed-down node, the cooldown compressed like the trace, ten samples of history before the forecast
+/// may be trusted (the default 48 would leave nothing of a one-minute replay), and prefetch within what the
+/// pipeline accepts.
+pub fn agent_limits(setup: &RunSetup) -> Limits {
     let defaults = Limits::default();
+    let speedup = setup.speedup;
     Limits {
-        lag_objective_s: lag_objective.as_secs_f64(),
+        lag_objective_s: setup.lag_objective.as_secs_f64(),
+        p99_objective_ms: setup.write_p99_objective_ms,
         cooldown_s: ((defaults.cooldown_s as f64 / speedup.max(1.0)).round() as i64).max(2),
         min_history_points: 10,
         // The pipeline refuses a prefetch above 1024 (`pipeline::knobs`); planning past it only plans a failure.
@@ -281,7 +294,7 @@ async fn drive(
         }
         Strategy::Agent { .. } => {
             if let Some(mut parts) = app.agent_parts(&config).await {
-                parts.limits = agent_limits(setup.lag_objective, setup.speedup);
+                parts.limits = agent_limits(setup);
                 parts.executor = ExecutorConfig {
                     verify_window_s: 2,
                     poll_interval_s: 1,
@@ -496,12 +509,31 @@ async fn drive(
         .map(|c| c.active)
         .unwrap_or(0);
     let capacity = sim.cql.capacity_stats().unwrap_or_default();
+    let pipeline_attempts = writes.snapshot().total_batches;
+    let node_writes = capacity.writes + capacity.write_timeouts + capacity.overloaded;
+    let event_stages_ms = stats
+        .stages()
+        .snapshot()
+        .path("event")
+        .map(|p| {
+            p.stages
+                .iter()
+                .map(|s| (s.stage, s.total_s * 1e3 / p.settled.max(1) as f64))
+                .collect()
+        })
+        .unwrap_or_default();
     let audit = match &agent_state {
         Some(path) if path.exists() => crate::audit::tail(path, 1_000_000)
             .map_err(|e| RunError::ReadBack(format!("reading the audit log: {e}")))?,
         _ => Vec::new(),
     };
-    let (placement_changes, decisions, proposals, mode_notes) = read_audit(&audit);
+    let AuditSummary {
+        placement: placement_changes,
+        decisions,
+        proposals,
+        modes: mode_notes,
+        knob_outcomes,
+    } = read_audit(&audit);
     // Close the driver's connections before the CQL server goes away.
     drop(tables);
     drop(session);
@@ -517,12 +549,15 @@ async fn drive(
         decisions,
         proposals,
         mode_notes,
+        knob_outcomes,
         left_on_queue,
         elapsed,
         timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
         started_ms,
         settle_p50_ms: settled.latency_p50_ms.unwrap_or(0) as f64,
         settle_p99_ms: settled.latency_p99_ms.unwrap_or(0) as f64,
+        event_stages_ms,
+        other_node_writes: node_writes.saturating_sub(pipeline_attempts),
     })
 }
 
@@ -558,14 +593,24 @@ async fn read_rows(
     Ok(rows)
 }
 
-type AuditSummary = (u64, BTreeMap<String, u64>, Vec<String>, Vec<String>);
+/// What the agent's audit log says about one run.
+#[derive(Debug, Default)]
+struct AuditSummary {
+    /// Placement changes applied.
+    placement: u64,
+    /// Gate decisions by verdict.
+    decisions: BTreeMap<String, u64>,
+    /// Proposals as sentences.
+    proposals: Vec<String>,
+    /// Mode notes.
+    modes: Vec<String>,
+    /// Knob changes' outcomes as sentences (applied, rolled back, failed, refused, with why).
+    knob_outcomes: Vec<String>,
+}
 
-/// Placement changes applied, gate decisions by verdict, proposals as sentences, and mode notes.
+/// Placement changes applied, gate decisions by verdict, proposals as sentences, mode notes and knob outcomes.
 fn read_audit(records: &[AuditRecord]) -> AuditSummary {
-    let mut placement = 0;
-    let mut decisions = BTreeMap::new();
-    let mut proposals = Vec::new();
-    let mut modes = Vec::new();
+    let mut out = AuditSummary::default();
     let mut verbs: HashMap<&str, String> = HashMap::new();
     for r in records {
         match r.kind {
@@ -575,7 +620,7 @@ fn read_audit(records: &[AuditRecord]) -> AuditSummary {
                     .unwrap_or("?")
                     .to_string();
                 let summary = r.detail["reason"]["summary"].as_str().unwrap_or_default();
-                proposals.push(format!("{verb}: {summary}"));
+                out.proposals.push(format!("{verb}: {summary}"));
                 verbs.insert(r.subject.as_str(), verb);
             }
             AuditKind::Decision => {
@@ -583,29 +628,34 @@ fn read_audit(records: &[AuditRecord]) -> AuditSummary {
                     .as_str()
                     .unwrap_or("unknown")
                     .to_string();
-                *decisions.entry(verdict).or_default() += 1;
+                *out.decisions.entry(verdict).or_default() += 1;
             }
             AuditKind::ApplyOutcome => {
-                let applied = matches!(
-                    r.detail["outcome"].as_str(),
-                    Some("applied" | "rolled_back")
-                );
+                let outcome = r.detail["outcome"].as_str().unwrap_or("unknown");
+                let applied = matches!(outcome, "applied" | "rolled_back");
                 let knob = verbs.get(r.subject.as_str()).map(String::as_str) == Some("set_knobs");
                 if applied && !knob {
-                    placement += 1;
+                    out.placement += 1;
+                }
+                if knob {
+                    let why = ["detail", "error", "reason"]
+                        .iter()
+                        .find_map(|k| r.detail[*k].as_str())
+                        .unwrap_or_default();
+                    out.knob_outcomes.push(format!("{outcome}: {why}"));
                 }
             }
             AuditKind::Mode => {
                 if let Some(why) = r.detail["why"].as_str() {
-                    modes.push(why.to_string());
+                    out.modes.push(why.to_string());
                 } else {
-                    modes.push(r.detail.to_string());
+                    out.modes.push(r.detail.to_string());
                 }
             }
             _ => {}
         }
     }
-    (placement, decisions, proposals, modes)
+    out
 }
 
 /// How the planned messages' expectations split, for the report header.

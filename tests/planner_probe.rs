@@ -1,0 +1,243 @@
+//! The planner's search beyond what it has measured: from the defaults on a node that queues, it probes
+//! unmeasured settings one gate-sized step at a time and ends within the p99 objective near the best
+//! throughput the node allows, without cycling.
+
+use trimtab::planner::{
+    plan, Action, BatchSample, ForecastTrust, ForecastView, History, Limits, Observed,
+    PipelineObservation, Plan, Settings,
+};
+
+const NOW: i64 = 1_800_000_000;
+
+/// A node like the replay's capacity model: `workers` serve one batch each for
+/// `per_request_ms + per_row_ms × rows`; writes beyond the workers queue, so latency grows with concurrency.
+struct Node {
+    workers: f64,
+    per_request_ms: f64,
+    per_row_ms: f64,
+    row_bytes: f64,
+}
+
+impl Node {
+    /// What the pipeline would measure at `s`: rows per batch are cut by the byte cap.
+    fn measure(&self, s: &Settings) -> BatchSample {
+        let rows =
+            f64::from(s.batch_rows).min((s.batch_bytes as f64 / self.row_bytes).floor().max(1.0));
+        let service = self.per_request_ms + self.per_row_ms * rows;
+        let c = f64::from(s.concurrency);
+        let latency = service * (c / self.workers).max(1.0);
+        BatchSample {
+            rows: s.batch_rows,
+            concurrency: s.concurrency,
+            throughput_rows_per_s: rows * c / (latency / 1e3),
+            p99_ms: latency * 1.2,
+            mean_rows: rows,
+            error_share: 0.0,
+        }
+    }
+}
+
+fn untrusted() -> ForecastView {
+    ForecastView {
+        horizon_s: 60,
+        arrival: None,
+        pools: vec![],
+        trust: ForecastTrust {
+            history_points: 0,
+            rolling_mase: None,
+        },
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        p99_objective_ms: 250.0,
+        lag_objective_s: 1.0,
+        cooldown_s: 0,
+        ..Limits::default()
+    }
+}
+
+fn knob_change(p: &Plan) -> Option<(Settings, Settings, String)> {
+    p.changes.iter().find_map(|c| match &c.action {
+        Action::SetKnobs { from, to } => Some((*from, *to, c.reason.summary.clone())),
+        _ => None,
+    })
+}
+
+/// Runs plan → apply → measure until the planner wants nothing more; returns every setting it went through.
+fn search(
+    node: &Node,
+    start: Settings,
+    lagging: bool,
+    arrival_per_s: f64,
+    limits: &Limits,
+) -> Vec<(Settings, String)> {
+    let mut settings = start;
+    let mut measured = vec![node.measure(&settings)];
+    let mut path = vec![(settings, "start".to_string())];
+    for _ in 0..12 {
+        let observed = Observed {
+            pipeline: PipelineObservation {
+                lag_s: if lagging { 3.0 } else { 0.2 },
+                backlog_messages: if lagging { 600.0 } else { 0.0 },
+                arrival_per_s,
+                avg_row_bytes: node.row_bytes,
+                batches: measured.clone(),
+            },
+            ..Observed::default()
+        };
+        let p = plan(
+            &observed,
+            &untrusted(),
+            &settings,
+            &History::default(),
+            limits,
+            NOW,
+        );
+        let Some((from, to, why)) = knob_change(&p) else {
+            return path;
+        };
+        assert_eq!(from, settings);
+        settings = to;
+        path.push((settings, why));
+        if !measured
+            .iter()
+            .any(|m| m.rows == settings.batch_rows && m.concurrency == settings.concurrency)
+        {
+            measured.push(node.measure(&settings));
+        } else if let Some(m) = measured
+            .iter_mut()
+            .find(|m| m.rows == settings.batch_rows && m.concurrency == settings.concurrency)
+        {
+            // Same shape, new bytes: the measurement follows the setting in force.
+            *m = node.measure(&settings);
+        }
+    }
+    panic!("the planner kept changing the knobs after 12 steps: {path:#?}");
+}
+
+fn replay_node() -> Node {
+    // The replay fixture's defaults: 2 workers, 8 ms per request, 2 ms per KiB of 2 KiB rows.
+    Node {
+        workers: 2.0,
+        per_request_ms: 8.0,
+        per_row_ms: 4.0,
+        row_bytes: 2048.0,
+    }
+}
+
+fn defaults() -> Settings {
+    Settings {
+        batch_rows: 32,
+        batch_bytes: 48 * 1024,
+        concurrency: 32,
+        prefetch: 256,
+    }
+}
+
+#[test]
+fn from_the_defaults_on_a_queueing_node_it_reaches_the_objective_in_gate_sized_steps() {
+    let node = replay_node();
+    let limits = limits();
+    let path = search(&node, defaults(), true, 400.0, &limits);
+    let (last, _) = path.last().unwrap();
+    let at_last = node.measure(last);
+    assert!(
+        at_last.p99_ms <= limits.p99_objective_ms,
+        "ended at {last:?} with p99 {:.0} ms over the objective: {path:#?}",
+        at_last.p99_ms
+    );
+    // The best the node allows within the objective, over every setting the limits permit.
+    let mut best = 0.0f64;
+    for rows in [1u32, 2, 4, 8, 16, 24, 32, 64, 128] {
+        for concurrency in 1..=8u32 {
+            let m = node.measure(&Settings {
+                batch_rows: rows,
+                concurrency,
+                ..defaults()
+            });
+            if m.p99_ms <= limits.p99_objective_ms {
+                best = best.max(m.throughput_rows_per_s);
+            }
+        }
+    }
+    assert!(
+        at_last.throughput_rows_per_s >= 0.9 * best,
+        "ended at {last:?} with {:.0} rows/s, under 90 % of the best {best:.0} rows/s within the objective: {path:#?}",
+        at_last.throughput_rows_per_s
+    );
+    for pair in path.windows(2) {
+        let (a, b) = (pair[0].0, pair[1].0);
+        for (x, y) in [
+            (a.batch_rows, b.batch_rows),
+            (a.concurrency, b.concurrency),
+            (a.prefetch, b.prefetch),
+        ] {
+            assert!(
+                f64::from(x.max(y)) <= 4.0 * f64::from(x.min(y)),
+                "step {a:?} → {b:?} moves a knob more than 4×"
+            );
+        }
+        assert!(
+            b.batch_bytes <= limits.batch_bytes_max,
+            "batch bytes {} over the ceiling",
+            b.batch_bytes
+        );
+    }
+    assert!(
+        path.iter()
+            .any(|(_, why)| why.contains("probing an unmeasured setting")),
+        "only the defaults were measured, so reaching the objective needs a probe: {path:#?}"
+    );
+}
+
+#[test]
+fn a_pipeline_within_its_objectives_is_left_alone() {
+    let node = replay_node();
+    let limits = limits();
+    let good = Settings {
+        batch_rows: 32,
+        batch_bytes: 48 * 1024,
+        concurrency: 2,
+        prefetch: 128,
+    };
+    assert!(node.measure(&good).p99_ms <= limits.p99_objective_ms);
+    let path = search(&node, good, false, 100.0, &limits);
+    assert_eq!(
+        path.len(),
+        1,
+        "nothing was wrong, yet it changed: {path:#?}"
+    );
+}
+
+#[test]
+fn full_batches_grow_when_capacity_falls_short_and_p99_has_room() {
+    // Small rows, a fast node: one row per batch leaves most of each request's fixed cost unshared.
+    let node = Node {
+        workers: 8.0,
+        per_request_ms: 2.0,
+        per_row_ms: 0.01,
+        row_bytes: 100.0,
+    };
+    let limits = limits();
+    let start = Settings {
+        batch_rows: 4,
+        batch_bytes: 48 * 1024,
+        concurrency: 2,
+        prefetch: 64,
+    };
+    let before = node.measure(&start).throughput_rows_per_s;
+    // Arrivals well above what 4-row batches at concurrency 2 carry.
+    let path = search(&node, start, true, 4.0 * before, &limits);
+    let (last, _) = path.last().unwrap();
+    assert!(
+        last.batch_rows > start.batch_rows,
+        "batches stayed at {} rows: {path:#?}",
+        last.batch_rows
+    );
+    assert!(
+        node.measure(last).throughput_rows_per_s > 2.0 * before,
+        "capacity did not grow: {path:#?}"
+    );
+}
