@@ -415,6 +415,62 @@ async fn concurrent_moves_cap_refuses_a_second_move_while_one_runs() {
 }
 
 #[tokio::test]
+async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_wobble() {
+    // p99 halves while throughput, following the load of the moment, reads 15 % lower.
+    let windows = || {
+        vec![
+            WindowStats {
+                p99_ms: 500.0,
+                throughput_rows_per_s: 400.0,
+                ..Default::default()
+            },
+            WindowStats {
+                p99_ms: 250.0,
+                throughput_rows_per_s: 340.0,
+                ..Default::default()
+            },
+        ]
+    };
+    let fewer_in_flight = |relief: bool| {
+        let mut c = change(Action::SetKnobs {
+            from: SETTINGS,
+            to: Settings {
+                concurrency: SETTINGS.concurrency / 2,
+                ..SETTINGS
+            },
+        });
+        if relief {
+            c.reason.figures.insert("relief_of_p99_ms".into(), 500.0);
+        }
+        c
+    };
+    for (relief, expect_applied) in [(true, true), (false, false)] {
+        let rig = Rig::new(fast(), 2, vec![], windows());
+        let out = within(
+            "apply",
+            rig.executor.apply(
+                &fewer_in_flight(relief),
+                &rig.gate,
+                ApplyOrigin::Automatic,
+                NOW,
+            ),
+        )
+        .await
+        .unwrap();
+        if expect_applied {
+            assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+            assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 2);
+        } else {
+            assert!(
+                matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 340 rows/s worse")),
+                "without the relief figure the 5 % tolerance applies: {out:?}"
+            );
+            assert_eq!(rig.knobs.settings(), SETTINGS);
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_knob_change_that_worsens_p99_is_rolled_back_and_audited() {
     let windows = vec![
         WindowStats {

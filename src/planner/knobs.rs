@@ -369,6 +369,12 @@ pub(crate) fn plan_knobs(
             let need = if needs_capacity { required } else { 0.0 };
             if let Some((probe_to, w)) = probe(c, settings, samples, p.avg_row_bytes, need, limits)
             {
+                if probe_to.concurrency < settings.concurrency && overloading(c, limits) {
+                    // Relief for a queueing node: latency should fall and throughput hold. The executor judges
+                    // it on p99 and allows throughput a wider wobble (`RELIEF_TOLERANCE`), because batch fill,
+                    // and with it measured throughput, follows the load of the moment.
+                    figures.insert("relief_of_p99_ms".to_string(), c.p99_ms);
+                }
                 to = probe_to;
                 probing = true;
                 why.push(format!("probing an unmeasured setting: {w} ({basis})"));
