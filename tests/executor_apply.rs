@@ -416,7 +416,7 @@ async fn concurrent_moves_cap_refuses_a_second_move_while_one_runs() {
 
 #[tokio::test]
 async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_wobble() {
-    // p99 halves while throughput, following the load of the moment, reads 15 % lower.
+    // p99 halves while throughput, following the load of the moment, reads 30 % lower.
     let windows = || {
         vec![
             WindowStats {
@@ -426,7 +426,7 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
             },
             WindowStats {
                 p99_ms: 250.0,
-                throughput_rows_per_s: 340.0,
+                throughput_rows_per_s: 280.0,
                 ..Default::default()
             },
         ]
@@ -462,7 +462,7 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
             assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 2);
         } else {
             assert!(
-                matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 340 rows/s worse")),
+                matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 280 rows/s worse")),
                 "without the relief figure the 5 % tolerance applies: {out:?}"
             );
             assert_eq!(rig.knobs.settings(), SETTINGS);

@@ -296,7 +296,8 @@ async fn drive(
             if let Some(mut parts) = app.agent_parts(&config).await {
                 parts.limits = agent_limits(setup);
                 parts.executor = ExecutorConfig {
-                    verify_window_s: 2,
+                    // Three trace minutes: a window of one or two catches a single burst or lull.
+                    verify_window_s: 3,
                     poll_interval_s: 1,
                     up_to_date_timeout_s: 30,
                     ..ExecutorConfig::default()
