@@ -172,7 +172,9 @@ impl Forecaster {
     /// The single candidates are the baselines (naive, seasonal naive, the local median over the last `H` and
     /// `4H` steps) and each direct model. The combination averages the single candidates whose validation MASE
     /// is within [`COMBINE_TOLERANCE`] of the best one (at most [`COMBINE_MAX`]), each weighted by the inverse
-    /// of its validation MASE. The chosen candidate has the lowest validation MASE. All models are then
+    /// of its validation MASE. The combination is chosen whenever it has two members or more: among
+    /// candidates that validation cannot tell apart, picking the one that scored best picks noise, and the
+    /// weighted mean is the more reliable forecast. Otherwise the single best is chosen. All models are then
     /// refitted on the whole of `y`.
     ///
     /// Prediction intervals come from the same validation residuals divided by the [`local_scale`] at their
@@ -307,11 +309,16 @@ impl Forecaster {
             });
             validated.push(combined);
         }
-        let chosen = validation
-            .iter()
-            .enumerate()
-            .min_by(|a, b| a.1.mase.total_cmp(&b.1.mase))
-            .map_or(0, |(i, _)| i);
+        // The combination when there is one (see COMBINE_TOLERANCE), else the single best.
+        let chosen = if candidates.len() > singles {
+            candidates.len() - 1
+        } else {
+            validation
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.mase.total_cmp(&b.1.mase))
+                .map_or(0, |(i, _)| i)
+        };
 
         // Intervals: per step, conformal quantiles of the residuals scaled by the local volatility.
         let low_q = (1.0 - config.coverage) / 2.0;
