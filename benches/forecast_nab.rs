@@ -70,7 +70,9 @@ fn statsforecast_best(python: &str, csv: &Path, season: usize) -> Result<(String
     let report: serde_json::Value = serde_json::from_str(line.trim())
         .map_err(|e| format!("reference printed no JSON object: {e}"))?;
     let best = report["best"].as_str().ok_or("reference scored no model")?;
-    let mase = report["best_mase"].as_f64().ok_or("reference has no MASE")?;
+    let mase = report["best_mase"]
+        .as_f64()
+        .ok_or("reference has no MASE")?;
     Ok((best.to_string(), mase))
 }
 

@@ -93,6 +93,9 @@ mod tests {
         assert_eq!(Baseline::Naive.forecast(&history, 1), vec![400.0]);
         assert_eq!(median.name(), "local_median_4");
         // A window longer than the history takes what there is.
-        assert_eq!(Baseline::LocalMedian { window: 9 }.forecast(&history[..3], 1), vec![5.0]);
+        assert_eq!(
+            Baseline::LocalMedian { window: 9 }.forecast(&history[..3], 1),
+            vec![5.0]
+        );
     }
 }
