@@ -6,7 +6,8 @@ For each `timestamp,value` CSV given (or every CSV under data/traces/nab):
 1. The rows are put on their step as trimtab's loader does: sorted, snapped to the median spacing, rows on the
    same step averaged, empty steps filled by linear interpolation.
 2. The last round(0.2 * n) points are held out. The season M is one day in steps (86400 / step) unless
-   --season is given; the MSTL also gets the weekly period 7M when the training part holds two weeks.
+   --season is given; the MSTL also gets the weekly period 7M when M is one day and the training part holds
+   two weeks.
 3. AutoETS (season M), MSTL (M[, 7M]) with an AutoETS trend, and SeasonalNaive (M) are fitted once on the
    training part.
 4. A rolling origin walks over the held-out part in non-overlapping windows of H steps, the first origin being
@@ -70,9 +71,10 @@ def smape(actual, forecast):
     return float(np.mean(terms))
 
 
-def models_for(season, train_len):
+def models_for(season, step, train_len):
     weekly = 7 * season
-    mstl_seasons = [season, weekly] if train_len >= 2 * weekly else [season]
+    daily = season * step == DAY
+    mstl_seasons = [season, weekly] if daily and train_len >= 2 * weekly else [season]
     mstl_name = "MSTL(" + ",".join(map(str, mstl_seasons)) + ")+AutoETS trend"
     return [
         ("AutoETS", AutoETS(season_length=season)),
@@ -98,7 +100,7 @@ def backtest(path, horizon, holdout_share, season_arg):
         "horizon": horizon,
         "models": {},
     }
-    for name, model in models_for(season, train_len):
+    for name, model in models_for(season, step, train_len):
         started = time.time()
         predicted, actual = [], []
         try:
