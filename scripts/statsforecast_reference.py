@@ -50,7 +50,8 @@ def load(path):
     spacing = np.sort(np.diff(unique))
     step = int(round(spacing[len(spacing) // 2]))
     start = np.floor(unique[0])
-    slots = np.round((unique - start) / step).astype(int)
+    # Half a step rounds away from zero, as Rust's f64::round does (numpy's round goes to even).
+    slots = np.floor((unique - start) / step + 0.5).astype(int)
     length = slots[-1] + 1
     sums = np.bincount(slots, weights=merged, minlength=length)
     counts = np.bincount(slots, minlength=length)
@@ -83,7 +84,7 @@ def models_for(season, step, train_len):
     ]
 
 
-def backtest(path, horizon, holdout_share, season_arg):
+def backtest(path, horizon, holdout_share, season_arg, only=None):
     y, step = load(path)
     holdout = int(round(len(y) * holdout_share))
     train_len = len(y) - holdout
@@ -101,6 +102,8 @@ def backtest(path, horizon, holdout_share, season_arg):
         "models": {},
     }
     for name, model in models_for(season, step, train_len):
+        if only and not any(name.startswith(prefix) for prefix in only):
+            continue
         started = time.time()
         predicted, actual = [], []
         try:
@@ -138,6 +141,11 @@ def main():
     parser.add_argument("--horizon", type=int, default=12)
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--season", type=int, default=None)
+    parser.add_argument(
+        "--models",
+        default="",
+        help="comma-separated model name prefixes to run (AutoETS, MSTL, SeasonalNaive); all when empty",
+    )
     args = parser.parse_args()
     files = args.files
     if not files:
@@ -146,7 +154,8 @@ def main():
             os.path.join(d, f) for d, _, names in os.walk(root) for f in names if f.endswith(".csv")
         )
     for path in files:
-        print(json.dumps(backtest(path, args.horizon, args.holdout, args.season)), flush=True)
+        only = [m for m in args.models.split(",") if m]
+        print(json.dumps(backtest(path, args.horizon, args.holdout, args.season, only)), flush=True)
     return 0
 
 
