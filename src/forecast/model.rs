@@ -343,7 +343,8 @@ fn fit_step(
 /// Weighted ridge regression with an unpenalised intercept: minimises `sum w_i (y_i - x_i b - c)^2 +
 /// alpha * sum(w) * |b|^2` with [`RIDGE_ALPHA`]. The normal equations are formed here (a product of the rows
 /// with themselves, fast even for tens of thousands of rows) and solved by `linfa-linear` least squares on
-/// that small square system; a QR decomposition of all rows cost ten times as much.
+/// that small square system. Least squares over all rows (a QR decomposition each time) made the nyc_taxi
+/// backtest with LAD take 5.4 s of CPU; this way it takes 2.2 s.
 fn weighted_ridge(
     x: &Array2<f64>,
     y: &Array1<f64>,
