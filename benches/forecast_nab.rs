@@ -1,22 +1,27 @@
 //! The backtest protocol over every NAB series in `data/traces/nab`: the chosen model's MASE, sMAPE, interval
-//! coverage and time per series, against the best baseline of the same run and the statsforecast anchors.
+//! coverage and time per series, against the seasonal naive and best baseline of the same run, and against
+//! statsforecast (AutoETS, MSTL, SeasonalNaive) run with the same protocol in the same run when available.
 //!
 //! `cargo bench --bench forecast_nab [-- FILE.csv ...]` (release profile). Each series runs
 //! `trimtab forecast backtest --horizon 12 --holdout 0.2` with the season detected, as the README describes.
+//! With `TRIMTAB_STATSFORECAST_PYTHON` set to a Python that has `statsforecast` installed, each series is also
+//! run through `scripts/statsforecast_reference.py` with the season trimtab used (so both MASEs share one
+//! scale); without it that column is skipped. statsforecast's MSTL is slow: expect minutes per series.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use trimtab::forecast::backtest::{self, BacktestConfig, BacktestReport};
 use trimtab::forecast::features::Calendar;
 use trimtab::metrics::series::{load_csv, LoadOptions};
 
-/// The best statsforecast MASE of issue 7 (AutoETS, MSTL, SeasonalNaive under the same protocol).
-const ANCHORS: [(&str, f64); 2] = [("nyc_taxi", 0.924), ("elb_request_count_8c0756", 0.793)];
+/// The environment variable naming a Python with statsforecast.
+const PYTHON_VAR: &str = "TRIMTAB_STATSFORECAST_PYTHON";
 
 /// The baselines' names start with these.
 fn is_baseline(name: &str) -> bool {
-    name == "naive" || name.starts_with("seasonal_naive")
+    name == "naive" || name.starts_with("seasonal_naive") || name.starts_with("local_median")
 }
 
 fn best_baseline(report: &BacktestReport) -> (String, f64) {
@@ -44,6 +49,33 @@ fn csv_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The best statsforecast model and its MASE on `csv` with season `season`, or why there is none.
+fn statsforecast_best(python: &str, csv: &Path, season: usize) -> Result<(String, f64), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/statsforecast_reference.py");
+    let output = Command::new(python)
+        .arg(&script)
+        .arg("--season")
+        .arg(season.to_string())
+        .arg(csv)
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "reference failed: {}",
+            stderr.lines().last().unwrap_or("")
+        ));
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(line.trim())
+        .map_err(|e| format!("reference printed no JSON object: {e}"))?;
+    let best = report["best"].as_str().ok_or("reference scored no model")?;
+    let mase = report["best_mase"]
+        .as_f64()
+        .ok_or("reference has no MASE")?;
+    Ok((best.to_string(), mase))
+}
+
 fn main() {
     let mut files: Vec<PathBuf> = std::env::args()
         .skip(1)
@@ -56,6 +88,7 @@ fn main() {
             &mut files,
         );
     }
+    let python = std::env::var(PYTHON_VAR).ok().filter(|p| !p.is_empty());
     let config = BacktestConfig::default();
     println!(
         "backtest: horizon {}, holdout {}, season detected, {:.0} % intervals",
@@ -63,8 +96,14 @@ fn main() {
         config.holdout,
         config.coverage * 100.0
     );
+    match &python {
+        Some(p) => println!("statsforecast reference: {p} scripts/statsforecast_reference.py"),
+        None => println!(
+            "statsforecast column skipped: set {PYTHON_VAR} to a Python with statsforecast installed"
+        ),
+    }
     println!(
-        "{:<28} {:>6} {:<24} {:>7} {:>7} {:>7} {:>8} {:>7} | {:<20} {:>7} {:>7} | {:>8}",
+        "{:<28} {:>6} {:<18} {:>7} {:>7} {:>7} {:>8} {:>7} | {:>7} {:>7} | {:<18} {:>7} {:>7} | {:<28} {:>7} {:>7}",
         "series",
         "season",
         "chosen",
@@ -73,13 +112,17 @@ fn main() {
         "MASE@H",
         "coverage",
         "seconds",
+        "s.naive",
+        "ratio",
         "best baseline",
         "MASE",
         "ratio",
-        "anchor"
+        "statsforecast best",
+        "MASE",
+        "ratio"
     );
-    let mut log_ratio_sum = 0.0;
-    let mut counted = 0;
+    let mut baseline_log_ratio = (0.0, 0);
+    let mut reference_log_ratio = (0.0, 0);
     for path in &files {
         let name = path
             .file_stem()
@@ -106,36 +149,53 @@ fn main() {
         };
         let seconds = started.elapsed().as_secs_f64();
         let r = &outcome.report;
+        let chosen = r.chosen_score.mase;
+        let seasonal = r
+            .models
+            .get(&format!("seasonal_naive_{}", r.season))
+            .map_or(f64::NAN, |s| s.mase);
         let (baseline, baseline_mase) = best_baseline(r);
-        let ratio = r.chosen_score.mase / baseline_mase;
-        log_ratio_sum += ratio.ln();
-        counted += 1;
-        let anchor = ANCHORS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| format!("{:.3}x", r.chosen_score.mase / m))
-            .unwrap_or_else(|| "-".into());
+        baseline_log_ratio.0 += (chosen / baseline_mase).ln();
+        baseline_log_ratio.1 += 1;
+        let reference = match &python {
+            None => format!("{:<28} {:>7} {:>7}", "(skipped)", "-", "-"),
+            Some(p) => match statsforecast_best(p, path, r.season) {
+                Ok((model, mase)) => {
+                    reference_log_ratio.0 += (chosen / mase).ln();
+                    reference_log_ratio.1 += 1;
+                    format!("{model:<28} {mase:>7.3} {:>7.3}", chosen / mase)
+                }
+                Err(e) => format!("({e})"),
+            },
+        };
         println!(
-            "{:<28} {:>6} {:<24} {:>7.3} {:>7.2} {:>7.3} {:>7.0}% {:>7.2} | {:<20} {:>7.3} {:>7.3} | {:>8}",
+            "{:<28} {:>6} {:<18} {:>7.3} {:>7.2} {:>7.3} {:>7.0}% {:>7.2} | {:>7.3} {:>7.3} | {:<18} {:>7.3} {:>7.3} | {}",
             name,
             r.season,
             r.chosen,
-            r.chosen_score.mase,
+            chosen,
             r.chosen_score.smape,
             r.chosen_score.mase_h,
             r.chosen_score.coverage * 100.0,
             seconds,
+            seasonal,
+            chosen / seasonal,
             baseline,
             baseline_mase,
-            ratio,
-            anchor
+            chosen / baseline_mase,
+            reference
         );
     }
-    if counted > 0 {
-        println!(
-            "geometric mean of chosen MASE / best baseline MASE over {counted} series: {:.3}",
-            (log_ratio_sum / counted as f64).exp()
-        );
+    for (what, (sum, count)) in [
+        ("best baseline", baseline_log_ratio),
+        ("best statsforecast model", reference_log_ratio),
+    ] {
+        if count > 0 {
+            println!(
+                "geometric mean of chosen MASE / {what} MASE over {count} series: {:.3}",
+                (sum / count as f64).exp()
+            );
+        }
     }
-    println!("anchor: chosen MASE / best statsforecast MASE (issue 7: nyc_taxi 0.924, elb 0.793)");
+    println!("ratio: chosen MASE / that model's MASE, both measured in this run (below 0.9 is 10 % better)");
 }

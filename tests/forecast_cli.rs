@@ -71,14 +71,14 @@ fn backtest_json_reports_every_model_and_the_chosen_one_beats_seasonal_naive() {
     for name in [
         "naive",
         "seasonal_naive_288",
+        "local_median_12",
+        "local_median_48",
         "ridge",
         "elastic_net",
+        "lad",
         "ridge_log",
         "elastic_net_log",
-        "ridge_median",
-        "elastic_net_log_median",
-        "top2_mean",
-        "top3_mean",
+        "lad_log",
     ] {
         let model = &models
             .get(name)

@@ -8,13 +8,14 @@
 //!    averaged, gaps filled by linear interpolation; the loader reports each).
 //! 2. Hold out the last `P` share of the points (`round(P * n)`, default 20 %); the rest is the training part.
 //!    The season `M` is given, or detected from the autocorrelation of the training part.
-//! 3. Fit on the training part only. This includes choosing the model: every candidate (see
-//!    [`Forecaster::fit`]: naive, seasonal naive at `M` and, with two weeks of daily-season history, at `7M`;
-//!    the linfa families, each one model per horizon step, on the raw and for non-negative series the log scale;
-//!    each of those shifted by its median validation residual; the means of the best two and three) is fitted
-//!    on the first 80 % of the training part and scored by rolling origin over its last 20 % in the same way as
-//!    below; the lowest validation MASE is the chosen model. Then every model is refitted on the whole training
-//!    part. The held-out part is never looked at while fitting or choosing.
+//! 3. Fit on the training part only. This includes choosing the model: every single candidate (see
+//!    [`Forecaster::fit`]: naive, seasonal naive at `M` and, with two weeks of daily-season history, at `7M`,
+//!    the local median over the last `H` and `4H` steps; the linfa families, each one model per horizon step,
+//!    on the raw and for non-negative series the log scale) is fitted on the first 80 % of the training part
+//!    and forecasts the next `H` steps from every origin in its last 20 %. The candidates whose validation MASE
+//!    is within 10 % of the best (at most five) are combined, weighted by inverse validation MASE, and the
+//!    combination is the chosen model (the single best when nothing comes within 10 % of it). Then every model
+//!    is refitted on the whole training part. The held-out part is never looked at while fitting or choosing.
 //! 4. Walk a rolling origin over the held-out part in non-overlapping windows of `H` steps: the first origin is
 //!    the last training point; at each origin every model forecasts the next `H` steps from all data observed up
 //!    to the origin (models are not refitted; their inputs are the observed values); the origin then moves `H`

@@ -1,4 +1,4 @@
-//! The baselines computed beside every model: naive and seasonal naive.
+//! The baselines computed beside every model: naive, seasonal naive and the local median.
 
 /// A baseline forecaster. Each looks only at the history up to the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +10,13 @@ pub enum Baseline {
         /// The period in steps.
         period: usize,
     },
+    /// Every step repeats the median of the last `window` observations. The median is the constant forecast
+    /// with the least absolute error, and it ignores bursts: on spiky or quantised series (CPU utilisation that
+    /// sits on a few levels between spikes) it beats every forecast that chases the last value.
+    LocalMedian {
+        /// How many of the latest observations it takes the median of.
+        window: usize,
+    },
 }
 
 impl Baseline {
@@ -18,6 +25,7 @@ impl Baseline {
         match self {
             Baseline::Naive => "naive".to_string(),
             Baseline::SeasonalNaive { period } => format!("seasonal_naive_{period}"),
+            Baseline::LocalMedian { window } => format!("local_median_{window}"),
         }
     }
 
@@ -26,6 +34,7 @@ impl Baseline {
         match self {
             Baseline::Naive => 1,
             Baseline::SeasonalNaive { period } => (*period).max(1),
+            Baseline::LocalMedian { window } => (*window).max(1),
         }
     }
 
@@ -43,6 +52,10 @@ impl Baseline {
                         history[n + h - 1 - back]
                     })
                     .collect()
+            }
+            Baseline::LocalMedian { window } => {
+                let recent = &history[n.saturating_sub(window.max(1))..];
+                vec![super::forecaster::quantile(recent, 0.5); horizon]
             }
         }
     }
@@ -69,6 +82,20 @@ mod tests {
         assert_eq!(
             Baseline::SeasonalNaive { period: 3 }.name(),
             "seasonal_naive_3"
+        );
+    }
+
+    #[test]
+    fn local_median_ignores_a_burst_that_naive_repeats() {
+        let history = [5.0, 1.0, 9.0, 1.0, 400.0];
+        let median = Baseline::LocalMedian { window: 4 };
+        assert_eq!(median.forecast(&history, 2), vec![5.0, 5.0]);
+        assert_eq!(Baseline::Naive.forecast(&history, 1), vec![400.0]);
+        assert_eq!(median.name(), "local_median_4");
+        // A window longer than the history takes what there is.
+        assert_eq!(
+            Baseline::LocalMedian { window: 9 }.forecast(&history[..3], 1),
+            vec![5.0]
         );
     }
 }
