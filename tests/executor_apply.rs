@@ -172,6 +172,7 @@ fn mode(m: Mode) -> ModeDecision {
         mode: m,
         configured: m,
         why: None,
+        forecast_changes_only: false,
     }
 }
 
@@ -681,6 +682,7 @@ async fn an_inaccurate_forecast_holds_back_only_the_changes_planned_on_it() {
         mode: Mode::Recommend,
         configured: Mode::Autonomous,
         why: Some("dropped to recommend: rolling MASE 1.40".into()),
+        forecast_changes_only: true,
     };
     let report = within(
         "step",
@@ -741,6 +743,7 @@ async fn recommend_mode_records_proposals_and_applies_nothing() {
         mode: Mode::Recommend,
         configured: Mode::Autonomous,
         why: Some("dropped to recommend: rolling MASE 1.20".into()),
+        forecast_changes_only: true,
     };
     let report = within(
         "step",
@@ -1002,6 +1005,7 @@ async fn a_recommendation_is_superseded_by_a_newer_plan_and_applied_once_autonom
         mode: Mode::Recommend,
         configured: Mode::Autonomous,
         why: Some("dropped to recommend: 3 observations of history, fewer than 48".into()),
+        forecast_changes_only: false,
     };
     let rig = &rig;
     let step = |c: &Change, m: &ModeDecision, at: i64| {

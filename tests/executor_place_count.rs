@@ -119,6 +119,7 @@ async fn an_approved_place_count_change_reaches_the_group_and_the_controller_pla
         mode: Mode::Autonomous,
         configured: Mode::Autonomous,
         why: None,
+        forecast_changes_only: false,
     };
     let observed = Observed::default();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -196,11 +196,14 @@ async fn a_burst_makes_autonomous_mode_apply_and_audit_a_capacity_change() {
         figures["required_rows_per_s"] > figures["current_rows_per_s"],
         "the change must answer a capacity shortfall: {figures:?}"
     );
+    // The pipeline runs the new knobs, or a later step from them: while the burst lasts and capacity is still
+    // short, the planner may probe further up (more in flight) once the cooldown has passed.
     let now = h.knobs.get();
-    assert_eq!(
-        (now.batch_rows, now.write_concurrency),
-        (to.batch_rows, to.concurrency),
-        "the pipeline runs the new knobs"
+    assert!(
+        (now.batch_rows, now.write_concurrency) == (to.batch_rows, to.concurrency)
+            || u64::from(now.batch_rows) * u64::from(now.write_concurrency)
+                > u64::from(to.batch_rows) * u64::from(to.concurrency),
+        "the pipeline runs {now:?}, neither the applied {to:?} nor a step up from it"
     );
     steady.cancel();
     traffic.await.ok();

@@ -236,6 +236,7 @@ async fn a_window_pauses_ingest_then_drains_it_and_freezes_placement_on_its_node
         mode: Mode::Autonomous,
         configured: Mode::Autonomous,
         why: None,
+        forecast_changes_only: false,
     };
     let step = executor
         .run_step(

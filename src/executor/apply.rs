@@ -1039,16 +1039,20 @@ impl Executor {
     }
 }
 
-/// The mode one change runs in: a drop to recommend because the forecasts are not accurate (or not there yet)
+/// The mode one change runs in: a drop to recommend because the forecasts are not accurate (or not scored yet)
 /// holds back only changes that rest on a forecast; a change made on measurements alone goes through the gate in
-/// the configured mode. An operator's recommend mode holds back everything.
+/// the configured mode. A drop for thin data, and an operator's recommend mode, hold back everything.
 fn for_change(mode: &ModeDecision, change: &Change) -> ModeDecision {
-    if mode.mode == Mode::Recommend && mode.configured == Mode::Autonomous && !change.uses_forecast
+    if mode.mode == Mode::Recommend
+        && mode.configured == Mode::Autonomous
+        && mode.forecast_changes_only
+        && !change.uses_forecast
     {
         ModeDecision {
             mode: Mode::Autonomous,
             configured: mode.configured,
             why: None,
+            forecast_changes_only: false,
         }
     } else {
         mode.clone()

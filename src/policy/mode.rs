@@ -23,6 +23,11 @@ pub struct ModeDecision {
     pub configured: Mode,
     /// Why autonomous was dropped to recommend, if it was.
     pub why: Option<String>,
+    /// Whether the drop holds back only changes that rest on a forecast: true when the forecast is inaccurate
+    /// or not scored yet on enough history, so that changes made on measurements alone go on. A drop for thin
+    /// data (the agent has just started) holds back everything: its measurements are thin too.
+    #[serde(default)]
+    pub forecast_changes_only: bool,
 }
 
 /// Drops autonomous to recommend when the forecasts stopped being accurate or the data is too thin.
@@ -47,10 +52,12 @@ pub fn effective_mode(configured: Mode, trust: &ForecastTrust, limits: &Limits) 
     } else {
         configured
     };
+    let forecast_changes_only = why.is_some() && trust.history_points >= limits.min_history_points;
     ModeDecision {
         mode,
         configured,
         why,
+        forecast_changes_only,
     }
 }
 
@@ -92,6 +99,7 @@ impl AccuracyGrace {
                 mode: configured,
                 configured,
                 why: None,
+                forecast_changes_only: false,
             };
         }
         decision
@@ -144,6 +152,28 @@ mod tests {
         );
         check(Mode::Autonomous, 500, None, Mode::Recommend, "not measured");
         check(Mode::Recommend, 500, Some(0.5), Mode::Recommend, "");
+    }
+
+    #[test]
+    fn an_inaccurate_forecast_holds_back_forecast_changes_only_but_thin_data_holds_back_all() {
+        let limits = Limits::default();
+        let drop = |points, mase| {
+            effective_mode(
+                Mode::Autonomous,
+                &ForecastTrust {
+                    history_points: points,
+                    rolling_mase: mase,
+                },
+                &limits,
+            )
+        };
+        assert!(drop(500, Some(1.4)).forecast_changes_only);
+        assert!(drop(500, None).forecast_changes_only);
+        assert!(!drop(3, Some(0.5)).forecast_changes_only);
+        assert!(
+            !drop(500, Some(0.5)).forecast_changes_only,
+            "no drop at all"
+        );
     }
 
     #[test]
