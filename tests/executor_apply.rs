@@ -445,6 +445,51 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
         }
         c
     };
+    // The window before the change caught a lull (p99 200 ms) while the plan measured 500 ms over many batches:
+    // relief is judged against the plan's figure, so 250 ms after the change is better, not worse.
+    let lull_before = || {
+        vec![
+            WindowStats {
+                p99_ms: 200.0,
+                throughput_rows_per_s: 400.0,
+                ..Default::default()
+            },
+            WindowStats {
+                p99_ms: 250.0,
+                throughput_rows_per_s: 400.0,
+                ..Default::default()
+            },
+        ]
+    };
+    let rig = Rig::new(fast(), 2, vec![], lull_before());
+    let out = within(
+        "apply",
+        rig.executor.apply(
+            &fewer_in_flight(true),
+            &rig.gate,
+            ApplyOrigin::Automatic,
+            NOW,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    let rig = Rig::new(fast(), 2, vec![], lull_before());
+    let out = within(
+        "apply",
+        rig.executor.apply(
+            &fewer_in_flight(false),
+            &rig.gate,
+            ApplyOrigin::Automatic,
+            NOW,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("p99 250.0 ms worse than 200.0 ms")),
+        "without the plan's figure the lull is the baseline: {out:?}"
+    );
     for (relief, expect_applied) in [(true, true), (false, false)] {
         let rig = Rig::new(fast(), 2, vec![], windows());
         let out = within(

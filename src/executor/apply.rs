@@ -849,10 +849,13 @@ impl Executor {
         let mut worse = Vec::new();
         // Bigger batches deliberately trade some p99 (still under the objective) for throughput; the plan says
         // which p99 it measured for the new setting. Worse means worse than both that and the old p99.
+        // A relief change was planned on the p99 measured over many batches at the old setting; a short window
+        // just before the change may have caught a lull, so the worse of the two is what relief is judged against.
         let expected_p99 = change
             .reason
             .figures
             .get("chosen_p99_ms")
+            .or_else(|| change.reason.figures.get("relief_of_p99_ms"))
             .copied()
             .unwrap_or(0.0);
         // A p99 rise is the price of the throughput the change was made for when it stays within the objective the
