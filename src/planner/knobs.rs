@@ -285,14 +285,25 @@ pub(crate) fn plan_knobs(
                 limits.max_step_ratio,
             ) == u64::from(s.concurrency)
     };
+    let by_throughput = |a: &&BatchSample, b: &&BatchSample| {
+        a.throughput_rows_per_s
+            .total_cmp(&b.throughput_rows_per_s)
+            .then(b.concurrency.cmp(&a.concurrency))
+            .then(b.rows.cmp(&a.rows))
+    };
+    let current_overloaded =
+        find(samples, settings.batch_rows, settings.concurrency).is_some_and(|c| !keepable(c));
+    // When the setting in force overloads the node and nothing adoptable is within one step, the best adoptable
+    // one further away is approached one step at a time.
     let best = samples
         .iter()
         .filter(|s| adoptable(s) && reachable(s))
-        .max_by(|a, b| {
-            a.throughput_rows_per_s
-                .total_cmp(&b.throughput_rows_per_s)
-                .then(b.concurrency.cmp(&a.concurrency))
-                .then(b.rows.cmp(&a.rows))
+        .max_by(by_throughput)
+        .or_else(|| {
+            samples
+                .iter()
+                .filter(|s| current_overloaded && adoptable(s))
+                .max_by(by_throughput)
         });
     let current = find(samples, settings.batch_rows, settings.concurrency);
 
@@ -344,8 +355,14 @@ pub(crate) fn plan_knobs(
     if let Some((b, w)) = measured_change {
         figures.insert("chosen_rows_per_s".to_string(), b.throughput_rows_per_s);
         figures.insert("chosen_p99_ms".to_string(), b.p99_ms);
-        to.batch_rows = b.rows;
-        to.concurrency = b.concurrency;
+        let ratio = limits.max_step_ratio;
+        to.batch_rows =
+            step_toward(u64::from(settings.batch_rows), u64::from(b.rows), ratio) as u32;
+        to.concurrency = step_toward(
+            u64::from(settings.concurrency),
+            u64::from(b.concurrency),
+            ratio,
+        ) as u32;
         why.push(format!(
             "{w}: batch {} → {} rows, concurrency {} → {} (measured {:.0} rows/s at p99 {:.1} ms)",
             settings.batch_rows,
@@ -430,6 +447,12 @@ pub(crate) fn plan_knobs(
         }
     }
 
+    // A step that lands on a measured setting which overloads the node, or that leaves an overloaded shape in
+    // place while only fitting bytes and prefetch to it, fixes nothing: wait for a measurement that does.
+    let landed = find(samples, to.batch_rows, to.concurrency);
+    if landed.is_some_and(|s| !keepable(s)) {
+        return None;
+    }
     if to == *settings {
         return None;
     }
