@@ -146,14 +146,6 @@ fn key(name: &str) -> SeriesKey {
     SeriesKey::new(name)
 }
 
-/// Sample writes of one step in flight at once (see [`Collector::persist`]).
-const PERSIST_CONCURRENCY: usize = 4;
-
-/// Queues one sample of this step for [`Collector::persist`].
-fn record(pending: &mut Vec<(SeriesKey, Sample)>, k: SeriesKey, at: i64, value: f64) {
-    pending.push((k, Sample { at, value }));
-}
-
 impl Collector {
     /// A collector over `sources` writing into `store`.
     pub fn new(sources: Sources, store: Arc<MetricStore>) -> Self {
@@ -178,32 +170,15 @@ impl Collector {
         &self.state
     }
 
-    /// Writes the step's samples, a few at a time: one after another, a step of some forty series behind a busy
-    /// node took two to three seconds (a replay measured it), which starved the agent of the samples it plans on;
-    /// all at once would queue forty writes in front of the pipeline's own.
-    async fn persist(&self, pending: Vec<(SeriesKey, Sample)>, errors: &mut Vec<String>) {
-        use futures::StreamExt;
-        let results: Vec<_> = futures::stream::iter(pending.into_iter().map(|(k, sample)| {
-            let store = self.store.clone();
-            async move {
-                let result = store.record(&k, sample).await;
-                (k, result)
-            }
-        }))
-        .buffer_unordered(PERSIST_CONCURRENCY)
-        .collect()
-        .await;
-        for (k, result) in results {
-            if let Err(e) = result {
-                errors.push(format!("recording {k}: {e}"));
-            }
+    async fn record(&self, k: SeriesKey, at: i64, value: f64, errors: &mut Vec<String>) {
+        if let Err(e) = self.store.record(&k, Sample { at, value }).await {
+            errors.push(format!("recording {k}: {e}"));
         }
     }
 
     /// Samples everything once at `now` (Unix seconds). Sources that fail are named in `latest().errors`.
     pub async fn step(&mut self, now: i64) -> &Collected {
         let mut errors = Vec::new();
-        let mut pending = Vec::new();
         self.state.at = now;
 
         // Queue depth per entity.
@@ -226,24 +201,27 @@ impl Collector {
         for d in &depths {
             active_total += d.counts.active;
             let label = |n: &str| key(n).with_label("entity", d.entity.clone());
-            record(
-                &mut pending,
+            self.record(
                 label(names::QUEUE_ACTIVE),
                 now,
                 d.counts.active as f64,
-            );
-            record(
-                &mut pending,
+                &mut errors,
+            )
+            .await;
+            self.record(
                 label(names::QUEUE_DEAD_LETTER),
                 now,
                 d.counts.dead_letter as f64,
-            );
-            record(
-                &mut pending,
+                &mut errors,
+            )
+            .await;
+            self.record(
                 label(names::QUEUE_SCHEDULED),
                 now,
                 d.counts.scheduled as f64,
-            );
+                &mut errors,
+            )
+            .await;
         }
         if !depths.is_empty() {
             self.state.depth = depths;
@@ -257,7 +235,8 @@ impl Collector {
                 let grown = active_total as f64 - prev_active as f64;
                 let rate = ((received.saturating_sub(prev_received)) as f64 + grown).max(0.0) / dt;
                 self.state.arrival_per_s = Some(rate);
-                record(&mut pending, key(names::ARRIVAL_RATE), now, rate);
+                self.record(key(names::ARRIVAL_RATE), now, rate, &mut errors)
+                    .await;
             }
             self.last_received = Some((now, received, active_total));
         }
@@ -267,20 +246,23 @@ impl Collector {
             let snap = lag.snapshot();
             for (k, l) in &snap.keys {
                 let label = |n: &str| key(n).with_label("key", k.clone());
-                record(
-                    &mut pending,
+                self.record(
                     label(names::LAG_IN_FLIGHT),
                     now,
                     l.in_flight as f64,
-                );
-                record(
-                    &mut pending,
+                    &mut errors,
+                )
+                .await;
+                self.record(
                     label(names::LAG_OLDEST_AGE_S),
                     now,
                     l.oldest_age_ms as f64 / 1e3,
-                );
+                    &mut errors,
+                )
+                .await;
                 if let Some(p99) = l.latency_p99_ms {
-                    record(&mut pending, label(names::LAG_E2E_P99_MS), now, p99 as f64);
+                    self.record(label(names::LAG_E2E_P99_MS), now, p99 as f64, &mut errors)
+                        .await;
                 }
             }
             self.state.lag = Some(snap);
@@ -293,16 +275,17 @@ impl Collector {
                 if class.p99_ms > 0.0 {
                     let k =
                         key(names::WRITE_P99_MS).with_label("max_rows", class.max_rows.to_string());
-                    record(&mut pending, k, now, class.p99_ms);
+                    self.record(k, now, class.p99_ms, &mut errors).await;
                 }
             }
             let new_errors = snap.total_errors.saturating_sub(self.last_errors);
-            record(
-                &mut pending,
+            self.record(
                 key(names::WRITE_ERRORS),
                 now,
                 new_errors as f64,
-            );
+                &mut errors,
+            )
+            .await;
             self.last_errors = snap.total_errors;
             let fresh = snap.total_batches.saturating_sub(self.last_batches) as usize;
             self.last_batches = snap.total_batches;
@@ -343,21 +326,23 @@ impl Collector {
                                 .with_label("node", p.node.clone())
                                 .with_label("pool", p.pool.clone())
                         };
-                        record(
-                            &mut pending,
+                        self.record(
                             label(names::POOL_FREE_KIB),
                             now,
                             p.free_kib as f64,
-                        );
+                            &mut errors,
+                        )
+                        .await;
                         if p.total_kib > 0 {
                             let used = 1.0 - p.free_kib as f64 / p.total_kib as f64;
-                            record(&mut pending, label(names::POOL_USED_FRACTION), now, used);
+                            self.record(label(names::POOL_USED_FRACTION), now, used, &mut errors)
+                                .await;
                         }
                         *classes.entry(p.pool.as_str()).or_default() += p.free_kib;
                     }
                     for (pool, free) in classes {
                         let k = key(names::POOL_CLASS_FREE_KIB).with_label("pool", pool);
-                        record(&mut pending, k, now, free as f64);
+                        self.record(k, now, free as f64, &mut errors).await;
                     }
                     self.state.placement = Some((inputs, snapshot));
                 }
@@ -365,7 +350,6 @@ impl Collector {
             }
         }
 
-        self.persist(pending, &mut errors).await;
         for e in &errors {
             tracing::warn!(error = %e, "collection step incomplete");
         }
