@@ -415,6 +415,19 @@ async fn concurrent_moves_cap_refuses_a_second_move_while_one_runs() {
     );
 }
 
+/// Applies `change` automatically on a rig whose knob windows measure `windows` (before, after).
+async fn apply_over(windows: Vec<WindowStats>, change: &Change) -> (ChangeOutcome, Rig) {
+    let rig = Rig::new(fast(), 2, vec![], windows);
+    let out = within(
+        "apply",
+        rig.executor
+            .apply(change, &rig.gate, ApplyOrigin::Automatic, NOW),
+    )
+    .await
+    .unwrap();
+    (out, rig)
+}
+
 #[tokio::test]
 async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_wobble() {
     // p99 halves while throughput, following the load of the moment, reads 30 % lower.
@@ -461,48 +474,15 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
             },
         ]
     };
-    let rig = Rig::new(fast(), 2, vec![], lull_before());
-    let out = within(
-        "apply",
-        rig.executor.apply(
-            &fewer_in_flight(true),
-            &rig.gate,
-            ApplyOrigin::Automatic,
-            NOW,
-        ),
-    )
-    .await
-    .unwrap();
+    let (out, _) = apply_over(lull_before(), &fewer_in_flight(true)).await;
     assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
-    let rig = Rig::new(fast(), 2, vec![], lull_before());
-    let out = within(
-        "apply",
-        rig.executor.apply(
-            &fewer_in_flight(false),
-            &rig.gate,
-            ApplyOrigin::Automatic,
-            NOW,
-        ),
-    )
-    .await
-    .unwrap();
+    let (out, _) = apply_over(lull_before(), &fewer_in_flight(false)).await;
     assert!(
         matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("p99 250.0 ms worse than 200.0 ms")),
         "without the plan's figure the lull is the baseline: {out:?}"
     );
     for (relief, expect_applied) in [(true, true), (false, false)] {
-        let rig = Rig::new(fast(), 2, vec![], windows());
-        let out = within(
-            "apply",
-            rig.executor.apply(
-                &fewer_in_flight(relief),
-                &rig.gate,
-                ApplyOrigin::Automatic,
-                NOW,
-            ),
-        )
-        .await
-        .unwrap();
+        let (out, rig) = apply_over(windows(), &fewer_in_flight(relief)).await;
         if expect_applied {
             assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
             assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 2);

@@ -335,7 +335,7 @@ impl Executor {
         }
         let mut outcomes = Vec::new();
         for change in &plan.changes {
-            let mode = &for_change(mode, change);
+            let mode = &mode.for_change(change.uses_forecast);
             let open = self
                 .proposals
                 .list()?
@@ -1039,25 +1039,5 @@ impl Executor {
             }),
             Err(e) => Ok(failed(format!("added on {to_node} (UpToDate) but removing from {from_node} failed: {e}"))),
         }
-    }
-}
-
-/// The mode one change runs in: a drop to recommend because the forecasts are not accurate (or not scored yet)
-/// holds back only changes that rest on a forecast; a change made on measurements alone goes through the gate in
-/// the configured mode. A drop for thin data, and an operator's recommend mode, hold back everything.
-fn for_change(mode: &ModeDecision, change: &Change) -> ModeDecision {
-    if mode.mode == Mode::Recommend
-        && mode.configured == Mode::Autonomous
-        && mode.forecast_changes_only
-        && !change.uses_forecast
-    {
-        ModeDecision {
-            mode: Mode::Autonomous,
-            configured: mode.configured,
-            why: None,
-            forecast_changes_only: false,
-        }
-    } else {
-        mode.clone()
     }
 }

@@ -291,8 +291,8 @@ pub(crate) fn plan_knobs(
             .then(b.concurrency.cmp(&a.concurrency))
             .then(b.rows.cmp(&a.rows))
     };
-    let current_overloaded =
-        find(samples, settings.batch_rows, settings.concurrency).is_some_and(|c| !keepable(c));
+    let current = find(samples, settings.batch_rows, settings.concurrency);
+    let current_overloaded = current.is_some_and(|c| !keepable(c));
     // When the setting in force overloads the node and nothing adoptable is within one step, the best adoptable
     // one further away is approached one step at a time.
     let best = samples
@@ -305,7 +305,6 @@ pub(crate) fn plan_knobs(
                 .filter(|s| current_overloaded && adoptable(s))
                 .max_by(by_throughput)
         });
-    let current = find(samples, settings.batch_rows, settings.concurrency);
 
     let mut figures = BTreeMap::new();
     figures.insert("required_rows_per_s".to_string(), required);

@@ -30,6 +30,28 @@ pub struct ModeDecision {
     pub forecast_changes_only: bool,
 }
 
+impl ModeDecision {
+    /// The mode one change runs in: a drop for an inaccurate (or not yet scored) forecast holds back only changes
+    /// that rest on a forecast, so a change made on measurements alone goes through the gate in the configured
+    /// mode. A drop for thin data, and an operator's recommend mode, hold back everything.
+    pub fn for_change(&self, uses_forecast: bool) -> ModeDecision {
+        if self.mode == Mode::Recommend
+            && self.configured == Mode::Autonomous
+            && self.forecast_changes_only
+            && !uses_forecast
+        {
+            ModeDecision {
+                mode: Mode::Autonomous,
+                configured: self.configured,
+                why: None,
+                forecast_changes_only: false,
+            }
+        } else {
+            self.clone()
+        }
+    }
+}
+
 /// Drops autonomous to recommend when the forecasts stopped being accurate or the data is too thin.
 pub fn effective_mode(configured: Mode, trust: &ForecastTrust, limits: &Limits) -> ModeDecision {
     let why = match configured {
