@@ -200,11 +200,7 @@ impl App {
     /// executor credential is configured (then trimtab cannot change anything, and says so at start).
     pub async fn agent_parts(&self, config: &Config) -> Option<AgentParts> {
         let writer = self.linstor_writer.clone()?;
-        let history = Arc::new(TableHistory::new(
-            self.tables.clone(),
-            self.writer.session(),
-            config.cassandra.keyspace.clone(),
-        ));
+        let history = Arc::new(TableHistory::new(self.tables.clone()));
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let store = match MetricStore::restore(history.clone(), METRIC_WINDOW, now).await {
             Ok(store) => Arc::new(store),

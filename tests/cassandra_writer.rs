@@ -334,6 +334,11 @@ async fn own_tables_round_trip() {
         got.iter().map(|(_, v)| *v as i64).collect::<Vec<_>>(),
         (10..30).collect::<Vec<_>>()
     );
+    assert_eq!(
+        t.metric_buckets().await.expect("buckets").len(),
+        48,
+        "one partition per hour"
+    );
 
     for seq in 0..5u64 {
         t.append_audit(

@@ -129,6 +129,31 @@ async fn prepared_inserts_batches_and_reads_round_trip() {
         .collect::<Result<_, _>>()
         .expect("decode");
     assert_eq!(ids, vec![("b3".into(),), ("b4".into(),), ("b5".into(),)]);
+
+    // DISTINCT answers one row per partition, and only over the partition key, as Cassandra does.
+    session
+        .execute_unpaged(&insert, ("s", "d2", "m9", CqlTimestamp(3_000), 9i64, "{}"))
+        .await
+        .expect("insert in a second partition");
+    let partitions: Vec<(String, String)> = session
+        .query_unpaged("SELECT DISTINCT stream, day FROM ks.ev", &[])
+        .await
+        .expect("distinct")
+        .into_rows_result()
+        .expect("rows")
+        .rows()
+        .expect("typed")
+        .collect::<Result<_, _>>()
+        .expect("decode");
+    assert_eq!(partitions.len(), 2, "{partitions:?}");
+    let e = session
+        .query_unpaged("SELECT DISTINCT stream, id FROM ks.ev", &[])
+        .await
+        .expect_err("DISTINCT over a clustering column");
+    assert!(
+        matches!(db_error(&e), Some((DbError::Invalid, m)) if m.contains("partition key")),
+        "{e}"
+    );
 }
 
 #[tokio::test]

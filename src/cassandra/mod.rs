@@ -23,5 +23,7 @@ pub use config::{CassandraConfig, Consistency, Replication};
 pub use error::CassandraError;
 pub use observe::{BatchObservation, BatchOutcome, ObservationWindow, SizeClass, WriterSnapshot};
 pub use schema::ensure_schema;
-pub use tables::{AuditRow, ForecastRow, OwnTables, ProposalRow, StoredEvent};
+pub use tables::{
+    metric_bucket, AuditRow, ForecastRow, OwnTables, ProposalRow, StoredEvent, MS_PER_METRIC_BUCKET,
+};
 pub use writer::{connect_session, EventRow, EventWriter, RowOutcome, WriterKnobs};

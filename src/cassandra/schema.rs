@@ -11,10 +11,16 @@
 //!     event_time timestamp, enqueued_at timestamp, written_at timestamp, payload text,
 //!     PRIMARY KEY ((stream, day), message_id));
 //!
-//! -- Collected metrics, one partition per series and UTC day (bucket = days since the epoch).
-//! CREATE TABLE IF NOT EXISTS trimtab.metric_samples (
-//!     series text, bucket bigint, ts timestamp, value double,
-//!     PRIMARY KEY ((series, bucket), ts));
+//! -- Collected metrics, one partition per hour (bucket = hours since the epoch) holding every series, so one
+//! -- collection step is one single-partition batch rather than a write per sample.
+//! CREATE TABLE IF NOT EXISTS trimtab.metric_history (
+//!     bucket bigint, series text, ts timestamp, value double,
+//!     PRIMARY KEY ((bucket), series, ts));
+//!
+//! -- The names of the series in metric_history, all in one partition (home = 0): trimtab keeps a few hundred.
+//! CREATE TABLE IF NOT EXISTS trimtab.metric_series (
+//!     home int, series text,
+//!     PRIMARY KEY ((home), series));
 //!
 //! -- Forecasts per series: each run (made_at) predicts several horizon steps; actual and score are
 //! -- filled in later, when the target time has passed.
@@ -43,11 +49,12 @@ use super::error::CassandraError;
 pub const AUDIT_BUCKET: u64 = 65_536;
 
 /// The table statements, with `{ks}` standing for the keyspace.
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS {ks}.events (stream text, day text, message_id text, event_time timestamp, \
      enqueued_at timestamp, written_at timestamp, payload text, PRIMARY KEY ((stream, day), message_id))",
-    "CREATE TABLE IF NOT EXISTS {ks}.metric_samples (series text, bucket bigint, ts timestamp, value double, \
-     PRIMARY KEY ((series, bucket), ts))",
+    "CREATE TABLE IF NOT EXISTS {ks}.metric_history (bucket bigint, series text, ts timestamp, value double, \
+     PRIMARY KEY ((bucket), series, ts))",
+    "CREATE TABLE IF NOT EXISTS {ks}.metric_series (home int, series text, PRIMARY KEY ((home), series))",
     "CREATE TABLE IF NOT EXISTS {ks}.forecasts (series text, made_at timestamp, step int, target_ts timestamp, \
      point double, lo double, hi double, actual double, score double, PRIMARY KEY ((series), made_at, step))",
     "CREATE TABLE IF NOT EXISTS {ks}.proposals (id text, state text, json text, updated timestamp, PRIMARY KEY (id))",

@@ -1,9 +1,11 @@
 //! Typed access to trimtab's own tables (metric samples, forecasts, proposals, audit log) and event reads.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use scylla::client::session::Session;
 use scylla::errors::ExecutionError;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use time::OffsetDateTime;
@@ -13,7 +15,13 @@ use super::error::CassandraError;
 use super::schema::AUDIT_BUCKET;
 use super::writer::{day_of, timestamp};
 
-const MS_PER_DAY: i64 = 86_400_000;
+/// Milliseconds per `metric_history` partition (one hour).
+pub const MS_PER_METRIC_BUCKET: i64 = 3_600_000;
+
+/// The `metric_history` partition a sample time falls in.
+pub fn metric_bucket(at: OffsetDateTime) -> i64 {
+    timestamp(at).0.div_euclid(MS_PER_METRIC_BUCKET)
+}
 
 /// `audit_log` columns as read: seq, prev_hash, hash, record.
 type AuditColumns = (i64, Option<String>, Option<String>, Option<String>);
@@ -92,7 +100,11 @@ pub struct OwnTables {
     session: Arc<Session>,
     keyspace: String,
     insert_sample: PreparedStatement,
+    register_series: PreparedStatement,
     load_samples: PreparedStatement,
+    load_bucket: PreparedStatement,
+    list_series: PreparedStatement,
+    list_buckets: PreparedStatement,
     append_audit: PreparedStatement,
     load_audit: PreparedStatement,
     upsert_proposal: PreparedStatement,
@@ -131,11 +143,15 @@ impl OwnTables {
             }
         };
         Ok(OwnTables {
-            insert_sample: prepare(format!("INSERT INTO {ks}.metric_samples (series, bucket, ts, value) VALUES (?, ?, ?, ?)")).await?,
+            insert_sample: prepare(format!("INSERT INTO {ks}.metric_history (bucket, series, ts, value) VALUES (?, ?, ?, ?)")).await?,
+            register_series: prepare(format!("INSERT INTO {ks}.metric_series (home, series) VALUES (0, ?)")).await?,
             load_samples: prepare(format!(
-                "SELECT ts, value FROM {ks}.metric_samples WHERE series = ? AND bucket = ? AND ts >= ? AND ts < ?"
+                "SELECT ts, value FROM {ks}.metric_history WHERE bucket = ? AND series = ? AND ts >= ? AND ts < ?"
             ))
             .await?,
+            load_bucket: prepare(format!("SELECT series, ts, value FROM {ks}.metric_history WHERE bucket = ?")).await?,
+            list_series: prepare(format!("SELECT series FROM {ks}.metric_series WHERE home = 0")).await?,
+            list_buckets: prepare(format!("SELECT DISTINCT bucket FROM {ks}.metric_history")).await?,
             append_audit: prepare(format!(
                 "INSERT INTO {ks}.audit_log (bucket, seq, prev_hash, hash, record) VALUES (?, ?, ?, ?, ?)"
             ))
@@ -202,24 +218,104 @@ impl OwnTables {
             .map_err(|e| Self::decode_err(what)(e.to_string()))
     }
 
-    /// Stores metric samples `(series, time, value)`; writing the same series and time again overwrites.
+    /// Runs `statement` once per value set: one request for a single set, else one unlogged batch. Callers
+    /// keep a batch to one partition, which Cassandra exempts from its batch size checks.
+    async fn write_all<V: scylla::serialize::row::SerializeRow>(
+        &self,
+        what: &str,
+        statement: &PreparedStatement,
+        values: Vec<V>,
+    ) -> Result<(), CassandraError> {
+        match values.len() {
+            0 => Ok(()),
+            1 => self
+                .session
+                .execute_unpaged(statement, &values[0])
+                .await
+                .map(drop)
+                .map_err(Self::query_err(what)),
+            n => {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                for _ in 0..n {
+                    batch.append_statement(statement.clone());
+                }
+                batch.set_is_idempotent(true);
+                batch.set_consistency(statement.get_consistency().unwrap_or_default());
+                batch.set_request_timeout(statement.get_request_timeout());
+                self.session
+                    .batch(&batch, &values)
+                    .await
+                    .map(drop)
+                    .map_err(Self::query_err(what))
+            }
+        }
+    }
+
+    /// Stores metric samples `(series, time, value)`: one single-partition batch per hour they fall in (one
+    /// for a collection step). Writing the same series and time again overwrites.
     pub async fn insert_metric_samples(
         &self,
         samples: &[(String, OffsetDateTime, f64)],
     ) -> Result<(), CassandraError> {
-        let writes = samples.iter().map(|(series, ts, value)| {
-            let t = timestamp(*ts);
-            let bucket = t.0.div_euclid(MS_PER_DAY);
-            self.session
-                .execute_unpaged(&self.insert_sample, (series.as_str(), bucket, t, *value))
-        });
-        for result in futures::future::join_all(writes).await {
-            result.map_err(Self::query_err("insert metric samples"))?;
+        let mut by_bucket: BTreeMap<i64, Vec<(i64, &str, CqlTimestamp, f64)>> = BTreeMap::new();
+        for (series, at, value) in samples {
+            let bucket = metric_bucket(*at);
+            by_bucket.entry(bucket).or_default().push((
+                bucket,
+                series.as_str(),
+                timestamp(*at),
+                *value,
+            ));
+        }
+        for values in by_bucket.into_values() {
+            self.write_all("insert metric samples", &self.insert_sample, values)
+                .await?;
         }
         Ok(())
     }
 
-    /// The samples of a series with `from <= ts < to`, oldest first.
+    /// Lists series names in `metric_series` (one single-partition batch).
+    pub async fn register_metric_series(&self, series: &[String]) -> Result<(), CassandraError> {
+        let values: Vec<(&str,)> = series.iter().map(|s| (s.as_str(),)).collect();
+        self.write_all("register metric series", &self.register_series, values)
+            .await
+    }
+
+    /// Every series name registered in `metric_series`.
+    pub async fn metric_series(&self) -> Result<Vec<String>, CassandraError> {
+        let rows: Vec<(String,)> = self
+            .rows("list metric series", &self.list_series, ())
+            .await?;
+        Ok(rows.into_iter().map(|(s,)| s).collect())
+    }
+
+    /// The `metric_history` partitions that exist (hours since the epoch), oldest first. A scan of partition
+    /// keys, done only to read history back.
+    pub async fn metric_buckets(&self) -> Result<Vec<i64>, CassandraError> {
+        let rows: Vec<(i64,)> = self
+            .rows("list metric buckets", &self.list_buckets, ())
+            .await?;
+        let mut buckets: Vec<i64> = rows.into_iter().map(|(b,)| b).collect();
+        buckets.sort_unstable();
+        Ok(buckets)
+    }
+
+    /// Every sample in one hour's partition, `(series, time, value)`.
+    pub async fn load_metric_bucket(
+        &self,
+        bucket: i64,
+    ) -> Result<Vec<(String, OffsetDateTime, f64)>, CassandraError> {
+        let rows: Vec<(String, CqlTimestamp, f64)> = self
+            .rows("load metric bucket", &self.load_bucket, (bucket,))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, t, v)| (s, time_of(t), v))
+            .collect())
+    }
+
+    /// The samples of a series with `from <= ts < to`, oldest first: one query per hour of the range, so callers
+    /// reading far back list the partitions that exist first ([`OwnTables::metric_buckets`]).
     pub async fn load_metric_samples(
         &self,
         series: &str,
@@ -231,12 +327,14 @@ impl OwnTables {
         if to.0 <= from.0 {
             return Ok(out);
         }
-        for bucket in from.0.div_euclid(MS_PER_DAY)..=(to.0 - 1).div_euclid(MS_PER_DAY) {
+        for bucket in
+            from.0.div_euclid(MS_PER_METRIC_BUCKET)..=(to.0 - 1).div_euclid(MS_PER_METRIC_BUCKET)
+        {
             let rows: Vec<(CqlTimestamp, f64)> = self
                 .rows(
                     "load metric samples",
                     &self.load_samples,
-                    (series, bucket, from, to),
+                    (bucket, series, from, to),
                 )
                 .await?;
             out.extend(rows.into_iter().map(|(t, v)| (time_of(t), v)));

@@ -5,10 +5,9 @@
 //! observation window, the pipeline counters, a knob receiver, and a [`LinstorReader`] (GET verbs only). None
 //! of them can change anything.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
-use scylla::client::session::Session;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -16,6 +15,7 @@ use super::series::{Sample, SeriesKey};
 use super::store::{MetricStore, SampleHistory, StoreError};
 use crate::cassandra::{
     BatchObservation, BatchOutcome, CassandraError, ObservationWindow, OwnTables,
+    MS_PER_METRIC_BUCKET,
 };
 use crate::linstor::placement::{PlacementInputs, PlacementSnapshot};
 use crate::linstor::{LinstorError, LinstorReader};
@@ -24,7 +24,6 @@ use crate::servicebus::depth::{DepthCollector, EntityDepth};
 use crate::servicebus::lag::{LagSnapshot, LagTracker};
 use crate::servicebus::Entity;
 
-const MS_PER_DAY: i64 = 86_400_000;
 /// Batch observations kept per (batch rows, concurrency) setting.
 const BATCHES_PER_SETTING: usize = 2_000;
 
@@ -146,6 +145,21 @@ fn key(name: &str) -> SeriesKey {
     SeriesKey::new(name)
 }
 
+/// Adds a sample to the step's batch; a value that is not a finite number is named in `errors` instead.
+fn record(
+    pending: &mut Vec<(SeriesKey, Sample)>,
+    k: SeriesKey,
+    at: i64,
+    value: f64,
+    errors: &mut Vec<String>,
+) {
+    if value.is_finite() {
+        pending.push((k, Sample { at, value }));
+    } else {
+        errors.push(format!("{k} at {at}: {value} is not a finite number"));
+    }
+}
+
 impl Collector {
     /// A collector over `sources` writing into `store`.
     pub fn new(sources: Sources, store: Arc<MetricStore>) -> Self {
@@ -170,15 +184,11 @@ impl Collector {
         &self.state
     }
 
-    async fn record(&self, k: SeriesKey, at: i64, value: f64, errors: &mut Vec<String>) {
-        if let Err(e) = self.store.record(&k, Sample { at, value }).await {
-            errors.push(format!("recording {k}: {e}"));
-        }
-    }
-
     /// Samples everything once at `now` (Unix seconds). Sources that fail are named in `latest().errors`.
     pub async fn step(&mut self, now: i64) -> &Collected {
         let mut errors = Vec::new();
+        // Every sample of the step, written to the store at the end in one call.
+        let mut pending: Vec<(SeriesKey, Sample)> = Vec::new();
         self.state.at = now;
 
         // Queue depth per entity.
@@ -201,27 +211,27 @@ impl Collector {
         for d in &depths {
             active_total += d.counts.active;
             let label = |n: &str| key(n).with_label("entity", d.entity.clone());
-            self.record(
+            record(
+                &mut pending,
                 label(names::QUEUE_ACTIVE),
                 now,
                 d.counts.active as f64,
                 &mut errors,
-            )
-            .await;
-            self.record(
+            );
+            record(
+                &mut pending,
                 label(names::QUEUE_DEAD_LETTER),
                 now,
                 d.counts.dead_letter as f64,
                 &mut errors,
-            )
-            .await;
-            self.record(
+            );
+            record(
+                &mut pending,
                 label(names::QUEUE_SCHEDULED),
                 now,
                 d.counts.scheduled as f64,
                 &mut errors,
-            )
-            .await;
+            );
         }
         if !depths.is_empty() {
             self.state.depth = depths;
@@ -235,8 +245,13 @@ impl Collector {
                 let grown = active_total as f64 - prev_active as f64;
                 let rate = ((received.saturating_sub(prev_received)) as f64 + grown).max(0.0) / dt;
                 self.state.arrival_per_s = Some(rate);
-                self.record(key(names::ARRIVAL_RATE), now, rate, &mut errors)
-                    .await;
+                record(
+                    &mut pending,
+                    key(names::ARRIVAL_RATE),
+                    now,
+                    rate,
+                    &mut errors,
+                );
             }
             self.last_received = Some((now, received, active_total));
         }
@@ -246,23 +261,28 @@ impl Collector {
             let snap = lag.snapshot();
             for (k, l) in &snap.keys {
                 let label = |n: &str| key(n).with_label("key", k.clone());
-                self.record(
+                record(
+                    &mut pending,
                     label(names::LAG_IN_FLIGHT),
                     now,
                     l.in_flight as f64,
                     &mut errors,
-                )
-                .await;
-                self.record(
+                );
+                record(
+                    &mut pending,
                     label(names::LAG_OLDEST_AGE_S),
                     now,
                     l.oldest_age_ms as f64 / 1e3,
                     &mut errors,
-                )
-                .await;
+                );
                 if let Some(p99) = l.latency_p99_ms {
-                    self.record(label(names::LAG_E2E_P99_MS), now, p99 as f64, &mut errors)
-                        .await;
+                    record(
+                        &mut pending,
+                        label(names::LAG_E2E_P99_MS),
+                        now,
+                        p99 as f64,
+                        &mut errors,
+                    );
                 }
             }
             self.state.lag = Some(snap);
@@ -275,17 +295,17 @@ impl Collector {
                 if class.p99_ms > 0.0 {
                     let k =
                         key(names::WRITE_P99_MS).with_label("max_rows", class.max_rows.to_string());
-                    self.record(k, now, class.p99_ms, &mut errors).await;
+                    record(&mut pending, k, now, class.p99_ms, &mut errors);
                 }
             }
             let new_errors = snap.total_errors.saturating_sub(self.last_errors);
-            self.record(
+            record(
+                &mut pending,
                 key(names::WRITE_ERRORS),
                 now,
                 new_errors as f64,
                 &mut errors,
-            )
-            .await;
+            );
             self.last_errors = snap.total_errors;
             let fresh = snap.total_batches.saturating_sub(self.last_batches) as usize;
             self.last_batches = snap.total_batches;
@@ -326,23 +346,28 @@ impl Collector {
                                 .with_label("node", p.node.clone())
                                 .with_label("pool", p.pool.clone())
                         };
-                        self.record(
+                        record(
+                            &mut pending,
                             label(names::POOL_FREE_KIB),
                             now,
                             p.free_kib as f64,
                             &mut errors,
-                        )
-                        .await;
+                        );
                         if p.total_kib > 0 {
                             let used = 1.0 - p.free_kib as f64 / p.total_kib as f64;
-                            self.record(label(names::POOL_USED_FRACTION), now, used, &mut errors)
-                                .await;
+                            record(
+                                &mut pending,
+                                label(names::POOL_USED_FRACTION),
+                                now,
+                                used,
+                                &mut errors,
+                            );
                         }
                         *classes.entry(p.pool.as_str()).or_default() += p.free_kib;
                     }
                     for (pool, free) in classes {
                         let k = key(names::POOL_CLASS_FREE_KIB).with_label("pool", pool);
-                        self.record(k, now, free as f64, &mut errors).await;
+                        record(&mut pending, k, now, free as f64, &mut errors);
                     }
                     self.state.placement = Some((inputs, snapshot));
                 }
@@ -350,6 +375,10 @@ impl Collector {
             }
         }
 
+        let count = pending.len();
+        if let Err(e) = self.store.record_all(pending).await {
+            errors.push(format!("recording the step's {count} samples: {e}"));
+        }
         for e in &errors {
             tracing::warn!(error = %e, "collection step incomplete");
         }
@@ -378,15 +407,15 @@ pub async fn read_placement(reader: &LinstorReader) -> Result<PlacementInputs, L
     })
 }
 
-/// Metric history in Cassandra's `metric_samples` table, through [`OwnTables`].
+/// Metric history in Cassandra's `metric_history` table, through [`OwnTables`].
 ///
-/// The series column holds the key as JSON, so labels with any characters survive the round trip. Listing the
-/// series reads the partition keys (`SELECT DISTINCT series, bucket`), which is a scan of partition keys: cheap
-/// for trimtab's few hundred series, and done only on restore.
+/// The series column holds the key as JSON, so labels with any characters survive the round trip. A partition
+/// holds one hour of every series, so a collection step is one single-partition batch; the series names are
+/// listed once each in `metric_series` the first time this process writes them.
 pub struct TableHistory {
     tables: Arc<OwnTables>,
-    session: Arc<Session>,
-    keyspace: String,
+    /// Series this process has listed in `metric_series` already.
+    registered: Mutex<HashSet<String>>,
 }
 
 fn history_err(e: CassandraError) -> StoreError {
@@ -406,57 +435,61 @@ fn to_time(at: i64) -> OffsetDateTime {
 }
 
 impl TableHistory {
-    /// History over `tables`; `session` and `keyspace` are used only to list the series.
-    pub fn new(tables: Arc<OwnTables>, session: Arc<Session>, keyspace: impl Into<String>) -> Self {
+    /// History over `tables`.
+    pub fn new(tables: Arc<OwnTables>) -> Self {
         TableHistory {
             tables,
-            session,
-            keyspace: keyspace.into(),
+            registered: Mutex::new(HashSet::new()),
         }
     }
 
-    async fn partitions(&self) -> Result<BTreeSet<(String, i64)>, StoreError> {
-        let query = format!(
-            "SELECT DISTINCT series, bucket FROM {}.metric_samples",
-            self.keyspace
-        );
-        let what = "list metric series";
-        let result = self
-            .session
-            .query_unpaged(query, &[])
+    fn registered(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.registered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The hour buckets that exist and overlap `from <= at < to` (Unix seconds).
+    async fn buckets(&self, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {
+        let per_bucket = MS_PER_METRIC_BUCKET / 1000;
+        Ok(self
+            .tables
+            .metric_buckets()
             .await
-            .map_err(|source| {
-                history_err(CassandraError::Query {
-                    what: what.into(),
-                    source: Box::new(source),
-                })
-            })?;
-        let decode = |reason: String| {
-            history_err(CassandraError::Decode {
-                what: what.into(),
-                reason,
-            })
-        };
-        let rows = result
-            .into_rows_result()
-            .map_err(|e| decode(e.to_string()))?;
-        let typed = rows
-            .rows::<(String, i64)>()
-            .map_err(|e| decode(e.to_string()))?;
-        typed
-            .map(|r| r.map_err(|e| decode(e.to_string())))
-            .collect()
+            .map_err(history_err)?
+            .into_iter()
+            .filter(|&b| b >= from.div_euclid(per_bucket) && b <= (to - 1).div_euclid(per_bucket))
+            .collect())
     }
 }
 
 #[async_trait::async_trait]
 impl SampleHistory for TableHistory {
-    async fn append(&self, key: &SeriesKey, samples: &[Sample]) -> Result<(), StoreError> {
-        let series = encode(key);
+    async fn append(&self, samples: &[(SeriesKey, Sample)]) -> Result<(), StoreError> {
         let rows: Vec<(String, OffsetDateTime, f64)> = samples
             .iter()
-            .map(|s| (series.clone(), to_time(s.at), s.value))
+            .map(|(key, s)| (encode(key), to_time(s.at), s.value))
             .collect();
+        // Listed before the samples are written, so every series with samples can be found again.
+        let new: Vec<String> = {
+            let known = self.registered();
+            let mut new: Vec<String> = rows
+                .iter()
+                .map(|(series, _, _)| series)
+                .filter(|series| !known.contains(*series))
+                .cloned()
+                .collect();
+            new.sort();
+            new.dedup();
+            new
+        };
+        if !new.is_empty() {
+            self.tables
+                .register_metric_series(&new)
+                .await
+                .map_err(history_err)?;
+            self.registered().extend(new);
+        }
         self.tables
             .insert_metric_samples(&rows)
             .await
@@ -465,24 +498,12 @@ impl SampleHistory for TableHistory {
 
     async fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
         let series = encode(key);
-        let from_ms = from.saturating_mul(1000);
-        let to_ms = to.saturating_mul(1000);
-        // Only the day buckets that exist: a range from the beginning of time must not query every day since.
-        let buckets: Vec<i64> = self
-            .partitions()
-            .await?
-            .into_iter()
-            .filter(|(s, b)| {
-                *s == series
-                    && *b >= from_ms.div_euclid(MS_PER_DAY)
-                    && *b <= (to_ms - 1).div_euclid(MS_PER_DAY)
-            })
-            .map(|(_, b)| b)
-            .collect();
+        let per_bucket = MS_PER_METRIC_BUCKET / 1000;
         let mut out = Vec::new();
-        for bucket in buckets {
-            let lo = (bucket * 86_400).max(from);
-            let hi = ((bucket + 1) * 86_400).min(to);
+        // Only the buckets that exist: a range from the beginning of time must not query every hour since.
+        for bucket in self.buckets(from, to).await? {
+            let lo = (bucket * per_bucket).max(from);
+            let hi = ((bucket + 1) * per_bucket).min(to);
             let rows = self
                 .tables
                 .load_metric_samples(&series, to_time(lo), to_time(hi))
@@ -498,16 +519,58 @@ impl SampleHistory for TableHistory {
     }
 
     async fn keys(&self) -> Result<Vec<SeriesKey>, StoreError> {
-        let series: BTreeSet<String> = self
-            .partitions()
-            .await?
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
+        let series = self.tables.metric_series().await.map_err(history_err)?;
         // A series written by something else (not JSON) is not one of ours and is skipped.
         Ok(series
             .iter()
             .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+
+    /// Reads whole hours, newest first, until every listed series has `capacity` samples or the hours run out:
+    /// a restart reads the last few partitions, not one query per series and hour.
+    async fn recent(
+        &self,
+        capacity: usize,
+        before: i64,
+    ) -> Result<HashMap<SeriesKey, Vec<Sample>>, StoreError> {
+        let keys = self.keys().await?;
+        let wanted: HashMap<String, SeriesKey> =
+            keys.into_iter().map(|k| (encode(&k), k)).collect();
+        let mut newest_first: HashMap<String, Vec<Sample>> = HashMap::new();
+        let mut buckets = self.buckets(i64::MIN, before).await?;
+        buckets.reverse();
+        for bucket in buckets {
+            if wanted
+                .keys()
+                .all(|s| newest_first.get(s).is_some_and(|v| v.len() >= capacity))
+            {
+                break;
+            }
+            let mut rows = self
+                .tables
+                .load_metric_bucket(bucket)
+                .await
+                .map_err(history_err)?;
+            rows.sort_by(|a, b| b.1.cmp(&a.1));
+            for (series, at, value) in rows {
+                let at = at.unix_timestamp();
+                if at >= before || !wanted.contains_key(&series) {
+                    continue;
+                }
+                let samples = newest_first.entry(series).or_default();
+                if samples.len() < capacity {
+                    samples.push(Sample { at, value });
+                }
+            }
+        }
+        Ok(wanted
+            .into_iter()
+            .map(|(series, key)| {
+                let mut samples = newest_first.remove(&series).unwrap_or_default();
+                samples.reverse();
+                (key, samples)
+            })
             .collect())
     }
 }

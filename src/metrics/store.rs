@@ -47,12 +47,27 @@ impl StoreError {
 /// retried write never duplicates a sample.
 #[async_trait::async_trait]
 pub trait SampleHistory: Send + Sync {
-    /// Stores `samples` of `key`.
-    async fn append(&self, key: &SeriesKey, samples: &[Sample]) -> Result<(), StoreError>;
+    /// Stores `samples`, of any series, all or nothing as far as the history can promise: one collection step
+    /// is one call.
+    async fn append(&self, samples: &[(SeriesKey, Sample)]) -> Result<(), StoreError>;
     /// The samples of `key` with `from <= at < to`, oldest first.
     async fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<Sample>, StoreError>;
     /// Every series that has samples.
     async fn keys(&self) -> Result<Vec<SeriesKey>, StoreError>;
+    /// The latest `capacity` samples of every series before `before`, oldest first: what a restart reloads.
+    async fn recent(
+        &self,
+        capacity: usize,
+        before: i64,
+    ) -> Result<HashMap<SeriesKey, Vec<Sample>>, StoreError> {
+        let mut out = HashMap::new();
+        for key in self.keys().await? {
+            let mut samples = self.range(&key, i64::MIN, before).await?;
+            samples.drain(..samples.len().saturating_sub(capacity));
+            out.insert(key, samples);
+        }
+        Ok(out)
+    }
 }
 
 /// History held in memory: durable only for the life of the process, which is what tests and `demo` need.
@@ -70,14 +85,13 @@ impl MemoryHistory {
 
 #[async_trait::async_trait]
 impl SampleHistory for MemoryHistory {
-    async fn append(&self, key: &SeriesKey, samples: &[Sample]) -> Result<(), StoreError> {
+    async fn append(&self, samples: &[(SeriesKey, Sample)]) -> Result<(), StoreError> {
         let mut all = self
             .samples
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let series = all.entry(key.clone()).or_default();
-        for s in samples {
-            series.insert(s.at, s.value);
+        for (key, s) in samples {
+            all.entry(key.clone()).or_default().insert(s.at, s.value);
         }
         Ok(())
     }
@@ -139,12 +153,13 @@ impl MetricStore {
         now: i64,
     ) -> Result<Self, StoreError> {
         let store = Self::new(history, capacity);
-        let mut windows = HashMap::new();
-        for key in store.history.keys().await? {
-            let samples = store.history.range(&key, i64::MIN, now).await?;
-            let skip = samples.len().saturating_sub(store.capacity);
-            windows.insert(key, samples.into_iter().skip(skip).collect::<VecDeque<_>>());
-        }
+        let windows = store
+            .history
+            .recent(store.capacity, now)
+            .await?
+            .into_iter()
+            .map(|(key, samples)| (key, VecDeque::from(samples)))
+            .collect();
         *store.lock() = windows;
         Ok(store)
     }
@@ -159,25 +174,34 @@ impl MetricStore {
 
     /// Records a sample: durable history first, then the window. Out-of-order samples are placed in time order.
     pub async fn record(&self, key: &SeriesKey, sample: Sample) -> Result<(), StoreError> {
-        if !sample.value.is_finite() {
+        self.record_all(vec![(key.clone(), sample)]).await
+    }
+
+    /// Records the samples of one step with a single write to the history, then the windows; nothing reaches a
+    /// window unless the history took it. A non-finite sample refuses the whole step before anything is written.
+    pub async fn record_all(&self, samples: Vec<(SeriesKey, Sample)>) -> Result<(), StoreError> {
+        if let Some((key, sample)) = samples.iter().find(|(_, s)| !s.value.is_finite()) {
             return Err(StoreError::NotFinite {
                 key: key.to_string(),
                 at: sample.at,
             });
         }
-        self.history
-            .append(key, std::slice::from_ref(&sample))
-            .await?;
-        let mut windows = self.lock();
-        let window = windows.entry(key.clone()).or_default();
-        let position = window.partition_point(|s| s.at < sample.at);
-        if window.get(position).is_some_and(|s| s.at == sample.at) {
-            window[position] = sample;
-        } else {
-            window.insert(position, sample);
+        if samples.is_empty() {
+            return Ok(());
         }
-        while window.len() > self.capacity {
-            window.pop_front();
+        self.history.append(&samples).await?;
+        let mut windows = self.lock();
+        for (key, sample) in samples {
+            let window = windows.entry(key).or_default();
+            let position = window.partition_point(|s| s.at < sample.at);
+            if window.get(position).is_some_and(|s| s.at == sample.at) {
+                window[position] = sample;
+            } else {
+                window.insert(position, sample);
+            }
+            while window.len() > self.capacity {
+                window.pop_front();
+            }
         }
         Ok(())
     }

@@ -244,11 +244,7 @@ pub fn agent_parts(
     placement: LinstorPlacement,
     reader: LinstorReader,
 ) -> AgentParts {
-    let history = Arc::new(TableHistory::new(
-        app.tables.clone(),
-        app.writer.session(),
-        config.cassandra.keyspace.clone(),
-    ));
+    let history = Arc::new(TableHistory::new(app.tables.clone()));
     let store = Arc::new(MetricStore::new(history, 600));
     let sources = Sources {
         depth: Some((app.depth.clone(), app.entities.clone())),

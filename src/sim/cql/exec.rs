@@ -105,6 +105,7 @@ struct SelectPlan {
     table: String,
     output: Option<Vec<usize>>,
     count: bool,
+    distinct: bool,
     filters: Vec<Filter>,
     limit: Option<Term>,
 }
@@ -347,6 +348,7 @@ impl Engine {
             Statement::Select {
                 table,
                 selection,
+                distinct,
                 relations,
                 limit,
             } => {
@@ -382,6 +384,26 @@ impl Engine {
                         false,
                     ),
                 };
+                if distinct {
+                    // Cassandra answers DISTINCT only over partition key columns (and static ones, not modelled).
+                    let keys: &[usize] = match &source {
+                        Source::Table(t) => &t.partition_key,
+                        Source::System { .. } => &[],
+                    };
+                    let selected: &[usize] = output.as_deref().unwrap_or(&[]);
+                    if let Some(&bad) = selected.iter().find(|c| !keys.contains(c)) {
+                        return Err(Failure::Invalid(format!(
+                            "SELECT DISTINCT queries must only request partition key columns and/or static \
+                             columns (not {})",
+                            columns[bad].0
+                        )));
+                    }
+                    if output.is_none() || count {
+                        return Err(Failure::Invalid(
+                            "SELECT DISTINCT here needs the partition key columns named".into(),
+                        ));
+                    }
+                }
                 let mut filters = Vec::new();
                 for r in relations {
                     let column = find(&r.column)?;
@@ -438,6 +460,7 @@ impl Engine {
                     table: table.name.clone(),
                     output,
                     count,
+                    distinct,
                     filters,
                     limit,
                 })
@@ -757,6 +780,10 @@ impl Engine {
                 })
             })
             .collect();
+        if let (true, Some(idx)) = (plan.distinct, &plan.output) {
+            let mut seen = HashSet::new();
+            rows.retain(|r| seen.insert(idx.iter().map(|&i| r[i].clone()).collect::<Vec<_>>()));
+        }
         if let Some(limit) = &plan.limit {
             let n = match encode(limit, &CqlType::Int)? {
                 Some(b) if b.len() == 4 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]),

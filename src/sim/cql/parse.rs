@@ -76,6 +76,8 @@ pub enum Statement {
     Select {
         table: TableName,
         selection: Selection,
+        /// `SELECT DISTINCT`: one row per partition.
+        distinct: bool,
         relations: Vec<Relation>,
         limit: Option<Term>,
     },
@@ -603,7 +605,7 @@ impl Parser {
 
     fn select(&mut self) -> Result<Statement, String> {
         self.eat_keyword("json");
-        self.eat_keyword("distinct");
+        let distinct = self.eat_keyword("distinct");
         let selection = if self.eat_punct("*") {
             Selection::All
         } else if self.at_keyword("count")
@@ -679,6 +681,7 @@ impl Parser {
         Ok(Statement::Select {
             table,
             selection,
+            distinct,
             relations,
             limit,
         })
