@@ -385,15 +385,17 @@ async fn own_tables_round_trip() {
         actual: None,
         score: None,
     };
-    t.insert_forecast(&f).await.expect("insert forecast");
-    t.insert_forecast(&ForecastRow {
-        step: 2,
-        target_ts: at(120),
-        ..f.clone()
-    })
+    t.insert_forecasts(&[
+        f.clone(),
+        ForecastRow {
+            step: 2,
+            target_ts: at(120),
+            ..f.clone()
+        },
+    ])
     .await
-    .expect("insert step 2");
-    t.score_forecast("depth", at(0), 1, 11.0, 0.1)
+    .expect("insert forecast");
+    t.score_forecasts("depth", &[(at(0), 1, 11.0, 0.1)])
         .await
         .expect("score");
     let fs = t.load_forecasts("depth").await.expect("load forecasts");

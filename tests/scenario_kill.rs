@@ -111,7 +111,6 @@ async fn child(state: PathBuf) {
     };
     let parts = agent_parts(
         &app,
-        &config,
         &opts,
         &state,
         state.parent().unwrap().join("policies"),

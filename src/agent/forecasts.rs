@@ -134,6 +134,7 @@ impl ForecastBook {
     pub fn observe(&mut self, store: &MetricStore, keys: &[SeriesKey], now: i64) {
         for key in keys {
             let from = self.observed_to.get(key).copied().unwrap_or(i64::MIN);
+            let mut scores = Vec::new();
             for s in store
                 .window(key)
                 .into_iter()
@@ -148,24 +149,22 @@ impl ForecastBook {
                     .drain(..)
                     .partition(|(_, _, target, _)| *target <= s.at);
                 *pending = rest;
-                for (made_at, step, target, point) in due {
-                    if target != s.at {
-                        continue; // no actual at exactly that time: never scored
+                // No actual at exactly the target time: never scored.
+                scores.extend(due.into_iter().filter(|p| p.2 == s.at).map(
+                    |(made_at, step, _, point)| {
+                        (time_of(made_at), step, s.value, (s.value - point).abs())
+                    },
+                ));
+            }
+            if let (Some(tables), false) = (&self.tables, scores.is_empty()) {
+                let tables = tables.clone();
+                let series = key.to_string();
+                // Every score of the series goes to its partition: one batch.
+                tokio::spawn(async move {
+                    if let Err(e) = tables.score_forecasts(&series, &scores).await {
+                        tracing::warn!(%series, error = %e, "scoring forecasts in cassandra failed");
                     }
-                    if let Some(tables) = &self.tables {
-                        let tables = tables.clone();
-                        let series = key.to_string();
-                        let (actual, score) = (s.value, (s.value - point).abs());
-                        tokio::spawn(async move {
-                            if let Err(e) = tables
-                                .score_forecast(&series, time_of(made_at), step, actual, score)
-                                .await
-                            {
-                                tracing::warn!(%series, error = %e, "scoring a forecast in cassandra failed");
-                            }
-                        });
-                    }
-                }
+                });
             }
         }
     }
@@ -266,11 +265,10 @@ impl ForecastBook {
             if let Some(tables) = &self.tables {
                 let tables = tables.clone();
                 tokio::spawn(async move {
-                    for row in rows {
-                        if let Err(e) = tables.insert_forecast(&row).await {
-                            tracing::warn!(series = %row.series, error = %e, "storing a forecast in cassandra failed");
-                            break;
-                        }
+                    // One forecast's steps share its series' partition: one batch.
+                    if let Err(e) = tables.insert_forecasts(&rows).await {
+                        let series = rows.first().map(|r| r.series.clone()).unwrap_or_default();
+                        tracing::warn!(%series, error = %e, "storing a forecast in cassandra failed");
                     }
                 });
             }
@@ -304,7 +302,9 @@ impl ForecastBook {
     }
 
     /// What the planner needs: the arrival forecast, pool growth, and how far to trust them.
-    pub fn view(&self, c: &Collected, _limits: &Limits) -> ForecastView {
+    /// How much history there is counts the arrival samples measured (one per step), whether or not a forecast
+    /// has been fitted on them yet: the planner's measured-lag changes need history, not a forecast.
+    pub fn view(&self, store: &MetricStore, c: &Collected, _limits: &Limits) -> ForecastView {
         let arrival = arrival_key();
         let horizon_s = self.config.horizon as i64 * self.step;
         let arrival_forecast = self.latest.get(&arrival).map(|f| ArrivalForecast {
@@ -341,10 +341,8 @@ impl ForecastBook {
             arrival: arrival_forecast,
             pools,
             trust: ForecastTrust {
-                history_points: self
-                    .latest
-                    .get(&arrival)
-                    .map_or(0, |f| f.history_points as u32),
+                history_points: regular(store, &arrival, self.step)
+                    .map_or(0, |(_, values)| values.len() as u32),
                 rolling_mase: self.live.rolling_mase(&arrival),
             },
         }

@@ -509,7 +509,9 @@ impl Loop {
             .map(|k| actuators::settings_of(&k.borrow()))
             .unwrap_or_default();
         let observed = self.observe.observed(&collected, &self.parts.limits, now);
-        let forecast = self.book.view(&collected, &self.parts.limits);
+        let forecast = self
+            .book
+            .view(&self.parts.store, &collected, &self.parts.limits);
         let limits = self.parts.limits.clone();
         let configured = self.parts.config.mode;
         let executor = self.executor.clone();

@@ -427,43 +427,43 @@ impl OwnTables {
             .collect()
     }
 
-    /// Stores one forecast step (its `actual` and `score` stay empty until [`OwnTables::score_forecast`]).
-    pub async fn insert_forecast(&self, f: &ForecastRow) -> Result<(), CassandraError> {
-        self.session
-            .execute_unpaged(
-                &self.insert_forecast,
-                (
-                    f.series.as_str(),
-                    timestamp(f.made_at),
-                    f.step,
-                    timestamp(f.target_ts),
-                    f.point,
-                    f.lo,
-                    f.hi,
-                ),
-            )
-            .await
-            .map_err(Self::query_err("insert forecast"))?;
+    /// Stores forecast steps (their actual and score come later); the steps of one forecast share the series'
+    /// partition, so they go as one batch.
+    pub async fn insert_forecasts(&self, rows: &[ForecastRow]) -> Result<(), CassandraError> {
+        let mut by_series: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for f in rows {
+            by_series.entry(f.series.as_str()).or_default().push((
+                f.series.as_str(),
+                timestamp(f.made_at),
+                f.step,
+                timestamp(f.target_ts),
+                f.point,
+                f.lo,
+                f.hi,
+            ));
+        }
+        for values in by_series.into_values() {
+            self.write_all("insert forecast", &self.insert_forecast, values)
+                .await?;
+        }
         Ok(())
     }
 
-    /// Records the observed value and score of one forecast step.
-    pub async fn score_forecast(
+    /// Records the observed value and score of forecast steps of one series, `(made_at, step, actual, score)`:
+    /// one batch, since they share the series' partition.
+    pub async fn score_forecasts(
         &self,
         series: &str,
-        made_at: OffsetDateTime,
-        step: i32,
-        actual: f64,
-        score: f64,
+        scores: &[(OffsetDateTime, i32, f64, f64)],
     ) -> Result<(), CassandraError> {
-        self.session
-            .execute_unpaged(
-                &self.score_forecast,
-                (series, timestamp(made_at), step, actual, score),
-            )
+        let values: Vec<_> = scores
+            .iter()
+            .map(|&(made_at, step, actual, score)| {
+                (series, timestamp(made_at), step, actual, score)
+            })
+            .collect();
+        self.write_all("score forecast", &self.score_forecast, values)
             .await
-            .map_err(Self::query_err("score forecast"))?;
-        Ok(())
     }
 
     /// Every forecast step of a series, by `made_at` then step.

@@ -237,7 +237,6 @@ pub fn test_limits() -> Limits {
 /// on a 4-step season, and `opts`' mode, limits and executor settings.
 pub fn agent_parts(
     app: &App,
-    config: &trimtab::config::Config,
     opts: &Options,
     state_dir: &Path,
     policies: PathBuf,
@@ -349,7 +348,6 @@ impl Harness {
         let knobs = app.knobs.clone();
         let parts = agent_parts(
             &app,
-            &config,
             &opts,
             &state_dir,
             policies,
