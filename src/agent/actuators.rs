@@ -253,6 +253,24 @@ impl KnobActuator for PipelineKnobs {
             self.knobs.get().write_concurrency,
         ))
     }
+
+    /// The batches answered in the last `window`, at once: waiting a window before every change would hold back
+    /// a relief change while the backlog it is meant to relieve grows. With none written in it, waits like
+    /// `observe`.
+    async fn observed(&self, window: Duration) -> Result<WindowStats, ActuatorError> {
+        let since = std::time::Instant::now().checked_sub(window);
+        let recent = self.observations.recent();
+        let past: Vec<_> = recent
+            .iter()
+            .rev()
+            .take_while(|o| since.is_none_or(|s| o.ended >= s))
+            .copied()
+            .collect();
+        if past.is_empty() {
+            return self.observe(window).await;
+        }
+        Ok(window_stats(past, self.knobs.get().write_concurrency))
+    }
 }
 
 /// Observation windows `observe` waits at most for a first batch.

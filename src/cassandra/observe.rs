@@ -32,6 +32,9 @@ pub struct BatchObservation {
     pub outcome: BatchOutcome,
     /// 1 for the first try, 2 for the first retry, ...
     pub attempt: u32,
+    /// When the answer came (monotonic clock), so a window of recent batches can be picked out.
+    #[serde(skip)]
+    pub ended: std::time::Instant,
 }
 
 /// Latency of the batches of one size class in the window.
@@ -192,6 +195,7 @@ mod tests {
             latency: Duration::from_millis(ms),
             outcome,
             attempt: 1,
+            ended: std::time::Instant::now(),
         }
     }
 

@@ -421,6 +421,7 @@ impl EventWriter {
                     latency,
                     outcome,
                     attempt,
+                    ended: Instant::now(),
                 });
                 result
             };

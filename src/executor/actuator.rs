@@ -95,6 +95,11 @@ pub trait KnobActuator: Send + Sync {
     async fn set(&self, knob: Knob, value: u64) -> Result<(), ActuatorError>;
     /// Waits `window` and returns p99 and throughput measured over it.
     async fn observe(&self, window: Duration) -> Result<WindowStats, ActuatorError>;
+    /// p99 and throughput of the `window` just past, the baseline a change is judged against. Without a record
+    /// of what was written before now, this waits a window like [`KnobActuator::observe`].
+    async fn observed(&self, window: Duration) -> Result<WindowStats, ActuatorError> {
+        self.observe(window).await
+    }
 }
 
 /// The knob values of `s` in the order the executor sets them.

@@ -818,7 +818,7 @@ impl Executor {
             Ok(s) => s,
             Err(e) => return Ok(failed(e)),
         };
-        let baseline = match self.knobs.observe(window).await {
+        let baseline = match self.knobs.observed(window).await {
             Ok(s) => s,
             Err(e) => return Ok(failed(e)),
         };

@@ -612,11 +612,12 @@ pub fn write_report(
             continue;
         }
         md.push_str(&format!("## {}\n\n", r.label));
-        if let Some(note) = r.mode_notes.last() {
-            md.push_str(&format!(
-                "Mode changes: {}; the last: {note}\n\n",
-                r.mode_notes.len()
-            ));
+        if !r.mode_notes.is_empty() {
+            md.push_str(&format!("Mode changes ({}):\n\n", r.mode_notes.len()));
+            for note in &r.mode_notes {
+                md.push_str(&format!("- {note}\n"));
+            }
+            md.push('\n');
         }
         if !r.knob_outcomes.is_empty() {
             md.push_str("Knob changes started, and what became of each:\n\n");

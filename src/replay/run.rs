@@ -534,7 +534,7 @@ async fn drive(
         proposals,
         modes: mode_notes,
         knob_outcomes,
-    } = read_audit(&audit);
+    } = read_audit(&audit, started_ms, setup.speedup);
     // Close the driver's connections before the CQL server goes away.
     drop(tables);
     drop(session);
@@ -610,9 +610,16 @@ struct AuditSummary {
 }
 
 /// Placement changes applied, gate decisions by verdict, proposals as sentences, mode notes and knob outcomes.
-fn read_audit(records: &[AuditRecord]) -> AuditSummary {
+/// What the audit log says, each mode change and knob outcome prefixed with its time in trace minutes since the
+/// first send (`started_ms`, compressed by `speedup`).
+fn read_audit(records: &[AuditRecord], started_ms: i64, speedup: f64) -> AuditSummary {
     let mut out = AuditSummary::default();
+    let minute = |r: &AuditRecord| {
+        let wall_s = (r.at_unix_ms - started_ms) as f64 / 1e3;
+        format!("trace minute {:.1}", wall_s * speedup / 60.0)
+    };
     let mut verbs: HashMap<&str, String> = HashMap::new();
+    let mut settings: HashMap<&str, String> = HashMap::new();
     for r in records {
         match r.kind {
             AuditKind::Proposal => {
@@ -622,6 +629,19 @@ fn read_audit(records: &[AuditRecord]) -> AuditSummary {
                     .to_string();
                 let summary = r.detail["reason"]["summary"].as_str().unwrap_or_default();
                 out.proposals.push(format!("{verb}: {summary}"));
+                if verb == "set_knobs" {
+                    let knobs = |s: &serde_json::Value| {
+                        format!(
+                            "{}x{} prefetch {}",
+                            s["batch_rows"], s["concurrency"], s["prefetch"]
+                        )
+                    };
+                    let action = &r.detail["action"];
+                    settings.insert(
+                        r.subject.as_str(),
+                        format!("{} → {}", knobs(&action["from"]), knobs(&action["to"])),
+                    );
+                }
                 verbs.insert(r.subject.as_str(), verb);
             }
             AuditKind::Decision => {
@@ -643,15 +663,20 @@ fn read_audit(records: &[AuditRecord]) -> AuditSummary {
                         .iter()
                         .find_map(|k| r.detail[*k].as_str())
                         .unwrap_or_default();
-                    out.knob_outcomes.push(format!("{outcome}: {why}"));
+                    let what = settings.get(r.subject.as_str()).map_or("", String::as_str);
+                    out.knob_outcomes
+                        .push(format!("{}: {what}: {outcome}: {why}", minute(r)));
                 }
             }
             AuditKind::Mode => {
-                if let Some(why) = r.detail["why"].as_str() {
-                    out.modes.push(why.to_string());
-                } else {
-                    out.modes.push(r.detail.to_string());
-                }
+                let what = match r.detail["why"].as_str() {
+                    Some(why) => why.to_string(),
+                    None => format!(
+                        "{} as configured",
+                        r.detail["mode"].as_str().unwrap_or("unknown")
+                    ),
+                };
+                out.modes.push(format!("{}: {what}", minute(r)));
             }
             _ => {}
         }
