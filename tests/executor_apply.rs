@@ -496,6 +496,77 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
     }
 }
 
+/// A burst ends while a change is verified: batches go from 14 rows to 4, and the capacity they show falls with
+/// them. Fewer writes in flight is then judged on p99 alone; a smaller batch cap, which changes the fill on
+/// purpose, is still judged on throughput.
+#[tokio::test]
+async fn throughput_is_compared_only_when_the_load_held() {
+    let burst_ended = || {
+        vec![
+            WindowStats {
+                p99_ms: 500.0,
+                throughput_rows_per_s: 500.0,
+                mean_rows: 14.0,
+                ..Default::default()
+            },
+            WindowStats {
+                p99_ms: 180.0,
+                throughput_rows_per_s: 160.0,
+                mean_rows: 4.0,
+                ..Default::default()
+            },
+        ]
+    };
+    let fewer_in_flight = change(Action::SetKnobs {
+        from: SETTINGS,
+        to: Settings {
+            concurrency: SETTINGS.concurrency / 2,
+            ..SETTINGS
+        },
+    });
+    let (out, rig) = apply_over(burst_ended(), &fewer_in_flight).await;
+    assert!(
+        matches!(&out, ChangeOutcome::Applied { detail } if detail.contains("throughput not compared, the load changed: 14.0 rows per batch before, 4.0 after")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 2);
+
+    let smaller_batches = change(Action::SetKnobs {
+        from: SETTINGS,
+        to: Settings {
+            batch_rows: SETTINGS.batch_rows / 4,
+            ..SETTINGS
+        },
+    });
+    let (out, rig) = apply_over(burst_ended(), &smaller_batches).await;
+    assert!(
+        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 160 rows/s worse than 500 rows/s")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings(), SETTINGS);
+
+    // The same fall in throughput at the same fill is the setting's doing.
+    let same_load = vec![
+        WindowStats {
+            p99_ms: 500.0,
+            throughput_rows_per_s: 500.0,
+            mean_rows: 14.0,
+            ..Default::default()
+        },
+        WindowStats {
+            p99_ms: 180.0,
+            throughput_rows_per_s: 160.0,
+            mean_rows: 13.0,
+            ..Default::default()
+        },
+    ];
+    let (out, _) = apply_over(same_load, &fewer_in_flight).await;
+    assert!(
+        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 160 rows/s worse")),
+        "{out:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_knob_change_that_worsens_p99_is_rolled_back_and_audited() {
     let windows = vec![

@@ -49,6 +49,21 @@ const fn default_verify_window_s() -> u64 {
 /// as a capacity shortfall in the next plans, which probe concurrency back up.
 pub const RELIEF_TOLERANCE: f64 = 0.5;
 
+/// Most the mean rows per batch may differ between the windows before and after a knob change (as a share of the
+/// larger) for their throughput to be compared: beyond it the load changed, not the setting.
+pub const FILL_TOLERANCE: f64 = 0.25;
+
+/// Whether two windows wrote batches full enough alike that their throughput compares the settings, not the load.
+/// A change of the batch caps changes the fill on purpose, so its throughput is always compared.
+fn comparable_fill(before: &WindowStats, after: &WindowStats, caps_changed: bool) -> bool {
+    if caps_changed {
+        return true;
+    }
+    let (a, b) = (before.mean_rows, after.mean_rows);
+    let larger = a.max(b);
+    larger <= 0.0 || (a - b).abs() <= FILL_TOLERANCE * larger
+}
+
 const fn default_rollback_tolerance() -> f64 {
     0.05
 }
@@ -885,7 +900,21 @@ impl Executor {
         } else {
             tol
         };
-        if after.throughput_rows_per_s < baseline.throughput_rows_per_s * (1.0 - throughput_tol) {
+        // Throughput here is capacity shown (rows per batch over latency, times writes in flight), so it follows
+        // how full the batches were: when the load changed between the windows (a burst ended), it says nothing
+        // about the setting, and only p99 and errors judge it.
+        let caps_changed =
+            (before.batch_rows, before.batch_bytes) != (to.batch_rows, to.batch_bytes);
+        let comparable = comparable_fill(&baseline, &after, caps_changed);
+        let mut notes = String::new();
+        if !comparable {
+            notes = format!(
+                "; throughput not compared, the load changed: {:.1} rows per batch before, {:.1} after",
+                baseline.mean_rows, after.mean_rows
+            );
+        } else if after.throughput_rows_per_s
+            < baseline.throughput_rows_per_s * (1.0 - throughput_tol)
+        {
             worse.push(format!(
                 "throughput {:.0} rows/s worse than {:.0} rows/s before (tolerance {:.0} %)",
                 after.throughput_rows_per_s,
@@ -896,7 +925,7 @@ impl Executor {
         if worse.is_empty() {
             return Ok(ChangeOutcome::Applied {
                 detail: format!(
-                    "knobs set; over {} s p99 {:.1} → {:.1} ms, throughput {:.0} → {:.0} rows/s",
+                    "knobs set; over {} s p99 {:.1} → {:.1} ms, throughput {:.0} → {:.0} rows/s{notes}",
                     self.config.verify_window_s,
                     baseline.p99_ms,
                     after.p99_ms,
