@@ -399,3 +399,55 @@ fn a_setting_that_meets_every_objective_is_kept() {
     let p = run(&observed, &forecast, &current);
     assert!(p.changes.is_empty(), "{:#?}", p.changes);
 }
+
+/// Skew rebalancing proposes moves; while one of them waits for a person, the planner does not queue another
+/// resource's move every step from a fill that does not count the waiting one yet.
+#[test]
+fn skew_rebalancing_waits_for_the_moves_in_flight() {
+    let observed = cluster(
+        [80, 10, 10, 10],
+        vec![
+            resource("pvc-1", 1, &["n1"]),
+            resource("pvc-2", 1, &["n1"]),
+            resource("pvc-3", 1, &["n1"]),
+        ],
+    );
+    let first = run(&observed, &trusted(), &Settings::default());
+    let moved: Vec<String> = first
+        .changes
+        .iter()
+        .filter_map(|c| match &c.action {
+            Action::MoveReplica { resource, .. } => Some(resource.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!moved.is_empty(), "a 70 % spread is rebalanced: {first:#?}");
+
+    let mut history = History::default();
+    history.in_flight = moved.iter().map(|r| format!("resource:{r}")).collect();
+    let next = plan(
+        &observed,
+        &trusted(),
+        &Settings::default(),
+        &history,
+        &Limits::default(),
+        NOW,
+    );
+    assert!(
+        next.changes
+            .iter()
+            .all(|c| !matches!(c.action, Action::MoveReplica { .. })),
+        "no second move while the first waits: {:#?}",
+        next.changes
+    );
+    let skipped = next
+        .skipped
+        .iter()
+        .find(|s| s.target == "cluster:skew")
+        .expect("the skew is reported as waiting");
+    assert!(
+        skipped.reason.contains("still in flight") && skipped.reason.contains(&moved[0]),
+        "{}",
+        skipped.reason
+    );
+}

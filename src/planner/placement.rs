@@ -260,8 +260,11 @@ fn pct(x: f64) -> String {
 }
 
 /// Target key of a resource.
+/// The prefix of a resource's target key.
+const RESOURCE_KEY_PREFIX: &str = "resource:";
+
 pub(crate) fn resource_key(name: &str) -> String {
-    format!("resource:{name}")
+    format!("{RESOURCE_KEY_PREFIX}{name}")
 }
 
 /// Plans placement into `step`, calling `between` after pool pressure and before skew (the knobs' slot).
@@ -507,6 +510,26 @@ pub(crate) fn plan_placement_priority(
             // Hysteresis: rebalance only above `skew_trigger`, and then down to `skew_target`, so skew sitting near the
             // trigger does not start a move every other step.
             if initial <= limits.skew_trigger {
+                break 'skew;
+            }
+            // Rebalancing is background work: while placement changes planned earlier still wait for a person or
+            // run, they are not in the observed fill, and planning more from it would queue a new move every step.
+            let waiting: Vec<&String> = history
+                .in_flight
+                .iter()
+                .filter(|k| k.starts_with(RESOURCE_KEY_PREFIX))
+                .collect();
+            if !waiting.is_empty() {
+                step.skip(
+                    "cluster:skew".to_string(),
+                    format!(
+                        "pool fill spread {} above trigger {}, but {} placement change(s) are still in flight ({}); rebalancing waits for them",
+                        pct(initial),
+                        pct(limits.skew_trigger),
+                        waiting.len(),
+                        waiting.iter().take(3).map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
                 break 'skew;
             }
             loop {
