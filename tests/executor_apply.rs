@@ -496,6 +496,48 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
     }
 }
 
+/// Fewer writes in flight on a node that was timing writes out: the writes that used to time out now succeed,
+/// slowly, so the p99 of the successes rises while the error share falls from 30 % to 2 %. That is relief working.
+#[tokio::test]
+async fn relief_that_turns_timeouts_into_successes_is_kept_although_p99_rose() {
+    let windows = |after_errors: f64| {
+        vec![
+            WindowStats {
+                p99_ms: 500.0,
+                throughput_rows_per_s: 300.0,
+                mean_rows: 10.0,
+                error_share: 0.30,
+            },
+            WindowStats {
+                p99_ms: 560.0,
+                throughput_rows_per_s: 300.0,
+                mean_rows: 10.0,
+                error_share: after_errors,
+            },
+        ]
+    };
+    let mut relief = change(Action::SetKnobs {
+        from: SETTINGS,
+        to: Settings {
+            concurrency: SETTINGS.concurrency / 2,
+            ..SETTINGS
+        },
+    });
+    relief
+        .reason
+        .figures
+        .insert("relief_of_p99_ms".into(), 500.0);
+    let (out, rig) = apply_over(windows(0.02), &relief).await;
+    assert!(matches!(out, ChangeOutcome::Applied { .. }), "{out:?}");
+    assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 2);
+    // Errors barely moved: the higher p99 is the change's doing.
+    let (out, _) = apply_over(windows(0.25), &relief).await;
+    assert!(
+        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("p99 560.0 ms worse")),
+        "{out:?}"
+    );
+}
+
 /// A burst ends while a change is verified: batches go from 14 rows to 4, and the capacity they show falls with
 /// them. Fewer writes in flight is then judged on p99 alone; a smaller batch cap, which changes the fill on
 /// purpose, is still judged on throughput.

@@ -278,9 +278,11 @@ pub const IDLE_WINDOWS: u32 = 5;
 
 /// p99 and capacity of a set of batch observations at `concurrency`.
 ///
-/// Throughput is the capacity the setting showed: rows per second of batch latency, times the writes in flight.
-/// Rows actually written per second would follow the arrival rate instead, so a knob change judged on them
-/// would look worse whenever traffic happened to drop during the window.
+/// Throughput is the capacity the setting showed: rows written per second that a write slot was busy, times the
+/// writes in flight. A failed attempt (a write timeout after waiting in the node's queue) held its slot too and
+/// wrote nothing, so its time counts: otherwise a setting that times out half its writes would look as fast as its
+/// lucky half. Rows actually written per second would follow the arrival rate instead, so a knob change judged on
+/// them would look worse whenever traffic happened to drop during the window. p99 is of the writes that succeeded.
 pub fn window_stats(
     batches: impl IntoIterator<Item = crate::cassandra::BatchObservation>,
     concurrency: u32,
@@ -294,6 +296,7 @@ pub fn window_stats(
             busy_s += o.latency.as_secs_f64();
         } else {
             failed += 1;
+            busy_s += o.latency.as_secs_f64();
         }
     }
     let ok = latencies.len();
@@ -311,5 +314,50 @@ pub fn window_stats(
         } else {
             0.0
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cassandra::{BatchObservation, BatchOutcome};
+    use std::time::Duration;
+
+    fn batch(rows: usize, ms: u64, outcome: BatchOutcome) -> BatchObservation {
+        BatchObservation {
+            rows,
+            bytes: rows * 2048,
+            latency: Duration::from_millis(ms),
+            outcome,
+            attempt: 1,
+            ended: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_write_timeout_costs_its_slot_time_and_writes_nothing() {
+        let clean = window_stats((0..10).map(|_| batch(10, 100, BatchOutcome::Ok)), 4);
+        // 10 rows per 100 ms of slot time, 4 slots.
+        assert!(
+            (clean.throughput_rows_per_s - 400.0).abs() < 1e-6,
+            "{clean:?}"
+        );
+        assert_eq!(clean.error_share, 0.0);
+
+        let timeout = BatchOutcome::Retriable("write_timeout");
+        let mixed = window_stats(
+            (0..10)
+                .map(|_| batch(10, 100, BatchOutcome::Ok))
+                .chain((0..2).map(|_| batch(10, 500, timeout))),
+            4,
+        );
+        // The same 100 rows took 1 s + 2 × 0.5 s of slot time: half the capacity, and p99 still of the writes that
+        // succeeded.
+        assert!(
+            (mixed.throughput_rows_per_s - 200.0).abs() < 1e-6,
+            "{mixed:?}"
+        );
+        assert_eq!(mixed.p99_ms, 100.0);
+        assert!((mixed.error_share - 2.0 / 12.0).abs() < 1e-9);
     }
 }
