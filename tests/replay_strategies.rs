@@ -115,4 +115,12 @@ async fn a_short_replay_loses_nothing_and_recommend_changes_nothing() {
         assert_eq!(&bytes[1..4], b"PNG", "{chart} is a PNG");
         assert!(text.contains(chart), "the report shows {chart}");
     }
+    let csv = std::fs::read_to_string(args.out.join("timeline.csv")).expect("timeline written");
+    let sampled: usize = result.runs.iter().map(|r| r.timeline.len()).sum();
+    assert_eq!(
+        csv.lines().count(),
+        sampled + 1,
+        "a header and one line per sampled point"
+    );
+    assert!(csv.lines().any(|l| l.starts_with("recommend,")), "{csv}");
 }

@@ -471,7 +471,8 @@ impl Comparison {
     }
 }
 
-/// Writes `report.md`, `lag.png` and `batch.png` into `dir`; returns the report's path.
+/// Writes `report.md`, `lag.png`, `batch.png` and the charts' data `timeline.csv` into `dir`; returns the report's
+/// path.
 pub fn write_report(
     dir: &Path,
     comparison: &Comparison,
@@ -522,6 +523,28 @@ pub fn write_report(
         &batch_lines,
         None,
     )?;
+
+    // The charts' data, for anyone who wants to look closer than a PNG.
+    let mut csv = String::from(
+        "strategy,wall_s,trace_minute,oldest_lag_ms,queue_depth,batch_rows,concurrency,rows_per_batch\n",
+    );
+    for r in &result.runs {
+        for p in &r.timeline {
+            csv.push_str(&format!(
+                "{},{:.2},{:.3},{},{},{},{},{:.2}\n",
+                r.label.replace(',', ";"),
+                p.at_s,
+                p.at_s * speedup / 60.0,
+                p.oldest_lag_ms,
+                p.queue_depth,
+                p.batch_rows,
+                p.concurrency,
+                p.rows_per_batch
+            ));
+        }
+    }
+    let timeline_path = dir.join("timeline.csv");
+    std::fs::write(&timeline_path, csv).map_err(write_err(&timeline_path))?;
 
     let s = &comparison.setup;
     let c = &s.capacity;
@@ -582,7 +605,7 @@ pub fn write_report(
         ));
     }
     md.push_str("\nLost and duplicated are counted by reading Cassandra, the dead-letter queue and LINSTOR back after the queue drained.\n\n");
-    md.push_str("## Lag over the replay\n\nThe age of the oldest received, unsettled message, sampled every 100 ms of wall time.\n\n![lag](lag.png)\n\n## Batch size over time\n\n![batch size](batch.png)\n\n");
+    md.push_str("## Lag over the replay\n\nThe age of the oldest received, unsettled message, sampled every 100 ms of wall time.\n\n![lag](lag.png)\n\n## Batch size over time\n\n![batch size](batch.png)\n\nThe data behind both charts is in `timeline.csv`.\n\n");
     md.push_str("Line colours, in order: ");
     let legend: Vec<String> = result
         .runs
