@@ -241,3 +241,49 @@ fn full_batches_grow_when_capacity_falls_short_and_p99_has_room() {
         "capacity did not grow: {path:#?}"
     );
 }
+
+/// Fewer writes in flight on a queueing node is relief, which the executor lets cost some throughput. With a
+/// backlog and no errors to cut, throughput is what clears the lag, so the same step carries no relief figure and
+/// is judged like any change; with write timeouts it is relief again.
+#[test]
+fn relief_is_claimed_under_a_backlog_only_when_there_are_errors_to_cut() {
+    let node = replay_node();
+    let settings = defaults();
+    let relief_figure = |lagging: bool, error_share: f64| {
+        let mut sample = node.measure(&settings);
+        sample.error_share = error_share;
+        let observed = Observed {
+            pipeline: PipelineObservation {
+                lag_s: if lagging { 3.0 } else { 0.2 },
+                backlog_messages: if lagging { 600.0 } else { 0.0 },
+                arrival_per_s: 100.0,
+                avg_row_bytes: node.row_bytes,
+                batches: vec![sample],
+            },
+            ..Observed::default()
+        };
+        let p = plan(
+            &observed,
+            &untrusted(),
+            &settings,
+            &History::default(),
+            &limits(),
+            NOW,
+        );
+        let change = p
+            .changes
+            .iter()
+            .find(|c| matches!(c.action, Action::SetKnobs { from, to } if to.concurrency < from.concurrency))
+            .unwrap_or_else(|| panic!("fewer writes in flight is planned: {p:#?}"));
+        change.reason.figures.contains_key("relief_of_p99_ms")
+    };
+    assert!(relief_figure(false, 0.0), "no backlog: relief");
+    assert!(
+        relief_figure(true, 0.10),
+        "a backlog with 10 % timeouts: relief"
+    );
+    assert!(
+        !relief_figure(true, 0.0),
+        "a backlog without errors: judged like any change"
+    );
+}

@@ -115,6 +115,19 @@ async fn a_short_replay_loses_nothing_and_recommend_changes_nothing() {
         assert_eq!(&bytes[1..4], b"PNG", "{chart} is a PNG");
         assert!(text.contains(chart), "the report shows {chart}");
     }
+    assert!(
+        text.contains("Where the minutes over the objective fell"),
+        "{text}"
+    );
+    for r in &result.rows {
+        let parts: f64 = r.minutes_over_by_part.iter().sum();
+        assert!(
+            (parts - r.minutes_over).abs() < 1e-6,
+            "{}: the parts add up to the total ({parts} vs {})",
+            r.label,
+            r.minutes_over
+        );
+    }
     let csv = std::fs::read_to_string(args.out.join("timeline.csv")).expect("timeline written");
     let sampled: usize = result.runs.iter().map(|r| r.timeline.len()).sum();
     assert_eq!(

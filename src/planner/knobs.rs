@@ -385,10 +385,16 @@ pub(crate) fn plan_knobs(
             let need = if needs_capacity { required } else { 0.0 };
             if let Some((probe_to, w)) = probe(c, settings, samples, p.avg_row_bytes, need, limits)
             {
-                if probe_to.concurrency < settings.concurrency && overloading(c, limits) {
-                    // Relief for a queueing node: latency should fall and throughput hold. The executor judges
-                    // it on p99 and allows throughput a wider wobble (`RELIEF_TOLERANCE`), because batch fill,
-                    // and with it measured throughput, follows the load of the moment.
+                // Relief for a queueing node: latency should fall and throughput hold. The executor judges it on
+                // p99 and allows throughput a wider wobble (`RELIEF_TOLERANCE`), because batch fill, and with it
+                // measured throughput, follows the load of the moment. With a backlog and no errors to cut,
+                // throughput is what clears the lag, so fewer writes in flight is judged like any change: a
+                // relief that costs throughput then is undone, not repeated step after step.
+                let errors = c.error_share > limits.max_error_share;
+                if probe_to.concurrency < settings.concurrency
+                    && overloading(c, limits)
+                    && (errors || !lagging)
+                {
                     figures.insert("relief_of_p99_ms".to_string(), c.p99_ms);
                 }
                 to = probe_to;

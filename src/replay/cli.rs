@@ -605,6 +605,32 @@ pub fn write_report(
         ));
     }
     md.push_str("\nLost and duplicated are counted by reading Cassandra, the dead-letter queue and LINSTOR back after the queue drained.\n\n");
+    if let Some(first) = result.rows.first() {
+        let part = first.minutes / report::PARTS as f64;
+        md.push_str(&format!(
+            "Where the minutes over the objective fell, the trace cut into {} equal parts of {:.1} trace minutes:\n\n| strategy |",
+            report::PARTS,
+            part
+        ));
+        for i in 0..report::PARTS {
+            md.push_str(&format!(
+                " {:.0}–{:.0} |",
+                part * i as f64,
+                part * (i + 1) as f64
+            ));
+        }
+        md.push_str("\n|---|");
+        md.push_str(&"---|".repeat(report::PARTS));
+        md.push('\n');
+        for r in &result.rows {
+            md.push_str(&format!("| {} |", r.label));
+            for m in &r.minutes_over_by_part {
+                md.push_str(&format!(" {m:.1} |"));
+            }
+            md.push('\n');
+        }
+        md.push('\n');
+    }
     md.push_str("## Lag over the replay\n\nThe age of the oldest received, unsettled message, sampled every 100 ms of wall time.\n\n![lag](lag.png)\n\n## Batch size over time\n\n![batch size](batch.png)\n\nThe data behind both charts is in `timeline.csv`.\n\n");
     md.push_str("Line colours, in order: ");
     let legend: Vec<String> = result

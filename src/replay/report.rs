@@ -106,6 +106,9 @@ impl fmt::Display for ReplaySummary {
     }
 }
 
+/// Equal parts of the trace the report splits minutes over into.
+pub const PARTS: usize = 6;
+
 /// One strategy's row of the comparison, computed from what the run left in the stores.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StrategyReport {
@@ -118,6 +121,9 @@ pub struct StrategyReport {
     pub minutes: f64,
     /// Minutes over the objective in every run of this strategy (one entry unless `--repeat` is given).
     pub minutes_over_runs: Vec<f64>,
+    /// Minutes over the objective in each of [`PARTS`] equal parts of the trace, in order: where a strategy lost
+    /// its minutes (a tuner that starts cold loses them early).
+    pub minutes_over_by_part: Vec<f64>,
     /// Median end-to-end lag (settled minus enqueued, every settled message), milliseconds of wall time.
     pub lag_p50_ms: f64,
     /// 99th percentile end-to-end lag, milliseconds of wall time.
@@ -214,17 +220,26 @@ pub fn compare_row(
     let objective_ms = lag_objective.as_millis() as f64;
     // Each timeline point stands for the wall time since the one before it; a trace minute is 60 s / speedup.
     let trace_minutes_per_s = speedup / 60.0;
-    let mut minutes_over = 0.0;
-    let mut previous = 0.0;
-    for p in &outcome.timeline {
-        if p.oldest_lag_ms as f64 > objective_ms {
-            minutes_over += (p.at_s - previous) * trace_minutes_per_s;
-        }
-        previous = p.at_s;
-    }
     let minutes = planned
         .last()
         .map_or(0.0, |p| p.at.as_secs_f64() * trace_minutes_per_s);
+    let mut minutes_over = 0.0;
+    let mut minutes_over_by_part = vec![0.0; PARTS];
+    let mut previous = 0.0;
+    for p in &outcome.timeline {
+        if p.oldest_lag_ms as f64 > objective_ms {
+            let over = (p.at_s - previous) * trace_minutes_per_s;
+            minutes_over += over;
+            // Points after the last send (the drain) count in the last part.
+            let part = if minutes > 0.0 {
+                ((p.at_s * trace_minutes_per_s / minutes * PARTS as f64) as usize).min(PARTS - 1)
+            } else {
+                0
+            };
+            minutes_over_by_part[part] += over;
+        }
+        previous = p.at_s;
+    }
     let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
     for r in &outcome.rows {
         *per_second.entry(r.written_ms / 1000).or_default() += 1;
@@ -235,6 +250,7 @@ pub fn compare_row(
         minutes_over,
         minutes,
         minutes_over_runs: vec![minutes_over],
+        minutes_over_by_part,
         lag_p50_ms: outcome.settle_p50_ms,
         lag_p99_ms: outcome.settle_p99_ms,
         lag_max_ms: outcome
