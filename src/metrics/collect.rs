@@ -552,7 +552,7 @@ impl SampleHistory for TableHistory {
                 .load_metric_bucket(bucket)
                 .await
                 .map_err(history_err)?;
-            rows.sort_by(|a, b| b.1.cmp(&a.1));
+            rows.sort_by_key(|r| std::cmp::Reverse(r.1));
             for (series, at, value) in rows {
                 let at = at.unix_timestamp();
                 if at >= before || !wanted.contains_key(&series) {
