@@ -260,6 +260,9 @@ fn pct(x: f64) -> String {
 }
 
 /// Target key of a resource.
+/// Cooldowns a resource must rest after any change before skew rebalancing moves it.
+const SKEW_SETTLE_COOLDOWNS: i64 = 10;
+
 /// The prefix of a resource's target key.
 const RESOURCE_KEY_PREFIX: &str = "resource:";
 
@@ -544,7 +547,17 @@ pub(crate) fn plan_placement_priority(
                 }
                 let before = c.pools[src].fill_now();
                 let src_node = c.pools[src].node;
-                let found = c.movable(src, &may_touch).into_iter().find_map(|ri| {
+                // Skew is background work: a resource changed within `SKEW_SETTLE_COOLDOWNS` cooldowns stays
+                // where it is, so the greedy order of one step (a move it could make only once another resource
+                // was done) never moves a replica back onto the pool it just left.
+                let settled = |ri: usize| {
+                    may_touch(ri)
+                        && history
+                            .last_changed
+                            .get(&resource_key(&observed.resources[ri].name))
+                            .is_none_or(|&at| now - at >= SKEW_SETTLE_COOLDOWNS * limits.cooldown_s)
+                };
+                let found = c.movable(src, &settled).into_iter().find_map(|ri| {
                     let size = observed.resources[ri].size_kib;
                     let to = c.destination(ri, Some(src_node), limits.pool_drain_to)?;
                     let total_src = c.pools[src].total as f64;
