@@ -8,7 +8,7 @@ use std::time::Duration;
 use trimtab::audit::{tail, AuditKind, AuditLog, AuditRecord};
 use trimtab::executor::{
     ApplyOrigin, ChangeOutcome, Executor, ExecutorConfig, MemoryKnobs, MemoryPlacement,
-    ProposalStatus, ReplicaView, StateDir, WindowStats,
+    ProposalStatus, ReplicaView, StateDir, StepReport, WindowStats,
 };
 use trimtab::planner::{
     change_id, Action, Change, NodeState, Observed, Plan, PoolState, Reason, ReplicaState,
@@ -82,6 +82,17 @@ impl Rig {
             executor,
             gate: Gate::load(&shipped()),
         }
+    }
+
+    /// One executor step over `plan` in `mode` at `at`, against the rig's observed state and [`SETTINGS`].
+    async fn step(&self, mode: &ModeDecision, plan: &Plan, at: i64) -> StepReport {
+        within(
+            "step",
+            self.executor
+                .run_step(&self.gate, mode, plan, &self.observed(), &SETTINGS, at),
+        )
+        .await
+        .unwrap()
     }
 
     fn observed(&self) -> Observed {
@@ -176,6 +187,32 @@ fn mode(m: Mode) -> ModeDecision {
     }
 }
 
+/// What a knob window measured: p99, capacity shown, mean rows per batch and the share of failed attempts.
+fn window(
+    p99_ms: f64,
+    throughput_rows_per_s: f64,
+    mean_rows: f64,
+    error_share: f64,
+) -> WindowStats {
+    WindowStats {
+        p99_ms,
+        throughput_rows_per_s,
+        mean_rows,
+        error_share,
+    }
+}
+
+/// Autonomous configured, dropped to recommend because the forecast is inaccurate (`why`): only changes planned
+/// on the forecast are held back.
+fn forecast_drop(why: &str) -> ModeDecision {
+    ModeDecision {
+        mode: Mode::Recommend,
+        configured: Mode::Autonomous,
+        why: Some(why.into()),
+        forecast_changes_only: true,
+    }
+}
+
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
@@ -227,19 +264,7 @@ async fn a_verb_policy_does_not_grant_never_reaches_an_actuator() {
         changes: vec![delete.clone()],
         ..Plan::default()
     };
-    let report = within(
-        "step",
-        rig.executor.run_step(
-            &rig.gate,
-            &mode(Mode::Autonomous),
-            &plan,
-            &rig.observed(),
-            &SETTINGS,
-            NOW,
-        ),
-    )
-    .await
-    .unwrap();
+    let report = rig.step(&mode(Mode::Autonomous), &plan, NOW).await;
     assert!(
         matches!(
             report.outcome(&delete.id),
@@ -433,16 +458,8 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
     // p99 halves while throughput, following the load of the moment, reads 30 % lower.
     let windows = || {
         vec![
-            WindowStats {
-                p99_ms: 500.0,
-                throughput_rows_per_s: 400.0,
-                ..Default::default()
-            },
-            WindowStats {
-                p99_ms: 250.0,
-                throughput_rows_per_s: 280.0,
-                ..Default::default()
-            },
+            window(500.0, 400.0, 0.0, 0.0),
+            window(250.0, 280.0, 0.0, 0.0),
         ]
     };
     let fewer_in_flight = |relief: bool| {
@@ -462,16 +479,8 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
     // relief is judged against the plan's figure, so 250 ms after the change is better, not worse.
     let lull_before = || {
         vec![
-            WindowStats {
-                p99_ms: 200.0,
-                throughput_rows_per_s: 400.0,
-                ..Default::default()
-            },
-            WindowStats {
-                p99_ms: 250.0,
-                throughput_rows_per_s: 400.0,
-                ..Default::default()
-            },
+            window(200.0, 400.0, 0.0, 0.0),
+            window(250.0, 400.0, 0.0, 0.0),
         ]
     };
     let (out, _) = apply_over(lull_before(), &fewer_in_flight(true)).await;
@@ -502,12 +511,7 @@ async fn relief_for_a_queueing_node_is_judged_on_p99_and_tolerates_a_throughput_
 async fn relief_that_turns_timeouts_into_successes_is_kept_although_p99_rose() {
     let windows = |after_errors: f64| {
         vec![
-            WindowStats {
-                p99_ms: 500.0,
-                throughput_rows_per_s: 300.0,
-                mean_rows: 10.0,
-                error_share: 0.30,
-            },
+            window(500.0, 300.0, 10.0, 0.30),
             WindowStats {
                 p99_ms: 560.0,
                 throughput_rows_per_s: 300.0,
@@ -545,18 +549,8 @@ async fn relief_that_turns_timeouts_into_successes_is_kept_although_p99_rose() {
 async fn throughput_is_compared_only_when_the_load_held() {
     let burst_ended = || {
         vec![
-            WindowStats {
-                p99_ms: 500.0,
-                throughput_rows_per_s: 500.0,
-                mean_rows: 14.0,
-                ..Default::default()
-            },
-            WindowStats {
-                p99_ms: 180.0,
-                throughput_rows_per_s: 160.0,
-                mean_rows: 4.0,
-                ..Default::default()
-            },
+            window(500.0, 500.0, 14.0, 0.0),
+            window(180.0, 160.0, 4.0, 0.0),
         ]
     };
     let fewer_in_flight = change(Action::SetKnobs {
@@ -589,18 +583,8 @@ async fn throughput_is_compared_only_when_the_load_held() {
 
     // The same fall in throughput at the same fill is the setting's doing.
     let same_load = vec![
-        WindowStats {
-            p99_ms: 500.0,
-            throughput_rows_per_s: 500.0,
-            mean_rows: 14.0,
-            ..Default::default()
-        },
-        WindowStats {
-            p99_ms: 180.0,
-            throughput_rows_per_s: 160.0,
-            mean_rows: 13.0,
-            ..Default::default()
-        },
+        window(500.0, 500.0, 14.0, 0.0),
+        window(180.0, 160.0, 13.0, 0.0),
     ];
     let (out, _) = apply_over(same_load, &fewer_in_flight).await;
     assert!(
@@ -612,16 +596,8 @@ async fn throughput_is_compared_only_when_the_load_held() {
 #[tokio::test]
 async fn a_knob_change_that_worsens_p99_is_rolled_back_and_audited() {
     let windows = vec![
-        WindowStats {
-            p99_ms: 20.0,
-            throughput_rows_per_s: 1000.0,
-            ..Default::default()
-        },
-        WindowStats {
-            p99_ms: 35.0,
-            throughput_rows_per_s: 1010.0,
-            ..Default::default()
-        },
+        window(20.0, 1000.0, 0.0, 0.0),
+        window(35.0, 1010.0, 0.0, 0.0),
     ];
     let rig = Rig::new(fast(), 2, vec![], windows);
     let c = knob_change(200);
@@ -668,16 +644,8 @@ async fn a_knob_change_that_worsens_p99_is_rolled_back_and_audited() {
 #[tokio::test]
 async fn a_knob_change_that_helps_stays() {
     let windows = vec![
-        WindowStats {
-            p99_ms: 20.0,
-            throughput_rows_per_s: 1000.0,
-            ..Default::default()
-        },
-        WindowStats {
-            p99_ms: 18.0,
-            throughput_rows_per_s: 1400.0,
-            ..Default::default()
-        },
+        window(20.0, 1000.0, 0.0, 0.0),
+        window(18.0, 1400.0, 0.0, 0.0),
     ];
     let rig = Rig::new(fast(), 2, vec![], windows);
     let out = within(
@@ -816,32 +784,20 @@ async fn an_inaccurate_forecast_holds_back_only_the_changes_planned_on_it() {
         changes: vec![measured.clone(), add.clone()],
         ..Plan::default()
     };
-    let dropped = ModeDecision {
-        mode: Mode::Recommend,
-        configured: Mode::Autonomous,
-        why: Some("dropped to recommend: rolling MASE 1.40".into()),
-        forecast_changes_only: true,
-    };
-    let report = within(
-        "step",
-        rig.executor
-            .run_step(&rig.gate, &dropped, &plan, &rig.observed(), &SETTINGS, NOW),
-    )
-    .await
-    .unwrap();
-    let outcome = |c: &Change| {
-        report
-            .outcomes
-            .iter()
-            .find(|(id, _)| id == &c.id)
-            .map(|(_, o)| o.clone())
-    };
+    let dropped = forecast_drop("dropped to recommend: rolling MASE 1.40");
+    let report = rig.step(&dropped, &plan, NOW).await;
     assert!(
-        matches!(outcome(&measured), Some(ChangeOutcome::Applied { .. })),
+        matches!(
+            report.outcome(&measured.id),
+            Some(ChangeOutcome::Applied { .. })
+        ),
         "a knob change made on measured lag and latency needs no forecast: {report:?}"
     );
     assert!(
-        matches!(outcome(&add), Some(ChangeOutcome::Recommended { .. })),
+        matches!(
+            report.outcome(&add.id),
+            Some(ChangeOutcome::Recommended { .. })
+        ),
         "a change planned on the forecast waits while the forecast is inaccurate: {report:?}"
     );
     assert_eq!(rig.knobs.settings().batch_rows, 60);
@@ -877,19 +833,8 @@ async fn recommend_mode_records_proposals_and_applies_nothing() {
         ],
         ..Plan::default()
     };
-    let m = ModeDecision {
-        mode: Mode::Recommend,
-        configured: Mode::Autonomous,
-        why: Some("dropped to recommend: rolling MASE 1.20".into()),
-        forecast_changes_only: true,
-    };
-    let report = within(
-        "step",
-        rig.executor
-            .run_step(&rig.gate, &m, &plan, &rig.observed(), &SETTINGS, NOW),
-    )
-    .await
-    .unwrap();
+    let m = forecast_drop("dropped to recommend: rolling MASE 1.20");
+    let report = rig.step(&m, &plan, NOW).await;
     assert!(
         report
             .outcomes
@@ -928,13 +873,7 @@ async fn an_approved_move_runs_exactly_as_approved_and_a_drifted_one_expires() {
         ..Plan::default()
     };
     let auto = mode(Mode::Autonomous);
-    let report = within(
-        "step",
-        rig.executor
-            .run_step(&rig.gate, &auto, &plan, &rig.observed(), &SETTINGS, NOW),
-    )
-    .await
-    .unwrap();
+    let report = rig.step(&auto, &plan, NOW).await;
     let Some(ChangeOutcome::Queued { proposal }) = report.outcome(&m.id).cloned() else {
         panic!("the default policy should queue a move: {report:?}")
     };
@@ -942,19 +881,7 @@ async fn an_approved_move_runs_exactly_as_approved_and_a_drifted_one_expires() {
     let in_flight = rig.executor.proposals().in_flight_targets().unwrap();
     assert!(in_flight.contains("resource:r1"), "{in_flight:?}");
     // Planning the same change again does not queue it twice.
-    let again = within(
-        "step",
-        rig.executor.run_step(
-            &rig.gate,
-            &auto,
-            &plan,
-            &rig.observed(),
-            &SETTINGS,
-            NOW + 60,
-        ),
-    )
-    .await
-    .unwrap();
+    let again = rig.step(&auto, &plan, NOW + 60).await;
     assert_eq!(
         again.outcome(&m.id),
         Some(&ChangeOutcome::Queued {
@@ -1001,19 +928,7 @@ async fn an_approved_move_runs_exactly_as_approved_and_a_drifted_one_expires() {
         changes: vec![m2.clone()],
         ..Plan::default()
     };
-    let report = within(
-        "step",
-        rig.executor.run_step(
-            &rig.gate,
-            &auto,
-            &plan,
-            &rig.observed(),
-            &SETTINGS,
-            NOW + 300,
-        ),
-    )
-    .await
-    .unwrap();
+    let report = rig.step(&auto, &plan, NOW + 300).await;
     let Some(ChangeOutcome::Queued { proposal: p2 }) = report.outcome(&m2.id).cloned() else {
         panic!("{report:?}")
     };
@@ -1054,13 +969,7 @@ async fn a_proposal_edited_after_approval_is_refused() {
         changes: vec![m.clone()],
         ..Plan::default()
     };
-    let report = within(
-        "step",
-        rig.executor
-            .run_step(&rig.gate, &auto, &plan, &rig.observed(), &SETTINGS, NOW),
-    )
-    .await
-    .unwrap();
+    let report = rig.step(&auto, &plan, NOW).await;
     let Some(ChangeOutcome::Queued { proposal }) = report.outcome(&m.id).cloned() else {
         panic!("{report:?}")
     };
@@ -1096,11 +1005,7 @@ async fn a_proposal_edited_after_approval_is_refused() {
 async fn p99_is_judged_against_what_the_plan_expected_as_well_as_before() {
     let windows = |after: f64| {
         vec![
-            WindowStats {
-                p99_ms: 10.0,
-                throughput_rows_per_s: 1000.0,
-                ..Default::default()
-            },
+            window(10.0, 1000.0, 0.0, 0.0),
             WindowStats {
                 p99_ms: after,
                 throughput_rows_per_s: 2500.0,
@@ -1280,11 +1185,7 @@ async fn a_start_without_an_outcome_is_reconciled_once_from_what_the_actuators_r
 async fn a_p99_rise_within_the_objective_that_bought_throughput_is_kept() {
     let windows = |after_p99: f64, after_rows: f64| {
         vec![
-            WindowStats {
-                p99_ms: 31.0,
-                throughput_rows_per_s: 500.0,
-                ..Default::default()
-            },
+            window(31.0, 500.0, 0.0, 0.0),
             WindowStats {
                 p99_ms: after_p99,
                 throughput_rows_per_s: after_rows,
