@@ -65,6 +65,36 @@ fn knob_change(p: &Plan) -> Option<(Settings, Settings, String)> {
     })
 }
 
+/// One plan over `node`'s pipeline at `settings` with `batches` measured: lagging means 3 s behind with 600
+/// messages queued, else 0.2 s and none.
+fn plan_once(
+    node: &Node,
+    settings: &Settings,
+    lagging: bool,
+    arrival_per_s: f64,
+    batches: Vec<BatchSample>,
+    limits: &Limits,
+) -> Plan {
+    let observed = Observed {
+        pipeline: PipelineObservation {
+            lag_s: if lagging { 3.0 } else { 0.2 },
+            backlog_messages: if lagging { 600.0 } else { 0.0 },
+            arrival_per_s,
+            avg_row_bytes: node.row_bytes,
+            batches,
+        },
+        ..Observed::default()
+    };
+    plan(
+        &observed,
+        &untrusted(),
+        settings,
+        &History::default(),
+        limits,
+        NOW,
+    )
+}
+
 /// Runs plan → apply → measure until the planner wants nothing more; returns every setting it went through.
 fn search(
     node: &Node,
@@ -77,23 +107,13 @@ fn search(
     let mut measured = vec![node.measure(&settings)];
     let mut path = vec![(settings, "start".to_string())];
     for _ in 0..12 {
-        let observed = Observed {
-            pipeline: PipelineObservation {
-                lag_s: if lagging { 3.0 } else { 0.2 },
-                backlog_messages: if lagging { 600.0 } else { 0.0 },
-                arrival_per_s,
-                avg_row_bytes: node.row_bytes,
-                batches: measured.clone(),
-            },
-            ..Observed::default()
-        };
-        let p = plan(
-            &observed,
-            &untrusted(),
+        let p = plan_once(
+            node,
             &settings,
-            &History::default(),
+            lagging,
+            arrival_per_s,
+            measured.clone(),
             limits,
-            NOW,
         );
         let Some((from, to, why)) = knob_change(&p) else {
             return path;
@@ -252,24 +272,7 @@ fn relief_is_claimed_under_a_backlog_only_when_there_are_errors_to_cut() {
     let relief_figure = |lagging: bool, error_share: f64| {
         let mut sample = node.measure(&settings);
         sample.error_share = error_share;
-        let observed = Observed {
-            pipeline: PipelineObservation {
-                lag_s: if lagging { 3.0 } else { 0.2 },
-                backlog_messages: if lagging { 600.0 } else { 0.0 },
-                arrival_per_s: 100.0,
-                avg_row_bytes: node.row_bytes,
-                batches: vec![sample],
-            },
-            ..Observed::default()
-        };
-        let p = plan(
-            &observed,
-            &untrusted(),
-            &settings,
-            &History::default(),
-            &limits(),
-            NOW,
-        );
+        let p = plan_once(&node, &settings, lagging, 100.0, vec![sample], &limits());
         let change = p
             .changes
             .iter()
