@@ -41,6 +41,23 @@ async fn run(session: &Session, cql: &str) {
         .unwrap_or_else(|e| panic!("{cql} failed: {e}"));
 }
 
+/// Runs an unprepared `cql` and decodes every row as `R`.
+async fn select_all<R>(session: &Session, cql: &str) -> Vec<R>
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    tokio::time::timeout(WAIT, session.query_unpaged(cql, &[]))
+        .await
+        .unwrap_or_else(|_| panic!("{cql} timed out"))
+        .unwrap_or_else(|e| panic!("{cql} failed: {e}"))
+        .into_rows_result()
+        .expect("rows")
+        .rows::<R>()
+        .expect("typed")
+        .collect::<Result<_, _>>()
+        .expect("decode")
+}
+
 fn db_error(e: &ExecutionError) -> Option<(&DbError, &str)> {
     match e {
         ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, msg)) => {
@@ -117,17 +134,11 @@ async fn prepared_inserts_batches_and_reads_round_trip() {
         vec![("m1".to_string(), 8, "{\"again\":true}".to_string())]
     );
 
-    let all = session
-        .query_unpaged("SELECT id FROM ks.ev WHERE stream = 's' AND day IN ('d1', 'd2') AND id >= 'b3' AND id < 'b6'", &[])
-        .await
-        .expect("range select")
-        .into_rows_result()
-        .expect("rows");
-    let ids: Vec<(String,)> = all
-        .rows()
-        .expect("typed")
-        .collect::<Result<_, _>>()
-        .expect("decode");
+    let ids: Vec<(String,)> = select_all(
+        &session,
+        "SELECT id FROM ks.ev WHERE stream = 's' AND day IN ('d1', 'd2') AND id >= 'b3' AND id < 'b6'",
+    )
+    .await;
     assert_eq!(ids, vec![("b3".into(),), ("b4".into(),), ("b5".into(),)]);
 
     // DISTINCT answers one row per partition, and only over the partition key, as Cassandra does.
@@ -135,16 +146,8 @@ async fn prepared_inserts_batches_and_reads_round_trip() {
         .execute_unpaged(&insert, ("s", "d2", "m9", CqlTimestamp(3_000), 9i64, "{}"))
         .await
         .expect("insert in a second partition");
-    let partitions: Vec<(String, String)> = session
-        .query_unpaged("SELECT DISTINCT stream, day FROM ks.ev", &[])
-        .await
-        .expect("distinct")
-        .into_rows_result()
-        .expect("rows")
-        .rows()
-        .expect("typed")
-        .collect::<Result<_, _>>()
-        .expect("decode");
+    let partitions: Vec<(String, String)> =
+        select_all(&session, "SELECT DISTINCT stream, day FROM ks.ev").await;
     assert_eq!(partitions.len(), 2, "{partitions:?}");
     let e = session
         .query_unpaged("SELECT DISTINCT stream, id FROM ks.ev", &[])
