@@ -87,11 +87,21 @@ fn trusted() -> ForecastView {
 }
 
 fn run(observed: &Observed, forecast: &ForecastView, settings: &Settings) -> Plan {
+    run_after(observed, forecast, settings, &History::default())
+}
+
+/// Plans with `history` (changes in flight, cooldowns) and the default limits.
+fn run_after(
+    observed: &Observed,
+    forecast: &ForecastView,
+    settings: &Settings,
+    history: &History,
+) -> Plan {
     plan(
         observed,
         forecast,
         settings,
-        &History::default(),
+        history,
         &Limits::default(),
         NOW,
     )
@@ -425,14 +435,7 @@ fn skew_rebalancing_waits_for_the_moves_in_flight() {
 
     let mut history = History::default();
     history.in_flight = moved.iter().map(|r| format!("resource:{r}")).collect();
-    let next = plan(
-        &observed,
-        &trusted(),
-        &Settings::default(),
-        &history,
-        &Limits::default(),
-        NOW,
-    );
+    let next = run_after(&observed, &trusted(), &Settings::default(), &history);
     assert!(
         next.changes
             .iter()
