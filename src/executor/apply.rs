@@ -49,6 +49,10 @@ const fn default_verify_window_s() -> u64 {
 /// as a capacity shortfall in the next plans, which probe concurrency back up.
 pub const RELIEF_TOLERANCE: f64 = 0.5;
 
+/// Share of failed write attempts above which halving it excuses a relief change's higher p99 (the planner's
+/// default `max_error_share`, the share at which it calls the node overloaded).
+pub const RELIEF_ERROR_SHARE: f64 = 0.01;
+
 /// Most the mean rows per batch may differ between the windows before and after a knob change (as a share of the
 /// larger) for their throughput to be compared: beyond it the load changed, not the setting.
 pub const FILL_TOLERANCE: f64 = 0.25;
@@ -883,8 +887,8 @@ impl Executor {
         // Relief that turns write timeouts into slower successes raises the p99 of the successes while the node
         // does better: with the error share at least halved, that rise is not held against it.
         let relief = change.reason.figures.contains_key("relief_of_p99_ms");
-        let errors_fell =
-            baseline.error_share > 0.01 && after.error_share <= baseline.error_share / 2.0;
+        let errors_fell = baseline.error_share > RELIEF_ERROR_SHARE
+            && after.error_share <= baseline.error_share / 2.0;
         if after.p99_ms > baseline.p99_ms.max(expected_p99) * (1.0 + tol)
             && !paid_for
             && !(relief && errors_fell)
@@ -908,9 +912,9 @@ impl Executor {
         } else {
             tol
         };
-        // Throughput here is capacity shown (rows per batch over latency, times writes in flight), so it follows
-        // how full the batches were: when the load changed between the windows (a burst ended), it says nothing
-        // about the setting, and only p99 and errors judge it.
+        // Throughput here is capacity shown (rows written per second of write-slot time, times writes in flight),
+        // so it follows how full the batches were: when the load changed between the windows (a burst ended), it
+        // says nothing about the setting, and p99 alone judges it.
         let caps_changed =
             (before.batch_rows, before.batch_bytes) != (to.batch_rows, to.batch_bytes);
         let comparable = comparable_fill(&baseline, &after, caps_changed);
