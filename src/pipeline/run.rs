@@ -8,11 +8,12 @@
 //! holds, every write and volume job settles its messages, and `run` returns, or gives up after the grace period
 //! (unsettled messages are then redelivered by Service Bus when their locks expire: nothing is lost).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -328,13 +329,19 @@ fn dispatch(
     }
 }
 
-/// Collects events into chunks of up to `batch_rows × write_concurrency` rows, or whatever arrived within the
-/// linger time, and hands each chunk to a write job.
+/// Collects events into chunks of up to `batch_rows × write_concurrency` rows and hands each chunk to a write job.
+///
+/// Natural batching: a chunk is cut when the linger has passed and fewer than `write_concurrency` write jobs are
+/// running. While that many are, a new chunk could only queue behind them, so it keeps filling (up to its cap)
+/// until one finishes. Under load batches grow by themselves and the per-request cost is spread over more rows;
+/// when the writer keeps up nothing waits beyond the linger.
 async fn batch_loop(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<(InFlight, EventRecord)>,
 ) {
     let linger = Duration::from_millis(shared.config.linger_ms);
+    let running = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(Notify::new());
     while let Some(first) = events.recv().await {
         let knobs = shared.knobs.get();
         let cap = (knobs.batch_rows as usize)
@@ -342,20 +349,43 @@ async fn batch_loop(
             .max(1);
         let mut chunk = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
-        while chunk.len() < cap {
+        let mut open = true;
+        while open && chunk.len() < cap {
             tokio::select! {
                 biased;
                 item = events.recv() => match item {
                     Some(item) => chunk.push(item),
-                    None => break,
+                    None => open = false,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
+        while open && chunk.len() < cap {
+            let job_finished = finished.notified();
+            tokio::pin!(job_finished);
+            // Registered before the count is read, so a job finishing in between still wakes this loop.
+            job_finished.as_mut().enable();
+            let limit = shared.knobs.get().write_concurrency.max(1) as usize;
+            if running.load(Ordering::Acquire) < limit {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut job_finished => {}
+                item = events.recv() => match item {
+                    Some(item) => chunk.push(item),
+                    None => open = false,
+                },
+            }
+        }
+        running.fetch_add(1, Ordering::AcqRel);
         let job_shared = shared.clone();
-        shared
-            .tasks
-            .spawn(async move { write_job(job_shared, chunk).await });
+        let (running, finished) = (running.clone(), finished.clone());
+        shared.tasks.spawn(async move {
+            write_job(job_shared, chunk).await;
+            running.fetch_sub(1, Ordering::AcqRel);
+            finished.notify_waiters();
+        });
     }
 }
 

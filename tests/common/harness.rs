@@ -74,12 +74,21 @@ entities = ["events"]
 
     /// Starts the stand-ins with queues `events` and `volume-replies` and the given lock duration.
     pub async fn start(lock_duration: Duration) -> Harness {
+        Harness::start_with(lock_duration, |_| {}).await
+    }
+
+    /// [`Harness::start`], with the stand-ins' options adjusted by `adjust` first (a CQL capacity model, say).
+    pub async fn start_with(
+        lock_duration: Duration,
+        adjust: impl FnOnce(&mut SimOptions),
+    ) -> Harness {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
         let mut options = SimOptions::local(&["events", "volume-replies"]);
         options.servicebus.lock_duration = lock_duration;
+        adjust(&mut options);
         let sim = tokio::time::timeout(Duration::from_secs(30), SimCluster::start(options))
             .await
             .expect("stand-ins should start within 30 s")
