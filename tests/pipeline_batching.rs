@@ -82,15 +82,15 @@ async fn trickle(n: usize, group: usize, every: Duration) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arrivals_faster_than_the_node_fill_fuller_batches() {
-    // 600 events sent one by one as fast as the sender goes (about 120 a second here), over four streams (four
+    // 300 events sent one by one as fast as the sender goes (about 100 a second here), over four streams (four
     // partitions), against a node that runs 20 requests a second. Chunks cut at the 5 ms linger and queued behind
-    // the write in flight carried about 4 rows per request on this machine (the receive loop delivers a few
-    // messages at a time); chunks that keep filling while the one write job runs carried about 9.
-    let n = 600;
+    // the write in flight carried about 3.6 rows per request on this machine (the receive loop delivers a few
+    // messages at a time); chunks that keep filling while the one write job runs carried about 8.3.
+    let n = 300;
     let writes = trickle(n, 1, Duration::from_millis(2)).await;
     let rows_per_request = n as f64 / writes as f64;
     assert!(
-        rows_per_request >= 7.0,
+        rows_per_request >= 6.0,
         "{writes} write requests for {n} rows ({rows_per_request:.1} rows each): batches did not grow while the node was busy"
     );
 }
