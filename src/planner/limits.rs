@@ -83,12 +83,6 @@ pub struct Limits {
     /// Fewest observations before the forecast is trusted.
     #[serde(default = "default_min_history_points")]
     pub min_history_points: u32,
-    /// Fewest observations before anything is applied. Below it every change is held back (the agent has just
-    /// started and its measurements are thin too); from it up to `min_history_points` only changes that rest on
-    /// the forecast are, and the planner reacts to measured lag and latency as it does when the forecast is
-    /// inaccurate.
-    #[serde(default = "default_min_measured_points")]
-    pub min_measured_points: u32,
     /// Rolling MASE at or above which the forecast is not trusted (1 = no better than seasonal naive).
     #[serde(default = "default_max_mase")]
     pub max_mase: f64,
@@ -167,9 +161,6 @@ const fn default_max_changes_per_step() -> usize {
 const fn default_min_history_points() -> u32 {
     48
 }
-const fn default_min_measured_points() -> u32 {
-    3
-}
 const fn default_max_mase() -> f64 {
     1.0
 }
@@ -202,7 +193,6 @@ impl Default for Limits {
             cooldown_s: default_cooldown_s(),
             max_changes_per_step: default_max_changes_per_step(),
             min_history_points: default_min_history_points(),
-            min_measured_points: default_min_measured_points(),
             max_mase: default_max_mase(),
             mase_grace_steps: default_mase_grace_steps(),
         }
@@ -277,13 +267,6 @@ impl Limits {
                 "max_step_ratio",
                 self.max_step_ratio,
                 "at least 1.5 (a smaller step cannot move a knob of 1 or 2)",
-            );
-        }
-        if self.min_measured_points > self.min_history_points {
-            return bad(
-                "min_measured_points",
-                f64::from(self.min_measured_points),
-                "at most min_history_points",
             );
         }
         if self.min_batch_rows == 0 || self.min_batch_rows > self.max_batch_rows {

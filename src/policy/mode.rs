@@ -23,10 +23,9 @@ pub struct ModeDecision {
     pub configured: Mode,
     /// Why autonomous was dropped to recommend, if it was.
     pub why: Option<String>,
-    /// Whether the drop holds back only changes that rest on a forecast: true when the forecast is inaccurate,
-    /// not scored yet, or has too little history to be trusted, so that changes made on measurements alone go on.
-    /// A drop for thin data (fewer than [`Limits::min_measured_points`] observations: the agent has just
-    /// started) holds back everything: its measurements are thin too.
+    /// Whether the drop holds back only changes that rest on a forecast: true when the forecast is inaccurate
+    /// or not scored yet on enough history, so that changes made on measurements alone go on. A drop for thin
+    /// data (the agent has just started) holds back everything: its measurements are thin too.
     #[serde(default)]
     pub forecast_changes_only: bool,
 }
@@ -34,7 +33,7 @@ pub struct ModeDecision {
 impl ModeDecision {
     /// The mode one change runs in: a drop for an inaccurate (or not yet scored) forecast holds back only changes
     /// that rest on a forecast, so a change made on measurements alone goes through the gate in the configured
-    /// mode. A drop for thin measurements, and an operator's recommend mode, hold back everything.
+    /// mode. A drop for thin data, and an operator's recommend mode, hold back everything.
     pub fn for_change(&self, uses_forecast: bool) -> ModeDecision {
         if self.mode == Mode::Recommend
             && self.configured == Mode::Autonomous
@@ -75,7 +74,7 @@ pub fn effective_mode(configured: Mode, trust: &ForecastTrust, limits: &Limits) 
     } else {
         configured
     };
-    let forecast_changes_only = why.is_some() && trust.history_points >= limits.min_measured_points;
+    let forecast_changes_only = why.is_some() && trust.history_points >= limits.min_history_points;
     ModeDecision {
         mode,
         configured,
@@ -178,10 +177,8 @@ mod tests {
     }
 
     #[test]
-    fn an_untrusted_forecast_holds_back_forecast_changes_only_but_thin_measurements_hold_back_all()
-    {
+    fn an_inaccurate_forecast_holds_back_forecast_changes_only_but_thin_data_holds_back_all() {
         let limits = Limits::default();
-        assert!(limits.min_measured_points < 5 && 5 < limits.min_history_points);
         let drop = |points, mase| {
             effective_mode(
                 Mode::Autonomous,
@@ -194,13 +191,7 @@ mod tests {
         };
         assert!(drop(500, Some(1.4)).forecast_changes_only);
         assert!(drop(500, None).forecast_changes_only);
-        let short = drop(5, None);
-        assert_eq!(short.mode, Mode::Recommend);
-        assert!(
-            short.forecast_changes_only,
-            "too little history to trust the forecast, enough to act on measurements: {short:?}"
-        );
-        assert!(!drop(limits.min_measured_points - 1, Some(0.5)).forecast_changes_only);
+        assert!(!drop(3, Some(0.5)).forecast_changes_only);
         assert!(
             !drop(500, Some(0.5)).forecast_changes_only,
             "no drop at all"
