@@ -10,7 +10,6 @@ use common::harness::{self, Harness};
 use tokio_util::sync::CancellationToken;
 use trimtab::app::App;
 use trimtab::pipeline::Knobs;
-use trimtab::servicebus::azure::AzureServiceBus;
 use trimtab::servicebus::MessageSender;
 use trimtab::sim::cql::CapacityModel;
 
@@ -26,9 +25,9 @@ fn slow_node() -> CapacityModel {
     }
 }
 
-/// Sends `n` events in groups of `group`, a group every `every`, and returns once all are sent; then waits until
-/// the pipeline has completed them all. Returns the write requests the node ran.
-async fn trickle(n: usize, group: usize, every: Duration) -> u64 {
+/// Sends `n` events one at a time, one every `every`, then waits until the pipeline has completed them all and
+/// every one is in Cassandra. Returns the write requests the node ran.
+async fn trickle(n: usize, every: Duration) -> u64 {
     let mut h = Harness::start_with(Duration::from_secs(30), |o| {
         o.cql.capacity = Some(slow_node())
     })
@@ -44,15 +43,11 @@ async fn trickle(n: usize, group: usize, every: Duration) -> u64 {
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run(stop.clone()));
 
-    let bus = AzureServiceBus::connect(&h.config.servicebus)
-        .await
-        .expect("connect to the stand-in");
-    let sender = bus.sender(&h.events).await.expect("open sender");
-    let messages = harness::events("t", n);
+    let sender = h.sender().await;
     let mut tick = tokio::time::interval(every);
-    for part in messages.chunks(group) {
+    for message in harness::events("t", n) {
         tick.tick().await;
-        sender.send_batch(part.to_vec()).await.expect("send");
+        sender.send_batch(vec![message]).await.expect("send");
     }
     harness::wait_until(&format!("{n} completed"), Duration::from_secs(60), || {
         let done = stats.snapshot().completed;
@@ -71,12 +66,7 @@ async fn trickle(n: usize, group: usize, every: Duration) -> u64 {
         .capacity_stats()
         .expect("the capacity model is on")
         .writes;
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("the pipeline drains within 30 s")
-        .expect("pipeline task");
-    h.sim.shutdown().await;
+    h.stop_pipeline(stop, running).await;
     writes
 }
 
@@ -87,7 +77,7 @@ async fn arrivals_faster_than_the_node_fill_fuller_batches() {
     // the write in flight carried about 3.6 rows per request on this machine (the receive loop delivers a few
     // messages at a time); chunks that keep filling while the one write job runs carried about 8.3.
     let n = 300;
-    let writes = trickle(n, 1, Duration::from_millis(2)).await;
+    let writes = trickle(n, Duration::from_millis(2)).await;
     let rows_per_request = n as f64 / writes as f64;
     assert!(
         rows_per_request >= 6.0,
@@ -100,7 +90,7 @@ async fn arrivals_the_node_keeps_up_with_go_out_one_by_one() {
     // One event every 150 ms against 50 ms per request: the write job has finished when the next arrives, so
     // each is written on its own after the linger, not held back to fill a batch.
     let n = 16;
-    let writes = trickle(n, 1, Duration::from_millis(150)).await;
+    let writes = trickle(n, Duration::from_millis(150)).await;
     assert!(
         writes >= (n as u64) * 9 / 10,
         "{writes} write requests for {n} rows spaced 150 ms apart: rows were held back waiting for a batch"

@@ -98,12 +98,7 @@ async fn a_backlog_shows_as_time_queued_and_agrees_with_the_lag_tracker() {
         "{text}"
     );
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("the pipeline drains within 30 s")
-        .expect("pipeline task");
-    h.sim.shutdown().await;
+    h.stop_pipeline(stop, running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,10 +169,5 @@ async fn a_long_linger_and_a_slow_linstor_are_named_as_the_stage_where_time_goes
     );
     assert!(answer.text.contains("[R1]"), "{}", answer.text);
 
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("the pipeline drains within 30 s")
-        .expect("pipeline task");
-    h.sim.shutdown().await;
+    h.stop_pipeline(stop, running).await;
 }

@@ -5,10 +5,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use trimtab::cassandra::{connect_session, ensure_schema, OwnTables};
 use trimtab::config::Config;
 use trimtab::message::{self, Event, VolumeRequest};
-use trimtab::servicebus::azure::AzureServiceBus;
+use trimtab::servicebus::azure::{AzureSender, AzureServiceBus};
 use trimtab::servicebus::{Entity, MessageSender, OutgoingMessage};
 use trimtab::sim::cluster::{SimCluster, SimOptions};
 
@@ -108,14 +110,29 @@ entities = ["events"]
 
     /// Sends messages to `events` through trimtab's real Service Bus client.
     pub async fn send(&self, messages: Vec<OutgoingMessage>) {
-        let bus = AzureServiceBus::connect(&self.config.servicebus)
-            .await
-            .expect("connect to the stand-in");
-        let sender = bus.sender(&self.events).await.expect("open sender");
+        let sender = self.sender().await;
         tokio::time::timeout(Duration::from_secs(60), sender.send_batch(messages))
             .await
             .expect("sending should finish within 60 s")
             .expect("send batch");
+    }
+
+    /// A sender to `events` over trimtab's real Service Bus client, for tests that pace their sends.
+    pub async fn sender(&self) -> AzureSender {
+        let bus = AzureServiceBus::connect(&self.config.servicebus)
+            .await
+            .expect("connect to the stand-in");
+        bus.sender(&self.events).await.expect("open sender")
+    }
+
+    /// Cancels a running pipeline, waits for it to drain and shuts the stand-ins down.
+    pub async fn stop_pipeline<T>(self, stop: CancellationToken, running: JoinHandle<T>) {
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), running)
+            .await
+            .expect("the pipeline drains within 30 s")
+            .expect("pipeline task");
+        self.sim.shutdown().await;
     }
 
     /// trimtab's own tables on the CQL stand-in.
