@@ -73,14 +73,15 @@ async fn trickle(n: usize, every: Duration) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arrivals_faster_than_the_node_fill_fuller_batches() {
     // 300 events sent one by one as fast as the sender goes (about 100 a second here), over four streams (four
-    // partitions), against a node that runs 20 requests a second. Chunks cut at the 5 ms linger and queued behind
-    // the write in flight carried about 3.6 rows per request on this machine (the receive loop delivers a few
-    // messages at a time); chunks that keep filling while the one write job runs carried about 8.3.
+    // partitions), against a node that runs 20 requests a second, so keeping up takes 5 rows per request. Chunks
+    // cut at the 5 ms linger and queued behind the write in flight carried about 3.6 rows per request on this
+    // machine (the receive loop delivers a few messages at a time); chunks that keep filling while the writes in
+    // flight take the one slot carried about 6.2 (8 to 9 when the slot was also held through settlement).
     let n = 300;
     let writes = trickle(n, Duration::from_millis(2)).await;
     let rows_per_request = n as f64 / writes as f64;
     assert!(
-        rows_per_request >= 6.0,
+        rows_per_request >= 5.0,
         "{writes} write requests for {n} rows ({rows_per_request:.1} rows each): batches did not grow while the node was busy"
     );
 }

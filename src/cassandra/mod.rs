@@ -26,4 +26,4 @@ pub use schema::ensure_schema;
 pub use tables::{
     metric_bucket, AuditRow, ForecastRow, OwnTables, ProposalRow, StoredEvent, MS_PER_METRIC_BUCKET,
 };
-pub use writer::{connect_session, EventRow, EventWriter, RowOutcome, WriterKnobs};
+pub use writer::{batch_groups, connect_session, EventRow, EventWriter, RowOutcome, WriterKnobs};

@@ -48,6 +48,44 @@ impl EventRow {
     }
 }
 
+/// How [`EventWriter::write`] groups rows into batch requests: by partition (stream, day) in order of first
+/// appearance, each partition cut into batches of at most `max_rows` rows and `max_bytes` bytes (a row larger
+/// than `max_bytes` still goes, alone). Takes `(index, row)` pairs and returns the indices of each batch, so the
+/// pipeline can count the requests a chunk of rows will become before it hands the chunk over.
+pub fn batch_groups<'a>(
+    rows: impl IntoIterator<Item = (usize, &'a EventRow)>,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Vec<Vec<usize>> {
+    let mut partitions: HashMap<(&str, String), Vec<(usize, usize)>> = HashMap::new();
+    let mut order = Vec::new();
+    for (i, row) in rows {
+        let key = (row.stream.as_str(), row.day());
+        let group = partitions.entry(key.clone()).or_default();
+        if group.is_empty() {
+            order.push(key);
+        }
+        group.push((i, row.bytes()));
+    }
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for key in order {
+        let mut batch: Vec<usize> = Vec::new();
+        let mut bytes = 0;
+        for (i, b) in partitions.remove(&key).unwrap_or_default() {
+            if !batch.is_empty() && (batch.len() >= max_rows || bytes + b > max_bytes) {
+                batches.push(std::mem::take(&mut batch));
+                bytes = 0;
+            }
+            batch.push(i);
+            bytes += b;
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+    }
+    batches
+}
+
 /// The `day` column for a time: `YYYY-MM-DD` in UTC.
 pub fn day_of(t: OffsetDateTime) -> String {
     let d = t.to_offset(time::UtcOffset::UTC).date();
@@ -247,38 +285,18 @@ impl EventWriter {
     /// the message that caused it.
     pub async fn write(&self, rows: Vec<EventRow>) -> Vec<RowOutcome> {
         let mut outcomes: Vec<Option<RowOutcome>> = vec![None; rows.len()];
-        let mut partitions: HashMap<(&str, String), Vec<usize>> = HashMap::new();
-        let mut order = Vec::new();
+        let mut valid = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
-            if let Err(e) = self.check(row) {
-                outcomes[i] = Some(Err(e));
-                continue;
-            }
-            let key = (row.stream.as_str(), row.day());
-            let group = partitions.entry(key.clone()).or_default();
-            if group.is_empty() {
-                order.push(key);
-            }
-            group.push(i);
-        }
-        let (max_rows, max_bytes) = (self.knobs.rows_per_batch(), self.knobs.max_batch_bytes());
-        let mut chunks: Vec<Vec<usize>> = Vec::new();
-        for key in order {
-            let mut chunk: Vec<usize> = Vec::new();
-            let mut bytes = 0;
-            for i in partitions.remove(&key).unwrap_or_default() {
-                let b = rows[i].bytes();
-                if !chunk.is_empty() && (chunk.len() >= max_rows || bytes + b > max_bytes) {
-                    chunks.push(std::mem::take(&mut chunk));
-                    bytes = 0;
-                }
-                chunk.push(i);
-                bytes += b;
-            }
-            if !chunk.is_empty() {
-                chunks.push(chunk);
+            match self.check(row) {
+                Ok(()) => valid.push((i, row)),
+                Err(e) => outcomes[i] = Some(Err(e)),
             }
         }
+        let chunks = batch_groups(
+            valid,
+            self.knobs.rows_per_batch(),
+            self.knobs.max_batch_bytes(),
+        );
         let done = futures::future::join_all(
             chunks
                 .into_iter()
@@ -461,6 +479,40 @@ mod tests {
         assert_eq!(day_of(t), "2023-11-14");
         let shifted = t.to_offset(time::UtcOffset::from_hms(-10, 0, 0).expect("offset"));
         assert_eq!(day_of(shifted), "2023-11-14");
+    }
+
+    fn row(stream: &str, id: usize, payload_bytes: usize) -> EventRow {
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("ts");
+        EventRow {
+            stream: stream.to_string(),
+            message_id: format!("m{id:03}"),
+            event_time: t,
+            enqueued_at: t,
+            payload: "x".repeat(payload_bytes),
+        }
+    }
+
+    #[test]
+    fn batches_are_per_partition_within_the_row_and_byte_caps() {
+        // Streams a, b, a, a, b, a: two partitions, a's four rows cut at 3 rows, b's two rows together.
+        let rows: Vec<EventRow> = ["a", "b", "a", "a", "b", "a"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| row(s, i, 100))
+            .collect();
+        let groups = batch_groups(rows.iter().enumerate(), 3, 1 << 20);
+        assert_eq!(groups, vec![vec![0, 2, 3], vec![5], vec![1, 4]]);
+
+        // A byte cap of two rows (each row is 100 B of payload plus its keys) cuts every partition in pairs; a
+        // row larger than the cap still goes, alone.
+        let two = 2 * rows[0].bytes();
+        let groups = batch_groups(rows.iter().enumerate(), 100, two);
+        assert_eq!(groups, vec![vec![0, 2], vec![3, 5], vec![1, 4]]);
+        let big = [row("a", 9, 10_000), row("a", 10, 100)];
+        assert_eq!(
+            batch_groups(big.iter().enumerate(), 100, two),
+            vec![vec![0], vec![1]]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -331,16 +331,19 @@ fn dispatch(
 
 /// Collects events into chunks of up to `batch_rows × write_concurrency` rows and hands each chunk to a write job.
 ///
-/// Natural batching: a chunk is cut when the linger has passed and fewer than `write_concurrency` write jobs are
-/// running. While that many are, a new chunk could only queue behind them, so it keeps filling (up to its cap)
-/// until one finishes. Under load batches grow by themselves and the per-request cost is spread over more rows;
-/// when the writer keeps up nothing waits beyond the linger.
+/// Natural batching: a chunk is cut when the linger has passed and the write jobs already running send fewer
+/// than `write_concurrency` batch requests (the writer's own limit). While they send that many, a new chunk could
+/// only queue behind them, so it keeps filling (up to its cap) until some finish. Under load batches grow by
+/// themselves and the per-request cost is spread over more rows; when the writer keeps up nothing waits beyond
+/// the linger. A chunk's requests are counted when it is cut, the way the writer will group it
+/// ([`crate::cassandra::batch_groups`]: per partition, within the row and byte caps), so a job just spawned
+/// counts at once, and a chunk over several partitions counts as the several requests it becomes.
 async fn batch_loop(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<(InFlight, EventRecord)>,
 ) {
     let linger = Duration::from_millis(shared.config.linger_ms);
-    let running = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(Notify::new());
     while let Some(first) = events.recv().await {
         let knobs = shared.knobs.get();
@@ -363,10 +366,10 @@ async fn batch_loop(
         while open && chunk.len() < cap {
             let job_finished = finished.notified();
             tokio::pin!(job_finished);
-            // Registered before the count is read, so a job finishing in between still wakes this loop.
+            // Registered before the count is read, so writes finishing in between still wake this loop.
             job_finished.as_mut().enable();
             let limit = shared.knobs.get().write_concurrency.max(1) as usize;
-            if running.load(Ordering::Acquire) < limit {
+            if requests.load(Ordering::Acquire) < limit {
                 break;
             }
             tokio::select! {
@@ -378,19 +381,43 @@ async fn batch_loop(
                 },
             }
         }
-        running.fetch_add(1, Ordering::AcqRel);
+        let knobs = shared.knobs.get();
+        let count = crate::cassandra::batch_groups(
+            chunk.iter().map(|(_, row)| row).enumerate(),
+            knobs.batch_rows as usize,
+            knobs.batch_bytes as usize,
+        )
+        .len();
+        requests.fetch_add(count, Ordering::AcqRel);
+        let slots = WriteSlots {
+            requests: requests.clone(),
+            count,
+            finished: finished.clone(),
+        };
         let job_shared = shared.clone();
-        let (running, finished) = (running.clone(), finished.clone());
-        shared.tasks.spawn(async move {
-            write_job(job_shared, chunk).await;
-            running.fetch_sub(1, Ordering::AcqRel);
-            finished.notify_waiters();
-        });
+        shared
+            .tasks
+            .spawn(async move { write_job(job_shared, chunk, slots).await });
+    }
+}
+
+/// The batch requests a write job counts against `write_concurrency` while it writes; released when dropped
+/// (after the writes, before settlement, or if the job ends early).
+struct WriteSlots {
+    requests: Arc<AtomicUsize>,
+    count: usize,
+    finished: Arc<Notify>,
+}
+
+impl Drop for WriteSlots {
+    fn drop(&mut self) {
+        self.requests.fetch_sub(self.count, Ordering::AcqRel);
+        self.finished.notify_waiters();
     }
 }
 
 /// Writes a chunk, retrying retriable row failures with backoff, and settles every message of it.
-async fn write_job(shared: Arc<Shared>, chunk: Vec<(InFlight, EventRecord)>) {
+async fn write_job(shared: Arc<Shared>, chunk: Vec<(InFlight, EventRecord)>, slots: WriteSlots) {
     let mut pending = chunk;
     let started = std::time::Instant::now();
     for (inflight, _) in &mut pending {
@@ -450,6 +477,7 @@ async fn write_job(shared: Arc<Shared>, chunk: Vec<(InFlight, EventRecord)>) {
         }
         pending = retry.into_iter().map(|(i, row, _)| (i, row)).collect();
     }
+    drop(slots);
     let ended = std::time::Instant::now();
     for (inflight, _) in &mut settlements {
         inflight.stamps.work_ended(ended);
