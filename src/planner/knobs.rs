@@ -72,8 +72,9 @@ fn overloading(s: &BatchSample, limits: &Limits) -> bool {
 /// covers it), which keeps the search from cycling.
 ///
 /// * Overloaded (p99 over the objective, or write timeouts and Overloaded answers): queueing at the node makes
-///   latency grow in proportion to the writes in flight, so concurrency is scaled by objective / p99 (by half
-///   when only errors show); at concurrency 1 the batch is made smaller instead.
+///   latency grow in proportion to the writes in flight, so concurrency is cut by the largest step the policy
+///   allows (a multiplicative decrease); at concurrency 1 the batch is made smaller by objective / p99 instead
+///   (by half when only errors show).
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
 ///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
 ///   objective, the node has room for more writes in flight.
@@ -108,7 +109,12 @@ fn probe(
             )
         };
         if settings.concurrency > 1 {
-            let wanted = (f64::from(settings.concurrency) * factor).ceil() as u64;
+            // The largest cut the policy lets through on its own, whatever the size of the overshoot: with
+            // natural batching fewer writes in flight cost little (each batch carries more rows), while too many
+            // cost write timeouts and queueing, and a p99 just over the objective scaled 32 → 28 → 25 never got
+            // there between the load's swings. A cut too deep shows as a capacity shortfall with p99 to spare,
+            // which probes concurrency back up.
+            let wanted = (f64::from(settings.concurrency) / ratio).ceil() as u64;
             let c = step_toward(u64::from(settings.concurrency), wanted, ratio)
                 .min(u64::from(settings.concurrency) - 1) as u32;
             to.concurrency = c.max(1);
@@ -118,7 +124,7 @@ fn probe(
             return Some((
                 to,
                 format!(
-                    "{why}: writes queue at the node, so concurrency {} → {} (latency falls about in proportion)",
+                    "{why}: writes queue at the node, so concurrency {} → {} (latency falls about in proportion; with fewer writes in flight batches fill fuller)",
                     settings.concurrency, to.concurrency
                 ),
             ));
