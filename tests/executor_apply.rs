@@ -199,6 +199,20 @@ fn window(
         throughput_rows_per_s,
         mean_rows,
         error_share,
+        ..WindowStats::default()
+    }
+}
+
+/// A window that also says how much of its write-slot time was used and the rows it actually wrote per second.
+fn window_used(
+    throughput_rows_per_s: f64,
+    rows_written_per_s: f64,
+    slot_share: f64,
+) -> WindowStats {
+    WindowStats {
+        rows_written_per_s: Some(rows_written_per_s),
+        slot_share: Some(slot_share),
+        ..window(100.0, throughput_rows_per_s, 10.0, 0.0)
     }
 }
 
@@ -517,6 +531,7 @@ async fn relief_that_turns_timeouts_into_successes_is_kept_although_p99_rose() {
                 throughput_rows_per_s: 300.0,
                 mean_rows: 10.0,
                 error_share: after_errors,
+                ..WindowStats::default()
             },
         ]
     };
@@ -589,6 +604,53 @@ async fn throughput_is_compared_only_when_the_load_held() {
     let (out, _) = apply_over(same_load, &fewer_in_flight).await;
     assert!(
         matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 160 rows/s worse")),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn capacity_is_judged_only_where_the_write_slots_were_in_use() {
+    let fewer_in_flight = change(Action::SetKnobs {
+        from: SETTINGS,
+        to: Settings {
+            concurrency: SETTINGS.concurrency / 4,
+            ..SETTINGS
+        },
+    });
+    // Before: 32 writes allowed, 2 running, 300 rows/s written; its "capacity" of 900 rows/s counts slots it never
+    // used. After: a quarter of the slots, half of them used, the same 300 rows/s: it kept up, nothing is lost.
+    let kept_up = vec![
+        window_used(900.0, 300.0, 0.1),
+        window_used(320.0, 300.0, 0.5),
+    ];
+    let (out, rig) = apply_over(kept_up, &fewer_in_flight).await;
+    assert!(
+        matches!(&out, ChangeOutcome::Applied { detail } if detail.contains("kept up with write slots to spare (50 % used)")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 4);
+
+    // After: every slot busy and only 200 rows/s of capacity against the 300 rows/s written before: the setting
+    // cannot carry the load it replaced.
+    let short = vec![
+        window_used(900.0, 300.0, 0.1),
+        window_used(200.0, 200.0, 0.95),
+    ];
+    let (out, rig) = apply_over(short, &fewer_in_flight).await;
+    assert!(
+        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 200 rows/s worse than 300 rows/s written before")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings(), SETTINGS);
+
+    // Both ran full: capacity against capacity, as before.
+    let both_full = vec![
+        window_used(900.0, 880.0, 0.97),
+        window_used(400.0, 400.0, 0.97),
+    ];
+    let (out, _) = apply_over(both_full, &fewer_in_flight).await;
+    assert!(
+        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 400 rows/s worse than 900 rows/s before")),
         "{out:?}"
     );
 }

@@ -282,14 +282,21 @@ pub const IDLE_WINDOWS: u32 = 5;
 /// writes in flight. A failed attempt (a write timeout after waiting in the node's queue) held its slot too and
 /// wrote nothing, so its time counts: otherwise a setting that times out half its writes would look as fast as its
 /// lucky half. Rows actually written per second would follow the arrival rate instead, so a knob change judged on
-/// them would look worse whenever traffic happened to drop during the window. p99 is of the writes that succeeded.
+/// them would look worse whenever traffic happened to drop during the window. That capacity is real only when the
+/// slots were in use, so the stats also carry the rows actually written per second of the window's span (first
+/// write started to last ended) and the share of slot time used. p99 is of the writes that succeeded.
 pub fn window_stats(
     batches: impl IntoIterator<Item = crate::cassandra::BatchObservation>,
     concurrency: u32,
 ) -> WindowStats {
     let mut latencies = Vec::new();
     let (mut rows, mut busy_s, mut failed) = (0usize, 0.0f64, 0usize);
+    let mut first_start: Option<std::time::Instant> = None;
+    let mut last_end: Option<std::time::Instant> = None;
     for o in batches {
+        let start = o.ended.checked_sub(o.latency).unwrap_or(o.ended);
+        first_start = Some(first_start.map_or(start, |f| f.min(start)));
+        last_end = Some(last_end.map_or(o.ended, |l| l.max(o.ended)));
         if o.outcome == BatchOutcome::Ok {
             latencies.push(o.latency.as_secs_f64() * 1e3);
             rows += o.rows;
@@ -305,9 +312,23 @@ pub fn window_stats(
     } else {
         0.0
     };
+    let span_s = match (first_start, last_end) {
+        (Some(f), Some(l)) => (l - f).as_secs_f64(),
+        _ => 0.0,
+    };
+    let (rows_written_per_s, slot_share) = if span_s > 0.0 {
+        (
+            Some(rows as f64 / span_s),
+            Some((busy_s / (span_s * f64::from(concurrency.max(1)))).min(1.0)),
+        )
+    } else {
+        (None, None)
+    };
     WindowStats {
         p99_ms: percentile(&mut latencies, 0.99),
         throughput_rows_per_s: throughput,
+        rows_written_per_s,
+        slot_share,
         mean_rows: if ok > 0 { rows as f64 / ok as f64 } else { 0.0 },
         error_share: if ok + failed > 0 {
             failed as f64 / (ok + failed) as f64
@@ -332,6 +353,24 @@ mod tests {
             attempt: 1,
             ended: std::time::Instant::now(),
         }
+    }
+
+    #[test]
+    fn slot_share_and_rows_written_show_whether_the_capacity_was_used() {
+        // 32 writes allowed, one 100 ms write of 10 rows at a time, 200 ms apart: 10 writes span 1.9 s.
+        let start = std::time::Instant::now();
+        let one_at_a_time = (1..=10u64).map(|i| BatchObservation {
+            ended: start + Duration::from_millis(200 * i),
+            ..batch(10, 100, BatchOutcome::Ok)
+        });
+        let s = window_stats(one_at_a_time, 32);
+        let span = 1.9;
+        let written = s.rows_written_per_s.expect("measured");
+        assert!((written - 100.0 / span).abs() < 1e-6, "{s:?}");
+        let share = s.slot_share.expect("measured");
+        assert!((share - 1.0 / (span * 32.0)).abs() < 1e-6, "{s:?}");
+        // The capacity figure still counts every slot; the executor judges it only where the share is high.
+        assert!((s.throughput_rows_per_s - 3200.0).abs() < 1e-6, "{s:?}");
     }
 
     #[test]

@@ -84,6 +84,15 @@ pub struct WindowStats {
     /// Share of batch attempts that failed.
     #[serde(default)]
     pub error_share: f64,
+    /// Rows actually written per second of the window (what the load asked of the setting, when it kept up).
+    /// `None` when not measured.
+    #[serde(default)]
+    pub rows_written_per_s: Option<f64>,
+    /// Share of the window's write-slot time that writes used (slot time over window × concurrency): near 1 the
+    /// setting ran at its capacity and `throughput_rows_per_s` is what it can do; well below, it kept up with
+    /// slots to spare and showed no limit. `None` when not measured.
+    #[serde(default)]
+    pub slot_share: Option<f64>,
 }
 
 /// The pipeline's live knobs and the measurements that judge a change to them.
