@@ -433,8 +433,10 @@ fn skew_rebalancing_waits_for_the_moves_in_flight() {
         .collect();
     assert!(!moved.is_empty(), "a 70 % spread is rebalanced: {first:#?}");
 
-    let mut history = History::default();
-    history.in_flight = moved.iter().map(|r| format!("resource:{r}")).collect();
+    let history = History {
+        in_flight: moved.iter().map(|r| format!("resource:{r}")).collect(),
+        ..History::default()
+    };
     let next = run_after(&observed, &trusted(), &Settings::default(), &history);
     assert!(
         next.changes

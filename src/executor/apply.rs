@@ -46,7 +46,8 @@ const fn default_verify_window_s() -> u64 {
 /// carries `relief_of_p99_ms`): fewer writes in flight should leave capacity as it was, but a short window of
 /// bursty load measures fuller or emptier batches, and with them a throughput that moved by a third either way
 /// in the replays. Only a collapse (half the throughput gone) undoes the relief; a smaller real loss shows up
-/// as a capacity shortfall in the next plans, which probe concurrency back up.
+/// as a capacity shortfall in the next plans, which probe concurrency back up while p99 is under half the
+/// objective (not always so once batches are full: see `planner::knobs::probe`).
 pub const RELIEF_TOLERANCE: f64 = 0.5;
 
 /// Share of its write-slot time a setting must use over a window for its throughput figure to count as its
@@ -916,16 +917,15 @@ impl Executor {
         } else {
             tol
         };
-        // Throughput here is capacity shown (rows written per second of write-slot time, times writes in flight),
-        // so it follows how full the batches were: when the load changed between the windows (a burst ended), it
-        // says nothing about the setting, and p99 alone judges it.
+        // Throughput here is capacity shown (rows written per second of write-slot time, times writes in flight).
+        // It says nothing about the setting when the load changed between the windows (a burst ended, so batches
+        // filled differently), nor when the new setting kept up with slots to spare: then p99 alone judges it. A
+        // setting that ran full is held to what the old one did: its capacity when it too ran full, else the rows
+        // it actually wrote (counting slots it never used made a setting with 32 writes allowed and two running
+        // look sixteen times as fast as it was).
         let caps_changed =
             (before.batch_rows, before.batch_bytes) != (to.batch_rows, to.batch_bytes);
         let comparable = comparable_fill(&baseline, &after, caps_changed);
-        // Capacity shows only where the write slots were in use. A new setting that kept up with slots to spare
-        // showed no limit, whatever its figure; one that ran at its capacity is held to what the old setting did:
-        // its capacity when it too ran full, else the rows it actually wrote (counting slots it never used made a
-        // setting with 32 writes allowed and two running look sixteen times as fast as it was).
         let full = |w: &WindowStats| w.slot_share.is_none_or(|s| s >= SATURATED_SLOT_SHARE);
         let reference = if full(&baseline) {
             baseline.throughput_rows_per_s

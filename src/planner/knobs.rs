@@ -111,9 +111,11 @@ fn probe(
         if settings.concurrency > 1 {
             // The largest cut the policy lets through on its own, whatever the size of the overshoot: with
             // natural batching fewer writes in flight cost little (each batch carries more rows), while too many
-            // cost write timeouts and queueing, and a p99 just over the objective scaled 32 → 28 → 25 never got
-            // there between the load's swings. A cut too deep shows as a capacity shortfall with p99 to spare,
-            // which probes concurrency back up.
+            // cost write timeouts and queueing. With a p99 just over the objective the proportional steps (32 →
+            // 28 or 29) were too small, and the next ones were rolled back as the load swung. A cut too deep is
+            // probed back up only when it shows as a capacity shortfall with p99 under half the objective; with
+            // batches full at the byte cap, service time alone can hold p99 above that, and the cut stays (see
+            // the README's replay section).
             let wanted = (f64::from(settings.concurrency) / ratio).ceil() as u64;
             let c = step_toward(u64::from(settings.concurrency), wanted, ratio)
                 .min(u64::from(settings.concurrency) - 1) as u32;

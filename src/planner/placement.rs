@@ -259,13 +259,13 @@ fn pct(x: f64) -> String {
     format!("{:.1} %", x * 100.0)
 }
 
-/// Target key of a resource.
 /// Cooldowns a resource must rest after any change before skew rebalancing moves it.
 const SKEW_SETTLE_COOLDOWNS: i64 = 10;
 
 /// The prefix of a resource's target key.
 const RESOURCE_KEY_PREFIX: &str = "resource:";
 
+/// Target key of a resource.
 pub(crate) fn resource_key(name: &str) -> String {
     format!("{RESOURCE_KEY_PREFIX}{name}")
 }
