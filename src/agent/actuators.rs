@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::cassandra::{BatchOutcome, ObservationWindow};
+use crate::cassandra::{unmixed, BatchObservation, BatchOutcome, ObservationWindow};
 use crate::executor::{
     ActuatorError, Knob, KnobActuator, PlacementActuator, ReplicaView, WindowStats,
 };
@@ -222,54 +222,70 @@ impl KnobActuator for PipelineKnobs {
             })
     }
 
-    /// Waits `window`, and longer (up to [`IDLE_WINDOWS`] windows) while no batch is written: an idle window says
-    /// nothing about the setting, and judging it as zero throughput would roll back every change made just before
-    /// traffic paused. Still idle after that, it is an error: the change stays, unverified.
+    /// Waits `window`, and longer (up to [`IDLE_WINDOWS`] windows) while no batch of the setting in force is
+    /// written: an idle window says nothing about the setting, and judging it as zero throughput would roll back
+    /// every change made just before traffic paused. Still idle after that, it is an error: the change stays,
+    /// unverified. Only batches sent under the setting in force, and not in flight alongside another setting's
+    /// ([`unmixed`]), are judged: the first ones after a change wait behind what the old setting sent.
     async fn observe(&self, window: Duration) -> Result<WindowStats, ActuatorError> {
         let before = self.observations.snapshot();
         let mut waited = 0;
-        let new_batches = loop {
+        loop {
             tokio::time::sleep(window).await;
             waited += 1;
             let after = self.observations.snapshot();
             let n = after.total_batches.saturating_sub(before.total_batches) as usize;
-            if n > 0 {
-                break n;
+            let recent = self.observations.recent();
+            let fresh = &recent[recent.len().saturating_sub(n)..];
+            let judged = self.of_setting_in_force(fresh, &recent);
+            if !judged.is_empty() {
+                return Ok(window_stats(judged, self.knobs.get().write_concurrency));
             }
             if waited >= IDLE_WINDOWS {
                 return Err(ActuatorError {
                     reason: format!(
-                        "no batch was written in {} s, so the setting cannot be judged",
+                        "no batch of the setting in force was written in {} s, so it cannot be judged",
                         window.as_secs_f64() * f64::from(IDLE_WINDOWS)
                     ),
                     retriable: true,
                 });
             }
-        };
-        let recent = self.observations.recent();
-        let fresh: Vec<_> = recent.iter().rev().take(new_batches).collect();
-        Ok(window_stats(
-            fresh.into_iter().copied(),
-            self.knobs.get().write_concurrency,
-        ))
+        }
     }
 
-    /// The batches answered in the last `window`, at once: waiting a window before every change would hold back
-    /// a relief change while the backlog it is meant to relieve grows. With none written in it, waits like
-    /// `observe`.
+    /// The batches of the setting in force answered in the last `window`, at once: waiting a window before every
+    /// change would hold back a relief change while the backlog it is meant to relieve grows. With none written
+    /// in it, waits like [`Self::observe`].
     async fn observed(&self, window: Duration) -> Result<WindowStats, ActuatorError> {
         let since = std::time::Instant::now().checked_sub(window);
         let recent = self.observations.recent();
-        let past: Vec<_> = recent
+        let first = recent
             .iter()
-            .rev()
-            .take_while(|o| since.is_none_or(|s| o.ended >= s))
-            .copied()
-            .collect();
+            .rposition(|o| since.is_some_and(|s| o.ended < s))
+            .map_or(0, |i| i + 1);
+        let past = self.of_setting_in_force(&recent[first..], &recent);
         if past.is_empty() {
             return self.observe(window).await;
         }
         Ok(window_stats(past, self.knobs.get().write_concurrency))
+    }
+}
+
+impl PipelineKnobs {
+    /// The batches of `batches` sent under the setting in force, leaving out those in flight alongside another
+    /// setting's among `all`.
+    fn of_setting_in_force(
+        &self,
+        batches: &[BatchObservation],
+        all: &[BatchObservation],
+    ) -> Vec<BatchObservation> {
+        let k = self.knobs.get();
+        let mine: Vec<_> = batches
+            .iter()
+            .filter(|o| o.setting() == (k.batch_rows, k.write_concurrency))
+            .copied()
+            .collect();
+        unmixed(&mine, all)
     }
 }
 
@@ -294,7 +310,7 @@ pub fn window_stats(
     let mut first_start: Option<std::time::Instant> = None;
     let mut last_end: Option<std::time::Instant> = None;
     for o in batches {
-        let start = o.ended.checked_sub(o.latency).unwrap_or(o.ended);
+        let start = o.started();
         first_start = Some(first_start.map_or(start, |f| f.min(start)));
         last_end = Some(last_end.map_or(o.ended, |l| l.max(o.ended)));
         if o.outcome == BatchOutcome::Ok {
@@ -351,6 +367,8 @@ mod tests {
             latency: Duration::from_millis(ms),
             outcome,
             attempt: 1,
+            batch_rows: 32,
+            concurrency: 32,
             ended: std::time::Instant::now(),
         }
     }

@@ -10,8 +10,36 @@ use crate::planner::{
     ResourceState,
 };
 
-/// Batches per setting that a throughput and p99 figure is computed from (the most recent ones).
+/// Most batches per setting that a throughput and p99 figure is computed from (the most recent ones).
 const BATCHES_PER_FIGURE: usize = 500;
+
+/// Fewest batches a figure is computed from: when a setting's measure window (`Limits::measure_window_s`) holds
+/// fewer, its most recent batches up to this many are used, however old.
+const MIN_BATCHES_PER_FIGURE: usize = 20;
+
+/// A setting's most recent batches, newest first, that its figures are computed from: those that ended within the
+/// measure window before its newest one (at most [`BATCHES_PER_FIGURE`]), or its newest
+/// [`MIN_BATCHES_PER_FIGURE`] when the window holds fewer.
+fn figure_batches(
+    batches: &std::collections::VecDeque<crate::cassandra::BatchObservation>,
+    window: std::time::Duration,
+) -> Vec<crate::cassandra::BatchObservation> {
+    let Some(newest) = batches.back().map(|b| b.ended) else {
+        return Vec::new();
+    };
+    let in_window = batches
+        .iter()
+        .rev()
+        .take(BATCHES_PER_FIGURE)
+        .take_while(|b| newest.saturating_duration_since(b.ended) <= window)
+        .count();
+    batches
+        .iter()
+        .rev()
+        .take(in_window.max(MIN_BATCHES_PER_FIGURE))
+        .copied()
+        .collect()
+}
 
 /// What the agent remembers between steps to build the observed state.
 #[derive(Debug, Default)]
@@ -133,7 +161,8 @@ impl ObserveState {
 }
 
 /// The write path: lag, backlog, arrival, row size and what each measured (rows, concurrency) setting achieved.
-fn pipeline(c: &Collected, _limits: &Limits) -> PipelineObservation {
+fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
+    let window = std::time::Duration::from_secs_f64(limits.measure_window_s.max(0.0));
     // Lag: the longest a message has waited, either still unsettled or settled within the lag window (p99).
     let lag_s = c
         .lag
@@ -154,8 +183,7 @@ fn pipeline(c: &Collected, _limits: &Limits) -> PipelineObservation {
         .iter()
         .filter(|(_, b)| !b.batches.is_empty())
         .map(|(&(rows, concurrency), b)| {
-            let recent = b.batches.iter().rev().take(BATCHES_PER_FIGURE).copied();
-            let stats = window_stats(recent, concurrency);
+            let stats = window_stats(figure_batches(&b.batches, window), concurrency);
             BatchSample {
                 rows,
                 concurrency,
@@ -163,6 +191,7 @@ fn pipeline(c: &Collected, _limits: &Limits) -> PipelineObservation {
                 p99_ms: stats.p99_ms,
                 mean_rows: stats.mean_rows,
                 error_share: stats.error_share,
+                slot_share: stats.slot_share,
             }
         })
         .filter(|s| s.throughput_rows_per_s > 0.0)

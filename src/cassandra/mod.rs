@@ -21,7 +21,9 @@ pub mod writer;
 
 pub use config::{CassandraConfig, Consistency, Replication};
 pub use error::CassandraError;
-pub use observe::{BatchObservation, BatchOutcome, ObservationWindow, SizeClass, WriterSnapshot};
+pub use observe::{
+    unmixed, BatchObservation, BatchOutcome, ObservationWindow, SizeClass, WriterSnapshot,
+};
 pub use schema::ensure_schema;
 pub use tables::{
     metric_bucket, AuditRow, ForecastRow, OwnTables, ProposalRow, StoredEvent, MS_PER_METRIC_BUCKET,

@@ -32,9 +32,70 @@ pub struct BatchObservation {
     pub outcome: BatchOutcome,
     /// 1 for the first try, 2 for the first retry, ...
     pub attempt: u32,
+    /// Rows per batch in force when it was sent: the setting its latency belongs to. A batch sent before a knob
+    /// change that ends after it measures the old setting, not the new one.
+    pub batch_rows: u32,
+    /// Write concurrency in force when it was sent.
+    pub concurrency: u32,
     /// When the answer came (monotonic clock), so a window of recent batches can be picked out.
     #[serde(skip)]
     pub ended: std::time::Instant,
+}
+
+impl BatchObservation {
+    /// When it was sent (monotonic clock).
+    pub fn started(&self) -> std::time::Instant {
+        self.ended.checked_sub(self.latency).unwrap_or(self.ended)
+    }
+
+    /// The setting it was sent under: (rows per batch, write concurrency).
+    pub fn setting(&self) -> (u32, u32) {
+        (self.batch_rows, self.concurrency)
+    }
+}
+
+/// The batches of `judged` that were in flight only alongside batches of their own setting among `all`.
+///
+/// Right after a knob change the node still works off what the old setting sent, so the first batches of the new
+/// setting wait behind the old one's queue, and the old setting's last batches behind the new one's: their latency
+/// belongs to neither setting. Judging a cut from 32 writes in flight to 8 on those batches saw the old queue.
+pub fn unmixed(judged: &[BatchObservation], all: &[BatchObservation]) -> Vec<BatchObservation> {
+    let mut others: BTreeMap<(u32, u32), (Vec<std::time::Instant>, Vec<std::time::Instant>)> =
+        BTreeMap::new();
+    for setting in judged.iter().map(BatchObservation::setting) {
+        others.entry(setting).or_insert_with(|| {
+            // Other settings' batches by start, with the latest end among those started so far.
+            let mut spans: Vec<_> = all
+                .iter()
+                .filter(|o| o.setting() != setting)
+                .map(|o| (o.started(), o.ended))
+                .collect();
+            spans.sort_by_key(|&(start, _)| start);
+            let starts = spans.iter().map(|&(start, _)| start).collect();
+            let latest_end = spans
+                .iter()
+                .scan(
+                    None,
+                    |latest: &mut Option<std::time::Instant>, &(_, end)| {
+                        let l = latest.map_or(end, |l| l.max(end));
+                        *latest = Some(l);
+                        Some(l)
+                    },
+                )
+                .collect();
+            (starts, latest_end)
+        });
+    }
+    judged
+        .iter()
+        .filter(|o| {
+            let (starts, latest_end) = &others[&o.setting()];
+            // Other batches sent before this one ended; one of them still running after it started overlaps it.
+            let sent_before = starts.partition_point(|&start| start < o.ended);
+            sent_before == 0 || latest_end[sent_before - 1] <= o.started()
+        })
+        .copied()
+        .collect()
 }
 
 /// Latency of the batches of one size class in the window.
@@ -195,6 +256,8 @@ mod tests {
             latency: Duration::from_millis(ms),
             outcome,
             attempt: 1,
+            batch_rows: 32,
+            concurrency: 32,
             ended: std::time::Instant::now(),
         }
     }

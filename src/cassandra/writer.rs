@@ -414,6 +414,10 @@ impl EventWriter {
         loop {
             let result = {
                 let _permit = self.knobs.permit().await;
+                let (batch_rows, concurrency) = (
+                    self.knobs.rows_per_batch() as u32,
+                    self.knobs.max_in_flight() as u32,
+                );
                 self.window.in_flight.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
                 let result = match &batch {
@@ -439,6 +443,8 @@ impl EventWriter {
                     latency,
                     outcome,
                     attempt,
+                    batch_rows,
+                    concurrency,
                     ended: Instant::now(),
                 });
                 result

@@ -359,7 +359,7 @@ impl Executor {
         }
         let mut outcomes = Vec::new();
         for change in &plan.changes {
-            let mode = &mode.for_change(change.uses_forecast);
+            let mode = &mode.for_change(change.uses_forecast, change.action.sheds_load());
             let open = self
                 .proposals
                 .list()?
@@ -886,8 +886,17 @@ impl Executor {
         // planner chose under and throughput rose by more than the tolerance: with a 2-second window of a few dozen
         // batches, p99 is close to the slowest batch, and judging that alone rolled back changes that quadrupled
         // capacity over a 3 ms wobble. Without a stated objective any rise counts.
+        // A change that adds capacity (more writes in flight, bigger batches) and then kept up with write slots
+        // to spare has paid for its p99 rise too: its throughput follows the load, not the setting, so it cannot
+        // show the rise (a probe from 2 to 4 writes in flight for a capacity shortfall was rolled back for a p99
+        // of 86 ms against 50, with the objective at 250).
+        let full = |w: &WindowStats| w.slot_share.is_none_or(|s| s >= SATURATED_SLOT_SHARE);
+        let adds_capacity = to.concurrency > before.concurrency
+            || to.batch_rows > before.batch_rows
+            || to.batch_bytes > before.batch_bytes;
         let objective = change.reason.figures.get("p99_objective_ms").copied();
-        let paid_for = after.throughput_rows_per_s > baseline.throughput_rows_per_s * (1.0 + tol)
+        let paid_for = (after.throughput_rows_per_s > baseline.throughput_rows_per_s * (1.0 + tol)
+            || (adds_capacity && !full(&after)))
             && objective.is_some_and(|o| after.p99_ms <= o);
         // Relief that turns write timeouts into slower successes raises the p99 of the successes while the node
         // does better: with the error share at least halved, that rise is not held against it.
@@ -926,7 +935,6 @@ impl Executor {
         let caps_changed =
             (before.batch_rows, before.batch_bytes) != (to.batch_rows, to.batch_bytes);
         let comparable = comparable_fill(&baseline, &after, caps_changed);
-        let full = |w: &WindowStats| w.slot_share.is_none_or(|s| s >= SATURATED_SLOT_SHARE);
         let reference = if full(&baseline) {
             baseline.throughput_rows_per_s
         } else {

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::series::{Sample, SeriesKey};
 use super::store::{MetricStore, SampleHistory, StoreError};
 use crate::cassandra::{
-    BatchObservation, BatchOutcome, CassandraError, ObservationWindow, OwnTables,
+    unmixed, BatchObservation, BatchOutcome, CassandraError, ObservationWindow, OwnTables,
     MS_PER_METRIC_BUCKET,
 };
 use crate::linstor::placement::{PlacementInputs, PlacementSnapshot};
@@ -96,7 +96,8 @@ pub struct Sources {
     pub writes: Option<Arc<ObservationWindow>>,
     /// The pipeline's counters.
     pub stats: Option<Arc<PipelineStats>>,
-    /// The knobs in force (read only), to attribute batch measurements to a setting.
+    /// The knobs in force (read only): the settings the agent plans from. (Batch measurements carry the setting
+    /// they were sent under.)
     pub knobs: Option<watch::Receiver<Knobs>>,
     /// LINSTOR with the read credential.
     pub linstor: Option<LinstorReader>,
@@ -288,7 +289,8 @@ impl Collector {
             self.state.lag = Some(snap);
         }
 
-        // Write latency per batch size class and errors; new batches attributed to the knobs in force.
+        // Write latency per batch size class and errors; new batches attributed to the setting they were sent
+        // under (a batch in flight across a knob change measures the old setting).
         if let Some(writes) = &self.sources.writes {
             let snap = writes.snapshot();
             for class in &snap.by_size {
@@ -309,28 +311,27 @@ impl Collector {
             self.last_errors = snap.total_errors;
             let fresh = snap.total_batches.saturating_sub(self.last_batches) as usize;
             self.last_batches = snap.total_batches;
-            if let Some(knobs) = &self.sources.knobs {
-                let k = *knobs.borrow();
-                let recent = writes.recent();
-                let start = recent.len().saturating_sub(fresh);
+            let recent = writes.recent();
+            let start = recent.len().saturating_sub(fresh);
+            for o in &recent[start..] {
+                if o.outcome == BatchOutcome::Ok {
+                    self.bytes_rows.0 += o.bytes as u64;
+                    self.bytes_rows.1 += o.rows as u64;
+                }
+            }
+            for o in unmixed(&recent[start..], &recent) {
                 let entry = self
                     .state
                     .batches
-                    .entry((k.batch_rows, k.write_concurrency))
+                    .entry((o.batch_rows, o.concurrency))
                     .or_default();
-                for o in &recent[start..] {
-                    if o.outcome == BatchOutcome::Ok {
-                        self.bytes_rows.0 += o.bytes as u64;
-                        self.bytes_rows.1 += o.rows as u64;
-                    }
-                    entry.batches.push_back(*o);
-                    if entry.batches.len() > BATCHES_PER_SETTING {
-                        entry.batches.pop_front();
-                    }
+                entry.batches.push_back(o);
+                if entry.batches.len() > BATCHES_PER_SETTING {
+                    entry.batches.pop_front();
                 }
-                if self.bytes_rows.1 > 0 {
-                    self.state.avg_row_bytes = self.bytes_rows.0 as f64 / self.bytes_rows.1 as f64;
-                }
+            }
+            if self.bytes_rows.1 > 0 {
+                self.state.avg_row_bytes = self.bytes_rows.0 as f64 / self.bytes_rows.1 as f64;
             }
         }
 

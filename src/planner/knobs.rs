@@ -72,9 +72,10 @@ fn overloading(s: &BatchSample, limits: &Limits) -> bool {
 /// covers it), which keeps the search from cycling.
 ///
 /// * Overloaded (p99 over the objective, or write timeouts and Overloaded answers): queueing at the node makes
-///   latency grow in proportion to the writes in flight, so concurrency is cut by the largest step the policy
-///   allows (a multiplicative decrease); at concurrency 1 the batch is made smaller by objective / p99 instead
-///   (by half when only errors show).
+///   latency grow in proportion to the writes in flight, so concurrency is cut to the mean writes in flight
+///   times aim / p99, or half of them when that is less deep (a multiplicative decrease), within the policy's
+///   step; at concurrency
+///   1 the batch is made smaller by objective / p99 instead (by half when only errors show).
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
 ///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
 ///   objective, the node has room for more writes in flight.
@@ -109,14 +110,22 @@ fn probe(
             )
         };
         if settings.concurrency > 1 {
-            // The largest cut the policy lets through on its own, whatever the size of the overshoot: with
-            // natural batching fewer writes in flight cost little (each batch carries more rows), while too many
-            // cost write timeouts and queueing. With a p99 just over the objective the proportional steps (32 →
-            // 28 or 29) were too small, and the next ones were rolled back as the load swung. A cut too deep is
-            // probed back up only when it shows as a capacity shortfall with p99 under half the objective; with
-            // batches full at the byte cap, service time alone can hold p99 above that, and the cut stays (see
-            // the README's replay section).
-            let wanted = (f64::from(settings.concurrency) / ratio).ceil() as u64;
+            // A multiplicative decrease of the writes actually in flight: at least half, and deeper when p99 is
+            // far over. Queueing at the node makes latency grow with the writes in flight, which is the slot share
+            // times the concurrency (a setting allowed 32 that kept 13 in flight queued 13, not 32; a cut to 12
+            // changed nothing and was rolled back), so in-flight × aim / p99 would bring p99 to the aim if
+            // queueing were all of it; service time and other clients' writes are not, hence at least half.
+            // With natural batching fewer writes in flight
+            // cost little (each batch carries more rows), while too many cost write timeouts. Proportional
+            // steps on the configured concurrency (32 → 28 or 29) were too small, and were rolled back as the
+            // load swung. The policy's step limit bounds the cut. A cut too deep is probed back up when it shows
+            // as a capacity shortfall with p99 under half the objective; with batches full at the byte cap,
+            // service time alone can hold p99 above that, and the cut stays (see the README's replay section).
+            let c_now = f64::from(settings.concurrency);
+            let in_flight = current
+                .slot_share
+                .map_or(c_now, |s| (s * c_now).clamp(1.0, c_now));
+            let wanted = (in_flight * factor.min(0.5)).ceil() as u64;
             let c = step_toward(u64::from(settings.concurrency), wanted, ratio)
                 .min(u64::from(settings.concurrency) - 1) as u32;
             to.concurrency = c.max(1);
@@ -126,7 +135,7 @@ fn probe(
             return Some((
                 to,
                 format!(
-                    "{why}: writes queue at the node, so concurrency {} → {} (latency falls about in proportion; with fewer writes in flight batches fill fuller)",
+                    "{why} with {in_flight:.1} writes in flight on average: writes queue at the node, so concurrency {} → {} (latency falls about in proportion; with fewer writes in flight batches fill fuller)",
                     settings.concurrency, to.concurrency
                 ),
             ));

@@ -74,6 +74,11 @@ pub struct Limits {
     /// Spread rebalancing aims for once triggered.
     #[serde(default = "default_skew_target")]
     pub skew_target: f64,
+    /// Seconds of a setting's most recent batches its figures (p99, throughput, errors) are computed from, so the
+    /// setting in force is judged on how it does now: a burst or the settling after a change ages out of the
+    /// figures instead of lingering in them while the load is light and batches are few.
+    #[serde(default = "default_measure_window_s")]
+    pub measure_window_s: f64,
     /// Seconds a target is left alone after a change.
     #[serde(default = "default_cooldown_s")]
     pub cooldown_s: i64,
@@ -158,6 +163,9 @@ const fn default_cooldown_s() -> i64 {
 const fn default_max_changes_per_step() -> usize {
     10
 }
+const fn default_measure_window_s() -> f64 {
+    60.0
+}
 const fn default_min_history_points() -> u32 {
     48
 }
@@ -192,6 +200,7 @@ impl Default for Limits {
             skew_target: default_skew_target(),
             cooldown_s: default_cooldown_s(),
             max_changes_per_step: default_max_changes_per_step(),
+            measure_window_s: default_measure_window_s(),
             min_history_points: default_min_history_points(),
             max_mase: default_max_mase(),
             mase_grace_steps: default_mase_grace_steps(),

@@ -146,6 +146,11 @@ pub struct BatchSample {
     /// work is overloading it, whatever its p99.
     #[serde(default)]
     pub error_share: f64,
+    /// Share of the setting's write-slot time that writes were in flight (slot share times concurrency is the
+    /// mean number of writes in flight): a setting allowed 32 writes that kept 3 in flight queued 3 at the node,
+    /// not 32. `None` when not measured.
+    #[serde(default)]
+    pub slot_share: Option<f64>,
 }
 
 /// What the forecaster says, reduced to what planning needs.
@@ -357,6 +362,19 @@ impl Action {
             Action::RemoveReplica { .. } => "remove_replica",
             Action::SetPlaceCount { .. } => "set_place_count",
             Action::DeleteResource { .. } => "delete_resource",
+        }
+    }
+
+    /// Whether it only sheds load from the Cassandra node: fewer batch writes in flight, and no knob raised.
+    pub fn sheds_load(&self) -> bool {
+        match self {
+            Action::SetKnobs { from, to } => {
+                to.concurrency < from.concurrency
+                    && to.batch_rows <= from.batch_rows
+                    && to.batch_bytes <= from.batch_bytes
+                    && to.prefetch <= from.prefetch
+            }
+            _ => false,
         }
     }
 

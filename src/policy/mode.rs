@@ -33,13 +33,14 @@ pub struct ModeDecision {
 impl ModeDecision {
     /// The mode one change runs in: a drop for an inaccurate (or not yet scored) forecast holds back only changes
     /// that rest on a forecast, so a change made on measurements alone goes through the gate in the configured
-    /// mode. A drop for thin data, and an operator's recommend mode, hold back everything.
-    pub fn for_change(&self, uses_forecast: bool) -> ModeDecision {
-        if self.mode == Mode::Recommend
-            && self.configured == Mode::Autonomous
-            && self.forecast_changes_only
-            && !uses_forecast
-        {
+    /// mode. A drop for thin data holds back everything but a change that only sheds load from the node
+    /// (`sheds_load`: fewer writes in flight, nothing raised) made on measurements alone: thin data means a short
+    /// forecast history, while the write path is measured over hundreds of batches within seconds, and such a
+    /// change is verified and rolled back like any other. An operator's recommend mode holds back everything.
+    pub fn for_change(&self, uses_forecast: bool, sheds_load: bool) -> ModeDecision {
+        let dropped = self.mode == Mode::Recommend && self.configured == Mode::Autonomous;
+        let thin_data = !self.forecast_changes_only;
+        if dropped && !uses_forecast && (!thin_data || sheds_load) {
             ModeDecision {
                 mode: Mode::Autonomous,
                 configured: self.configured,
@@ -177,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn an_inaccurate_forecast_holds_back_forecast_changes_only_but_thin_data_holds_back_all() {
+    fn an_inaccurate_forecast_holds_back_forecast_changes_only_but_thin_data_holds_back_more() {
         let limits = Limits::default();
         let drop = |points, mase| {
             effective_mode(
@@ -196,6 +197,67 @@ mod tests {
             !drop(500, Some(0.5)).forecast_changes_only,
             "no drop at all"
         );
+    }
+
+    #[test]
+    fn thin_data_lets_through_only_a_change_that_sheds_load_on_measurements_alone() {
+        let limits = Limits::default();
+        let mode = |configured, points| {
+            effective_mode(
+                configured,
+                &ForecastTrust {
+                    history_points: points,
+                    rolling_mase: Some(0.5),
+                },
+                &limits,
+            )
+        };
+        let from = crate::planner::Settings {
+            batch_rows: 32,
+            batch_bytes: 48 * 1024,
+            concurrency: 32,
+            prefetch: 256,
+        };
+        let set = |to| crate::planner::Action::SetKnobs { from, to };
+        let cut = set(crate::planner::Settings {
+            concurrency: 8,
+            ..from
+        });
+        let cut_and_raise = set(crate::planner::Settings {
+            concurrency: 8,
+            prefetch: 1024,
+            ..from
+        });
+        let raise = set(crate::planner::Settings {
+            concurrency: 64,
+            ..from
+        });
+        assert!(cut.sheds_load());
+        assert!(!cut_and_raise.sheds_load());
+        assert!(!raise.sheds_load());
+
+        let thin = mode(Mode::Autonomous, 3);
+        let of = |action: &crate::planner::Action, uses_forecast| {
+            thin.for_change(uses_forecast, action.sheds_load()).mode
+        };
+        assert_eq!(of(&cut, false), Mode::Autonomous);
+        assert_eq!(of(&cut, true), Mode::Recommend, "rests on a forecast");
+        assert_eq!(of(&cut_and_raise, false), Mode::Recommend);
+        assert_eq!(of(&raise, false), Mode::Recommend);
+        // An operator's recommend mode holds back everything.
+        let operator = mode(Mode::Recommend, 3);
+        assert_eq!(operator.for_change(false, true).mode, Mode::Recommend);
+        // A forecast that is not scored yet holds back only what rests on it.
+        let unscored = effective_mode(
+            Mode::Autonomous,
+            &ForecastTrust {
+                history_points: 500,
+                rolling_mase: None,
+            },
+            &limits,
+        );
+        assert_eq!(unscored.for_change(false, false).mode, Mode::Autonomous);
+        assert_eq!(unscored.for_change(true, true).mode, Mode::Recommend);
     }
 
     #[test]

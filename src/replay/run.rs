@@ -199,6 +199,9 @@ pub fn agent_limits(setup: &RunSetup) -> Limits {
         p99_objective_ms: setup.write_p99_objective_ms,
         cooldown_s: ((defaults.cooldown_s as f64 / speedup.max(1.0)).round() as i64).max(2),
         min_history_points: 10,
+        // Three trace minutes, like the executor's verification window: the default minute of wall time is an
+        // hour of trace here.
+        measure_window_s: 3.0,
         // The pipeline refuses a prefetch above 1024 (`pipeline::knobs`); planning past it only plans a failure.
         max_prefetch: defaults.max_prefetch.min(1_024),
         ..defaults
