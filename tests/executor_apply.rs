@@ -656,6 +656,55 @@ async fn capacity_is_judged_only_where_the_write_slots_were_in_use() {
 }
 
 #[tokio::test]
+async fn more_writes_in_flight_that_kept_up_pay_for_a_p99_rise_within_the_objective() {
+    // A probe for a capacity shortfall: twice the writes in flight, planned under a p99 objective of 250 ms.
+    let mut more_in_flight = change(Action::SetKnobs {
+        from: SETTINGS,
+        to: Settings {
+            concurrency: SETTINGS.concurrency * 2,
+            ..SETTINGS
+        },
+    });
+    more_in_flight.reason.figures = BTreeMap::from([("p99_objective_ms".to_string(), 250.0)]);
+    let at = |p99_ms: f64, w: WindowStats| WindowStats { p99_ms, ..w };
+    // Before: every slot busy at 50 ms. After: p99 86 ms, a quarter of the slots idle, the same rows written,
+    // so its capacity figure cannot show the gain. It kept up within the objective: applied.
+    let kept_up = vec![
+        at(50.0, window_used(280.0, 275.0, 0.97)),
+        at(86.0, window_used(290.0, 280.0, 0.76)),
+    ];
+    let (out, rig) = apply_over(kept_up, &more_in_flight).await;
+    assert!(
+        matches!(&out, ChangeOutcome::Applied { detail } if detail.contains("p99 50.0 → 86.0 ms")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency * 2);
+
+    // The same rise past the objective is not paid for.
+    let past_objective = vec![
+        at(50.0, window_used(280.0, 275.0, 0.97)),
+        at(260.0, window_used(290.0, 280.0, 0.76)),
+    ];
+    let (out, rig) = apply_over(past_objective, &more_in_flight).await;
+    assert!(
+        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("p99 260.0 ms worse than 50.0 ms")),
+        "{out:?}"
+    );
+    assert_eq!(rig.knobs.settings(), SETTINGS);
+
+    // Nor is it when the new setting ran full without writing more: it bought nothing.
+    let ran_full = vec![
+        at(50.0, window_used(280.0, 275.0, 0.97)),
+        at(86.0, window_used(285.0, 280.0, 0.97)),
+    ];
+    let (out, _) = apply_over(ran_full, &more_in_flight).await;
+    assert!(
+        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("p99 86.0 ms worse than 50.0 ms")),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_knob_change_that_worsens_p99_is_rolled_back_and_audited() {
     let windows = vec![
         window(20.0, 1000.0, 0.0, 0.0),

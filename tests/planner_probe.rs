@@ -33,6 +33,8 @@ impl Node {
             p99_ms: latency * 1.2,
             mean_rows: rows,
             error_share: 0.0,
+            // The model keeps every slot busy: a lagging pipeline fills them.
+            slot_share: Some(1.0),
         }
     }
 }
@@ -289,4 +291,42 @@ fn relief_is_claimed_under_a_backlog_only_when_there_are_errors_to_cut() {
         !relief_figure(true, 0.0),
         "a backlog without errors: judged like any change"
     );
+}
+
+#[test]
+fn an_overload_cut_halves_the_writes_actually_in_flight_within_the_step_limit() {
+    let node = replay_node();
+    let limits = limits();
+    // What the planner cuts `concurrency` to when its batches show `p99_ms` with `in_flight` writes in flight on
+    // average, and whether the reason says so.
+    let cut = |concurrency: u32, in_flight: f64, p99_ms: f64, error_share: f64| {
+        let settings = Settings {
+            concurrency,
+            ..defaults()
+        };
+        let sample = BatchSample {
+            p99_ms,
+            error_share,
+            slot_share: Some(in_flight / f64::from(concurrency)),
+            ..node.measure(&settings)
+        };
+        let p = plan_once(&node, &settings, true, 300.0, vec![sample], &limits);
+        let (_, to, why) = knob_change(&p).expect("an overloaded setting is changed");
+        assert!(
+            why.contains(&format!("{in_flight:.1} writes in flight")),
+            "{why}"
+        );
+        to.concurrency
+    };
+    // 8 allowed, all busy, p99 332 ms against 250: half of the 8 in flight, not a quarter of the allowance.
+    assert_eq!(cut(8, 8.0, 332.0, 0.0), 4);
+    // 32 allowed with 13 in flight: half of 13 is 7, which a quarter of 32 (the step limit) bounds at 8.
+    assert_eq!(cut(32, 13.0, 272.0, 0.0), 8);
+    // 16 allowed, 12 in flight, p99 four times the objective: in-flight × aim / p99 = 12 × 225 / 1000 = 2.7,
+    // which the step limit bounds at 4.
+    assert_eq!(cut(16, 12.0, 1000.0, 0.0), 4);
+    // 8 allowed, p99 far over: 8 × 225 / 1000 = 1.8, so 2.
+    assert_eq!(cut(8, 8.0, 1000.0, 0.0), 2);
+    // Errors alone (p99 in bounds): half of the 6 in flight.
+    assert_eq!(cut(16, 6.0, 100.0, 0.05), 4);
 }

@@ -204,3 +204,40 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
         batches,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::cassandra::{BatchObservation, BatchOutcome};
+
+    #[test]
+    fn a_setting_is_judged_on_its_last_window_of_batches_but_never_on_too_few() {
+        let t0 = Instant::now();
+        // A batch that ended `at_ms` after t0 and took `ms`.
+        let batch = |at_ms: u64, ms: u64| BatchObservation {
+            rows: 10,
+            bytes: 1000,
+            latency: Duration::from_millis(ms),
+            outcome: BatchOutcome::Ok,
+            attempt: 1,
+            batch_rows: 32,
+            concurrency: 8,
+            ended: t0 + Duration::from_millis(at_ms),
+        };
+        // A slow stretch (300 ms batches) at 0–1 s, then fast ones (20 ms) from 10 s to 13 s.
+        let mut batches: VecDeque<_> = (0..100).map(|i| batch(i * 10, 300)).collect();
+        batches.extend((0..30).map(|i| batch(10_000 + i * 100, 20)));
+        let window = Duration::from_secs(3);
+        let figures = window_stats(figure_batches(&batches, window), 8);
+        assert_eq!(figures.p99_ms, 20.0, "the slow stretch aged out");
+        // With only five batches in the window, the newest twenty are used, slow ones among them.
+        let mut few: VecDeque<_> = (0..100).map(|i| batch(i * 10, 300)).collect();
+        few.extend((0..5).map(|i| batch(10_000 + i * 100, 20)));
+        let figures = window_stats(figure_batches(&few, window), 8);
+        assert_eq!(figures.p99_ms, 300.0);
+        assert_eq!(figure_batches(&few, window).len(), MIN_BATCHES_PER_FIGURE);
+    }
+}

@@ -280,6 +280,35 @@ mod tests {
     }
 
     #[test]
+    fn batches_in_flight_alongside_another_setting_are_left_out() {
+        let t0 = std::time::Instant::now();
+        // A batch of `setting` sent at `start` ms that took `ms`.
+        let sent = |setting: (u32, u32), start: u64, ms: u64| BatchObservation {
+            batch_rows: setting.0,
+            concurrency: setting.1,
+            latency: Duration::from_millis(ms),
+            ended: t0 + Duration::from_millis(start + ms),
+            ..obs(10, ms, BatchOutcome::Ok)
+        };
+        let (old, new) = ((32, 32), (32, 8));
+        let all = vec![
+            sent(old, 0, 100),   // before the change, alone: kept
+            sent(old, 150, 300), // sent before the change, ends at 450 while `new` runs: left out
+            sent(new, 200, 400), // waited behind the old one: left out
+            sent(new, 460, 50),  // sent after the last old batch ended: kept
+            sent(new, 520, 40),  // kept
+        ];
+        let kept = unmixed(&all, &all);
+        let starts: Vec<_> = kept
+            .iter()
+            .map(|o| (o.setting(), (o.started() - t0).as_millis()))
+            .collect();
+        assert_eq!(starts, vec![(old, 0), (new, 460), (new, 520)]);
+        // Judging only the newest batches still sees the older ones they overlapped.
+        assert_eq!(unmixed(&all[2..], &all).len(), 2);
+    }
+
+    #[test]
     fn percentile_uses_nearest_rank() {
         let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(percentile(&mut v, 0.5), 50.0);

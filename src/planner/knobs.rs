@@ -444,6 +444,9 @@ pub(crate) fn plan_knobs(
     // Prefetch: enough for one round of batches, never more than the setting processes within a fraction of
     // one lock duration. Hysteresis: act when below one round or above the ceiling (with 5 % slack, as the
     // ceiling follows measured throughput), and then aim for two rounds, so noise does not re-trigger it.
+    // A step that cuts writes in flight raises nothing else: it then only sheds load, which a drop to recommend
+    // for thin history lets through (`Action::sheds_load`), and prefetch follows at a later step.
+    let shedding = to.concurrency < settings.concurrency;
     let tp = find(samples, to.batch_rows, to.concurrency)
         .or(current)
         .map(|s| s.throughput_rows_per_s);
@@ -452,7 +455,7 @@ pub(crate) fn plan_knobs(
         let round = f64::from(to.batch_rows) * f64::from(to.concurrency);
         figures.insert("prefetch_ceiling".to_string(), ceiling);
         let over = f64::from(to.prefetch) > ceiling * 1.05;
-        let short = f64::from(to.prefetch) < round.min(ceiling);
+        let short = f64::from(to.prefetch) < round.min(ceiling) && !shedding;
         if over || short {
             let wanted = (2.0 * round)
                 .min(ceiling)
