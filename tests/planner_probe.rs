@@ -316,6 +316,9 @@ fn an_overload_cut_halves_the_writes_actually_in_flight_within_the_step_limit() 
             why.contains(&format!("{in_flight:.1} writes in flight")),
             "{why}"
         );
+        // A cut raises nothing else (at 32x32 a prefetch of 256 is short of a round of batches), so it passes
+        // a drop to recommend for thin history.
+        assert_eq!(to.prefetch, settings.prefetch, "{why}");
         to.concurrency
     };
     // 8 allowed, all busy, p99 332 ms against 250: half of the 8 in flight, not a quarter of the allowance.
