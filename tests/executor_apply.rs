@@ -227,6 +227,24 @@ fn forecast_drop(why: &str) -> ModeDecision {
     }
 }
 
+/// Asserts the change was applied and its outcome says `text`.
+#[track_caller]
+fn applied(out: &ChangeOutcome, text: &str) {
+    assert!(
+        matches!(out, ChangeOutcome::Applied { detail } if detail.contains(text)),
+        "expected applied with {text:?}, got {out:?}"
+    );
+}
+
+/// Asserts the change was rolled back and its outcome says `text`.
+#[track_caller]
+fn rolled_back(out: &ChangeOutcome, text: &str) {
+    assert!(
+        matches!(out, ChangeOutcome::RolledBack { detail } if detail.contains(text)),
+        "expected a rollback with {text:?}, got {out:?}"
+    );
+}
+
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
@@ -551,10 +569,7 @@ async fn relief_that_turns_timeouts_into_successes_is_kept_although_p99_rose() {
     assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 2);
     // Errors barely moved: the higher p99 is the change's doing.
     let (out, _) = apply_over(windows(0.25), &relief).await;
-    assert!(
-        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("p99 560.0 ms worse")),
-        "{out:?}"
-    );
+    rolled_back(&out, "p99 560.0 ms worse");
 }
 
 /// A burst ends while a change is verified: batches go from 14 rows to 4, and the capacity they show falls with
@@ -576,9 +591,9 @@ async fn throughput_is_compared_only_when_the_load_held() {
         },
     });
     let (out, rig) = apply_over(burst_ended(), &fewer_in_flight).await;
-    assert!(
-        matches!(&out, ChangeOutcome::Applied { detail } if detail.contains("throughput not compared, the load changed: 14.0 rows per batch before, 4.0 after")),
-        "{out:?}"
+    applied(
+        &out,
+        "throughput not compared, the load changed: 14.0 rows per batch before, 4.0 after",
     );
     assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 2);
 
@@ -590,10 +605,7 @@ async fn throughput_is_compared_only_when_the_load_held() {
         },
     });
     let (out, rig) = apply_over(burst_ended(), &smaller_batches).await;
-    assert!(
-        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 160 rows/s worse than 500 rows/s")),
-        "{out:?}"
-    );
+    rolled_back(&out, "throughput 160 rows/s worse than 500 rows/s");
     assert_eq!(rig.knobs.settings(), SETTINGS);
 
     // The same fall in throughput at the same fill is the setting's doing.
@@ -602,10 +614,7 @@ async fn throughput_is_compared_only_when_the_load_held() {
         window(180.0, 160.0, 13.0, 0.0),
     ];
     let (out, _) = apply_over(same_load, &fewer_in_flight).await;
-    assert!(
-        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 160 rows/s worse")),
-        "{out:?}"
-    );
+    rolled_back(&out, "throughput 160 rows/s worse");
 }
 
 #[tokio::test]
@@ -624,10 +633,7 @@ async fn capacity_is_judged_only_where_the_write_slots_were_in_use() {
         window_used(320.0, 300.0, 0.5),
     ];
     let (out, rig) = apply_over(kept_up, &fewer_in_flight).await;
-    assert!(
-        matches!(&out, ChangeOutcome::Applied { detail } if detail.contains("kept up with write slots to spare (50 % used)")),
-        "{out:?}"
-    );
+    applied(&out, "kept up with write slots to spare (50 % used)");
     assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency / 4);
 
     // After: every slot busy and only 200 rows/s of capacity against the 300 rows/s written before: the setting
@@ -637,9 +643,9 @@ async fn capacity_is_judged_only_where_the_write_slots_were_in_use() {
         window_used(200.0, 200.0, 0.95),
     ];
     let (out, rig) = apply_over(short, &fewer_in_flight).await;
-    assert!(
-        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 200 rows/s worse than 300 rows/s written before")),
-        "{out:?}"
+    rolled_back(
+        &out,
+        "throughput 200 rows/s worse than 300 rows/s written before",
     );
     assert_eq!(rig.knobs.settings(), SETTINGS);
 
@@ -649,10 +655,7 @@ async fn capacity_is_judged_only_where_the_write_slots_were_in_use() {
         window_used(400.0, 400.0, 0.97),
     ];
     let (out, _) = apply_over(both_full, &fewer_in_flight).await;
-    assert!(
-        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("throughput 400 rows/s worse than 900 rows/s before")),
-        "{out:?}"
-    );
+    rolled_back(&out, "throughput 400 rows/s worse than 900 rows/s before");
 }
 
 #[tokio::test]
@@ -674,10 +677,7 @@ async fn more_writes_in_flight_that_kept_up_pay_for_a_p99_rise_within_the_object
         at(86.0, window_used(290.0, 280.0, 0.76)),
     ];
     let (out, rig) = apply_over(kept_up, &more_in_flight).await;
-    assert!(
-        matches!(&out, ChangeOutcome::Applied { detail } if detail.contains("p99 50.0 → 86.0 ms")),
-        "{out:?}"
-    );
+    applied(&out, "p99 50.0 → 86.0 ms");
     assert_eq!(rig.knobs.settings().concurrency, SETTINGS.concurrency * 2);
 
     // The same rise past the objective is not paid for.
@@ -686,10 +686,7 @@ async fn more_writes_in_flight_that_kept_up_pay_for_a_p99_rise_within_the_object
         at(260.0, window_used(290.0, 280.0, 0.76)),
     ];
     let (out, rig) = apply_over(past_objective, &more_in_flight).await;
-    assert!(
-        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("p99 260.0 ms worse than 50.0 ms")),
-        "{out:?}"
-    );
+    rolled_back(&out, "p99 260.0 ms worse than 50.0 ms");
     assert_eq!(rig.knobs.settings(), SETTINGS);
 
     // Nor is it when the new setting ran full without writing more: it bought nothing.
@@ -698,10 +695,7 @@ async fn more_writes_in_flight_that_kept_up_pay_for_a_p99_rise_within_the_object
         at(86.0, window_used(285.0, 280.0, 0.97)),
     ];
     let (out, _) = apply_over(ran_full, &more_in_flight).await;
-    assert!(
-        matches!(&out, ChangeOutcome::RolledBack { detail } if detail.contains("p99 86.0 ms worse than 50.0 ms")),
-        "{out:?}"
-    );
+    rolled_back(&out, "p99 86.0 ms worse than 50.0 ms");
 }
 
 #[tokio::test]
@@ -766,10 +760,7 @@ async fn a_knob_change_that_helps_stays() {
     )
     .await
     .unwrap();
-    assert!(
-        matches!(out, ChangeOutcome::Applied { ref detail } if detail.contains("1000 → 1400")),
-        "{out:?}"
-    );
+    applied(&out, "1000 → 1400");
     assert_eq!(rig.knobs.settings().batch_rows, 100);
     assert!(!rig.kinds().contains(&AuditKind::Rollback));
 }
@@ -1145,9 +1136,9 @@ async fn p99_is_judged_against_what_the_plan_expected_as_well_as_before() {
     )
     .await
     .unwrap();
-    assert!(
-        matches!(out, ChangeOutcome::RolledBack { ref detail } if detail.contains("p99 40.0 ms worse than 10.0 ms before and 25.0 ms expected")),
-        "{out:?}"
+    rolled_back(
+        &out,
+        "p99 40.0 ms worse than 10.0 ms before and 25.0 ms expected",
     );
     assert_eq!(rig.knobs.settings(), SETTINGS);
 }
@@ -1331,10 +1322,7 @@ async fn a_p99_rise_within_the_objective_that_bought_throughput_is_kept() {
     assert_eq!(now, SETTINGS);
     // More throughput, but p99 over the objective: rolled back.
     let (out, now) = run(windows(60.0, 2000.0)).await;
-    assert!(
-        matches!(out, ChangeOutcome::RolledBack { ref detail } if detail.contains("p99 60.0 ms worse than 31.0 ms")),
-        "{out:?}"
-    );
+    rolled_back(&out, "p99 60.0 ms worse than 31.0 ms");
     assert_eq!(now, SETTINGS);
 }
 

@@ -172,6 +172,22 @@ impl PipelineKnobs {
             observations,
         }
     }
+
+    /// The batches of `batches` sent under the setting in force, leaving out those in flight alongside another
+    /// setting's among `all`.
+    fn of_setting_in_force(
+        &self,
+        batches: &[BatchObservation],
+        all: &[BatchObservation],
+    ) -> Vec<BatchObservation> {
+        let k = self.knobs.get();
+        let mine: Vec<_> = batches
+            .iter()
+            .filter(|o| o.setting() == (k.batch_rows, k.write_concurrency))
+            .copied()
+            .collect();
+        unmixed(&mine, all)
+    }
 }
 
 /// The planner's view of the pipeline knobs.
@@ -268,24 +284,6 @@ impl KnobActuator for PipelineKnobs {
             return self.observe(window).await;
         }
         Ok(window_stats(past, self.knobs.get().write_concurrency))
-    }
-}
-
-impl PipelineKnobs {
-    /// The batches of `batches` sent under the setting in force, leaving out those in flight alongside another
-    /// setting's among `all`.
-    fn of_setting_in_force(
-        &self,
-        batches: &[BatchObservation],
-        all: &[BatchObservation],
-    ) -> Vec<BatchObservation> {
-        let k = self.knobs.get();
-        let mine: Vec<_> = batches
-            .iter()
-            .filter(|o| o.setting() == (k.batch_rows, k.write_concurrency))
-            .copied()
-            .collect();
-        unmixed(&mine, all)
     }
 }
 

@@ -72,16 +72,12 @@ pub fn unmixed(judged: &[BatchObservation], all: &[BatchObservation]) -> Vec<Bat
                 .collect();
             spans.sort_by_key(|&(start, _)| start);
             let starts = spans.iter().map(|&(start, _)| start).collect();
+            let mut latest = None;
             let latest_end = spans
                 .iter()
-                .scan(
-                    None,
-                    |latest: &mut Option<std::time::Instant>, &(_, end)| {
-                        let l = latest.map_or(end, |l| l.max(end));
-                        *latest = Some(l);
-                        Some(l)
-                    },
-                )
+                .map(|&(_, end)| {
+                    *latest.insert(latest.map_or(end, |l: std::time::Instant| l.max(end)))
+                })
                 .collect();
             (starts, latest_end)
         });

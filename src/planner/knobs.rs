@@ -72,10 +72,10 @@ fn overloading(s: &BatchSample, limits: &Limits) -> bool {
 /// covers it), which keeps the search from cycling.
 ///
 /// * Overloaded (p99 over the objective, or write timeouts and Overloaded answers): queueing at the node makes
-///   latency grow in proportion to the writes in flight, so concurrency is cut to the mean writes in flight
-///   times aim / p99, or half of them when that is less deep (a multiplicative decrease), within the policy's
-///   step; at concurrency
-///   1 the batch is made smaller by objective / p99 instead (by half when only errors show).
+///   latency grow in proportion to the writes in flight, so concurrency is cut to half the mean writes in
+///   flight, or to in-flight × aim / p99 when that is deeper (a multiplicative decrease), within the policy's
+///   step; at concurrency 1 the batch is made smaller by objective / p99 instead (by half when only errors
+///   show).
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
 ///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
 ///   objective, the node has room for more writes in flight.
@@ -115,12 +115,12 @@ fn probe(
             // times the concurrency (a setting allowed 32 that kept 13 in flight queued 13, not 32; a cut to 12
             // changed nothing and was rolled back), so in-flight × aim / p99 would bring p99 to the aim if
             // queueing were all of it; service time and other clients' writes are not, hence at least half.
-            // With natural batching fewer writes in flight
-            // cost little (each batch carries more rows), while too many cost write timeouts. Proportional
-            // steps on the configured concurrency (32 → 28 or 29) were too small, and were rolled back as the
-            // load swung. The policy's step limit bounds the cut. A cut too deep is probed back up when it shows
-            // as a capacity shortfall with p99 under half the objective; with batches full at the byte cap,
-            // service time alone can hold p99 above that, and the cut stays (see the README's replay section).
+            // With natural batching fewer writes in flight cost little (each batch carries more rows), while too
+            // many cost write timeouts. Proportional steps on the configured concurrency (32 → 28 or 29) were
+            // too small, and were rolled back as the load swung. The policy's step limit bounds the cut. A cut
+            // too deep is probed back up when it shows as a capacity shortfall with p99 under half the
+            // objective; with batches full at the byte cap, service time alone can hold p99 above that, and the
+            // cut stays (see the README's replay section).
             let c_now = f64::from(settings.concurrency);
             let in_flight = current
                 .slot_share

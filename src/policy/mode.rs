@@ -25,7 +25,8 @@ pub struct ModeDecision {
     pub why: Option<String>,
     /// Whether the drop holds back only changes that rest on a forecast: true when the forecast is inaccurate
     /// or not scored yet on enough history, so that changes made on measurements alone go on. A drop for thin
-    /// data (the agent has just started) holds back everything: its measurements are thin too.
+    /// data (the agent has just started) holds back more: everything but a change that only sheds load
+    /// ([`ModeDecision::for_change`]).
     #[serde(default)]
     pub forecast_changes_only: bool,
 }
