@@ -274,6 +274,74 @@ fn cooldown_and_the_per_step_cap_hold_changes_back_and_say_so() {
     );
 }
 
+#[test]
+fn pool_moves_filling_the_per_step_cap_do_not_hold_back_a_knob_change() {
+    // Six resources on a pool at 95 %: more moves than the cap of 2 allows. The pipeline's setting in force
+    // overloads the node (p99 80 ms against the default 50).
+    let mut observed = cluster(
+        [95, 40, 40, 10],
+        (0..6)
+            .map(|i| resource(&format!("pvc-{i}"), 1, &["n1"]))
+            .collect(),
+    );
+    let settings = Settings {
+        batch_rows: 32,
+        batch_bytes: 48 * 1024,
+        concurrency: 8,
+        prefetch: 256,
+    };
+    observed.pipeline = PipelineObservation {
+        lag_s: 0.5,
+        backlog_messages: 0.0,
+        arrival_per_s: 100.0,
+        avg_row_bytes: 100.0,
+        batches: vec![BatchSample {
+            rows: 32,
+            concurrency: 8,
+            throughput_rows_per_s: 3_000.0,
+            p99_ms: 80.0,
+            mean_rows: 32.0,
+            slot_share: Some(1.0),
+            writes_in_flight: Some(8.0),
+            ..Default::default()
+        }],
+    };
+    let limits = Limits {
+        max_changes_per_step: 2,
+        ..Limits::default()
+    };
+    let p = plan(
+        &observed,
+        &trusted(),
+        &settings,
+        &History::default(),
+        &limits,
+        NOW,
+    );
+    assert_eq!(p.changes.len(), 2, "{:#?}", p.changes);
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| matches!(c.action, Action::SetKnobs { to, .. } if to.concurrency < 8)),
+        "the overload cut comes first: {:#?}",
+        p.changes
+    );
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| matches!(c.action, Action::MoveReplica { .. })),
+        "{:#?}",
+        p.changes
+    );
+    assert!(
+        p.skipped
+            .iter()
+            .any(|s| s.reason.contains("cap of 2 changes per step")),
+        "the moves left over wait for the next step: {:?}",
+        p.skipped
+    );
+}
+
 fn pipeline(lag_s: f64, backlog: f64, arrival: f64) -> PipelineObservation {
     // Throughput grows with rows × concurrency; p99 too. (100, 8) breaks the 50 ms objective.
     let mut batches = Vec::new();

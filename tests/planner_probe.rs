@@ -35,6 +35,7 @@ impl Node {
             error_share: 0.0,
             // The model keeps every slot busy: a lagging pipeline fills them.
             slot_share: Some(1.0),
+            writes_in_flight: Some(c),
         }
     }
 }
@@ -307,7 +308,7 @@ fn an_overload_cut_halves_the_writes_actually_in_flight_within_the_step_limit() 
         let sample = BatchSample {
             p99_ms,
             error_share,
-            slot_share: Some(in_flight / f64::from(concurrency)),
+            writes_in_flight: Some(in_flight),
             ..node.measure(&settings)
         };
         let p = plan_once(&node, &settings, true, 300.0, vec![sample], &limits);
@@ -332,4 +333,79 @@ fn an_overload_cut_halves_the_writes_actually_in_flight_within_the_step_limit() 
     assert_eq!(cut(8, 8.0, 1000.0, 0.0), 2);
     // Errors alone (p99 in bounds): half of the 6 in flight.
     assert_eq!(cut(16, 6.0, 100.0, 0.05), 4);
+}
+
+#[test]
+fn a_node_still_overloaded_after_a_cut_is_cut_again_after_the_relief_cooldown_and_a_raise_waits_the_full_one(
+) {
+    let node = replay_node();
+    let limits = Limits {
+        cooldown_s: 600,
+        relief_cooldown_s: 120,
+        ..limits()
+    };
+    let plan_after =
+        |settings: &Settings, sample: BatchSample, lagging: bool, changed_s_ago: i64| {
+            let mut history = History::default();
+            history
+                .last_changed
+                .insert("pipeline".to_string(), NOW - changed_s_ago);
+            let observed = Observed {
+                pipeline: PipelineObservation {
+                    lag_s: if lagging { 3.0 } else { 0.2 },
+                    backlog_messages: if lagging { 600.0 } else { 0.0 },
+                    arrival_per_s: 600.0,
+                    avg_row_bytes: node.row_bytes,
+                    batches: vec![sample],
+                },
+                ..Observed::default()
+            };
+            plan(&observed, &untrusted(), settings, &history, &limits, NOW)
+        };
+
+    // 32x8 with all 8 writes in flight and p99 332 ms against 250: the node is still overloaded.
+    let eight = Settings {
+        concurrency: 8,
+        ..defaults()
+    };
+    let overloaded = BatchSample {
+        p99_ms: 332.0,
+        writes_in_flight: Some(8.0),
+        ..node.measure(&eight)
+    };
+    let early = plan_after(&eight, overloaded.clone(), false, 60);
+    assert!(knob_change(&early).is_none(), "{early:#?}");
+    assert!(
+        early.skipped.iter().any(|s| s
+            .reason
+            .contains("relief cooldown: knobs changed 60 s ago, relief cooldown 120 s")),
+        "{:?}",
+        early.skipped
+    );
+    let later = plan_after(&eight, overloaded, false, 150);
+    let (_, to, _) = knob_change(&later).expect("a second cut once the relief cooldown has passed");
+    assert_eq!(to.concurrency, 4);
+
+    // 32x2 within the objective but short of capacity while lagging: the probe up waits the full cooldown.
+    let two = Settings {
+        concurrency: 2,
+        ..defaults()
+    };
+    let short = BatchSample {
+        p99_ms: 60.0,
+        writes_in_flight: Some(2.0),
+        ..node.measure(&two)
+    };
+    let raise = plan_after(&two, short.clone(), true, 150);
+    assert!(knob_change(&raise).is_none(), "{raise:#?}");
+    assert!(
+        raise.skipped.iter().any(|s| s
+            .reason
+            .contains("cooldown: knobs changed 150 s ago, cooldown 600 s")),
+        "{:?}",
+        raise.skipped
+    );
+    let (_, to, _) =
+        knob_change(&plan_after(&two, short, true, 600)).expect("a probe up after the cooldown");
+    assert!(to.concurrency > 2, "{to:?}");
 }

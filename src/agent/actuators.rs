@@ -307,8 +307,11 @@ pub fn window_stats(
     let (mut rows, mut busy_s, mut failed) = (0usize, 0.0f64, 0usize);
     let mut first_start: Option<std::time::Instant> = None;
     let mut last_end: Option<std::time::Instant> = None;
+    let (mut starts, mut ends) = (Vec::new(), Vec::new());
     for o in batches {
         let start = o.started();
+        starts.push(start);
+        ends.push(o.ended);
         first_start = Some(first_start.map_or(start, |f| f.min(start)));
         last_end = Some(last_end.map_or(o.ended, |l| l.max(o.ended)));
         if o.outcome == BatchOutcome::Ok {
@@ -339,6 +342,7 @@ pub fn window_stats(
         (None, None)
     };
     WindowStats {
+        writes_in_flight: writes_in_flight(starts, ends),
         p99_ms: percentile(&mut latencies, 0.99),
         throughput_rows_per_s: throughput,
         rows_written_per_s,
@@ -350,6 +354,28 @@ pub fn window_stats(
             0.0
         },
     }
+}
+
+/// Writes in flight when each write started, itself included, averaged over the writes; `None` without any.
+/// A write that started at `s` met every write started at or before `s` that had not ended by then.
+fn writes_in_flight(
+    mut starts: Vec<std::time::Instant>,
+    mut ends: Vec<std::time::Instant>,
+) -> Option<f64> {
+    if starts.is_empty() {
+        return None;
+    }
+    starts.sort_unstable();
+    ends.sort_unstable();
+    let met: usize = starts
+        .iter()
+        .map(|&s| {
+            let started = starts.partition_point(|&x| x <= s);
+            let ended = ends.partition_point(|&e| e <= s);
+            started.saturating_sub(ended).max(1)
+        })
+        .sum();
+    Some(met as f64 / starts.len() as f64)
 }
 
 #[cfg(test)]
@@ -387,6 +413,32 @@ mod tests {
         assert!((share - 1.0 / (span * 32.0)).abs() < 1e-6, "{s:?}");
         // The capacity figure still counts every slot; the executor judges it only where the share is high.
         assert!((s.throughput_rows_per_s - 3200.0).abs() < 1e-6, "{s:?}");
+    }
+
+    #[test]
+    fn writes_in_flight_counts_the_queue_a_write_met_not_the_idle_time_between_bursts() {
+        // 8 writes allowed; bursts of 4 writes of 100 ms started together, one burst a second, for 5 s.
+        let start = std::time::Instant::now();
+        let bursts = (0..5u64).flat_map(|burst| {
+            (0..4).map(move |_| BatchObservation {
+                ended: start + Duration::from_millis(1000 * burst + 100),
+                ..batch(10, 100, BatchOutcome::Ok)
+            })
+        });
+        let s = window_stats(bursts, 8);
+        // Slot time used: 20 × 0.1 s of 4.1 s × 8 slots, which says 0.5 writes in flight on average.
+        let share = s.slot_share.expect("measured");
+        assert!((share * 8.0 - 2.0 / 4.1).abs() < 1e-6, "{s:?}");
+        // Each write met the other three of its burst.
+        assert_eq!(s.writes_in_flight, Some(4.0), "{s:?}");
+
+        // One write at a time, back to back: each met only itself.
+        let serial = (1..=10u64).map(|i| BatchObservation {
+            ended: start + Duration::from_millis(100 * i),
+            ..batch(10, 100, BatchOutcome::Ok)
+        });
+        assert_eq!(window_stats(serial, 8).writes_in_flight, Some(1.0));
+        assert_eq!(window_stats(Vec::new(), 8).writes_in_flight, None);
     }
 
     #[test]

@@ -192,6 +192,7 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
                 mean_rows: stats.mean_rows,
                 error_share: stats.error_share,
                 slot_share: stats.slot_share,
+                writes_in_flight: stats.writes_in_flight,
             }
         })
         .filter(|s| s.throughput_rows_per_s > 0.0)

@@ -93,6 +93,11 @@ pub struct WindowStats {
     /// slots to spare and showed no limit. `None` when not measured.
     #[serde(default)]
     pub slot_share: Option<f64>,
+    /// Writes in flight when a write started, itself included, averaged over the window's writes: what a write
+    /// queued behind at the node. Unlike `slot_share` × concurrency it leaves out the idle time between bursts.
+    /// `None` when not measured.
+    #[serde(default)]
+    pub writes_in_flight: Option<f64>,
 }
 
 /// The pipeline's live knobs and the measurements that judge a change to them.

@@ -44,6 +44,9 @@ pub(crate) struct KnobProposal {
     pub expected_effect: String,
     /// Whether the capacity it plans for came from the arrival forecast.
     pub uses_forecast: bool,
+    /// Whether it only sheds load from a node the setting in force overloads, which may follow the last knob
+    /// change after `Limits::relief_cooldown_s` rather than the full cooldown.
+    pub relieves_overload: bool,
 }
 
 fn find(samples: &[BatchSample], rows: u32, concurrency: u32) -> Option<&BatchSample> {
@@ -72,8 +75,8 @@ fn overloading(s: &BatchSample, limits: &Limits) -> bool {
 /// covers it), which keeps the search from cycling.
 ///
 /// * Overloaded (p99 over the objective, or write timeouts and Overloaded answers): queueing at the node makes
-///   latency grow in proportion to the writes in flight, so concurrency is cut to half the mean writes in
-///   flight, or to in-flight × aim / p99 when that is deeper (a multiplicative decrease), within the policy's
+///   latency grow in proportion to the writes in flight, so concurrency is cut to half the writes a write met
+///   in flight, or to in-flight × aim / p99 when that is deeper (a multiplicative decrease), within the policy's
 ///   step; at concurrency 1 the batch is made smaller by objective / p99 instead (by half when only errors
 ///   show).
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
@@ -111,11 +114,13 @@ fn probe(
         };
         if settings.concurrency > 1 {
             // A multiplicative decrease of the writes actually in flight: at least half, and deeper when p99 is
-            // far over. Queueing at the node makes latency grow with the writes in flight, which is the slot share
-            // times the concurrency (a setting allowed 32 that kept 13 in flight queued 13, not 32; a cut to 12
-            // changed nothing and was rolled back), so in-flight × aim / p99 would bring p99 to the aim if
-            // queueing were all of it; service time and other clients' writes are not, hence at least half.
-            // With natural batching fewer writes in flight cost little (each batch carries more rows), while too
+            // far over. Queueing at the node makes latency grow with the writes a write met in flight
+            // (`BatchSample::writes_in_flight`; a setting allowed 32 that kept 13 in flight queued 13, not 32, and
+            // a cut to 12 changed nothing and was rolled back). The slot share times the concurrency, used when
+            // that is not measured, averages in the idle time between bursts: in one window of the Azure replay
+            // it said 0.6 writes in flight where writes met 4.8, and such a figure once cut 8 → 2. So
+            // in-flight × aim / p99 would bring p99 to the aim if queueing were all of it; service time and other
+            // clients' writes are not, hence at least half. With natural batching fewer writes in flight cost little (each batch carries more rows), while too
             // many cost write timeouts. Proportional steps on the configured concurrency (32 → 28 or 29) were
             // too small, and were rolled back as the load swung. The policy's step limit bounds the cut. A cut
             // too deep is probed back up when it shows as a capacity shortfall with p99 under half the
@@ -123,8 +128,9 @@ fn probe(
             // cut stays (see the README's replay section).
             let c_now = f64::from(settings.concurrency);
             let in_flight = current
-                .slot_share
-                .map_or(c_now, |s| (s * c_now).clamp(1.0, c_now));
+                .writes_in_flight
+                .or(current.slot_share.map(|s| s * c_now))
+                .map_or(c_now, |n| n.clamp(1.0, c_now));
             let wanted = (in_flight * factor.min(0.5)).ceil() as u64;
             let c = step_toward(u64::from(settings.concurrency), wanted, ratio)
                 .min(u64::from(settings.concurrency) - 1) as u32;
@@ -135,7 +141,7 @@ fn probe(
             return Some((
                 to,
                 format!(
-                    "{why} with {in_flight:.1} writes in flight on average: writes queue at the node, so concurrency {} → {} (latency falls about in proportion; with fewer writes in flight batches fill fuller)",
+                    "{why} with {in_flight:.1} writes in flight as a write started: writes queue at the node, so concurrency {} → {} (latency falls about in proportion; with fewer writes in flight batches fill fuller)",
                     settings.concurrency, to.concurrency
                 ),
             ));
@@ -496,11 +502,13 @@ pub(crate) fn plan_knobs(
     if !trust.trusted {
         why.push(trust.why_not.clone().unwrap_or_default() + ", so capacity follows measured lag");
     }
+    let action = Action::SetKnobs {
+        from: *settings,
+        to,
+    };
     Some(KnobProposal {
-        action: Action::SetKnobs {
-            from: *settings,
-            to,
-        },
+        relieves_overload: action.sheds_load() && current.is_some_and(|c| overloading(c, limits)),
+        action,
         reason: Reason {
             summary: why.join("; "),
             figures,

@@ -82,6 +82,14 @@ pub struct Limits {
     /// Seconds a target is left alone after a change.
     #[serde(default = "default_cooldown_s")]
     pub cooldown_s: i64,
+    /// Seconds after a knob change before a further cut may relieve a node that is still overloaded (p99 over the
+    /// objective, or writes failing): shedding load is the safe direction, like a Kubernetes HPA that scales up at
+    /// once and stabilises only its scale-down. A step limit stops any one cut from going deep, so an overload
+    /// that one cut did not cure is otherwise left in place for a whole `cooldown_s`. Anything that raises a
+    /// knob still waits the full cooldown, which keeps a cut and a raise from alternating. Never longer than
+    /// `cooldown_s`.
+    #[serde(default = "default_relief_cooldown_s")]
+    pub relief_cooldown_s: i64,
     /// Most changes in one plan.
     #[serde(default = "default_max_changes_per_step")]
     pub max_changes_per_step: usize,
@@ -160,6 +168,9 @@ const fn default_skew_target() -> f64 {
 const fn default_cooldown_s() -> i64 {
     600
 }
+const fn default_relief_cooldown_s() -> i64 {
+    120
+}
 const fn default_max_changes_per_step() -> usize {
     10
 }
@@ -199,6 +210,7 @@ impl Default for Limits {
             skew_trigger: default_skew_trigger(),
             skew_target: default_skew_target(),
             cooldown_s: default_cooldown_s(),
+            relief_cooldown_s: default_relief_cooldown_s(),
             max_changes_per_step: default_max_changes_per_step(),
             measure_window_s: default_measure_window_s(),
             min_history_points: default_min_history_points(),
@@ -276,6 +288,13 @@ impl Limits {
                 "max_step_ratio",
                 self.max_step_ratio,
                 "at least 1.5 (a smaller step cannot move a knob of 1 or 2)",
+            );
+        }
+        if self.relief_cooldown_s < 0 {
+            return bad(
+                "relief_cooldown_s",
+                self.relief_cooldown_s as f64,
+                "at least 0 seconds",
             );
         }
         if self.min_batch_rows == 0 || self.min_batch_rows > self.max_batch_rows {

@@ -5,8 +5,8 @@
 //! nothing, because every trigger has a hysteresis band and every change is planned against the projected
 //! state of the changes before it.
 //!
-//! Order of priority within one plan, sharing the `max_changes_per_step` cap: missing replicas, pools forecast
-//! to fill up, pipeline knobs, skew.
+//! Order of priority within one plan, sharing the `max_changes_per_step` cap: missing replicas, pipeline knobs,
+//! pools forecast to fill up, skew.
 
 mod knobs;
 mod limits;
@@ -115,19 +115,27 @@ pub fn plan(
             let Some(k) = knobs::plan_knobs(observed, forecast, settings, limits, &trust) else {
                 return;
             };
+            // A cut for a node still overloaded may follow sooner (`Limits::relief_cooldown_s`).
+            let (kind, cooldown) = if k.relieves_overload {
+                (
+                    "relief cooldown",
+                    limits.relief_cooldown_s.min(limits.cooldown_s),
+                )
+            } else {
+                ("cooldown", limits.cooldown_s)
+            };
             if history.in_flight.contains(&key) {
                 step.skip(key, "a knob change is still being verified".to_string());
             } else if let Some(at) = history
                 .last_changed
                 .get(&key)
-                .filter(|&&at| now - at < limits.cooldown_s)
+                .filter(|&&at| now - at < cooldown)
             {
                 step.skip(
                     key,
                     format!(
-                        "cooldown: knobs changed {} s ago, cooldown {} s",
-                        now - at,
-                        limits.cooldown_s
+                        "{kind}: knobs changed {} s ago, {kind} {cooldown} s",
+                        now - at
                     ),
                 );
             } else if !step.has_room() {

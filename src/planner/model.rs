@@ -151,6 +151,11 @@ pub struct BatchSample {
     /// not 32. `None` when not measured.
     #[serde(default)]
     pub slot_share: Option<f64>,
+    /// Writes in flight when one of the setting's writes started, itself included, on average: the queue a write
+    /// met at the node. A bursty load keeps many writes in flight during its bursts and none between them, which
+    /// `slot_share` averages away. `None` when not measured.
+    #[serde(default)]
+    pub writes_in_flight: Option<f64>,
 }
 
 /// What the forecaster says, reduced to what planning needs.

@@ -270,7 +270,7 @@ pub(crate) fn resource_key(name: &str) -> String {
     format!("{RESOURCE_KEY_PREFIX}{name}")
 }
 
-/// Plans placement into `step`, calling `between` after pool pressure and before skew (the knobs' slot).
+/// Plans placement into `step`, calling `between` after missing replicas and before pool pressure (the knobs' slot).
 pub(crate) fn plan_placement_priority(
     observed: &Observed,
     forecast: &ForecastView,
@@ -397,6 +397,16 @@ pub(crate) fn plan_placement_priority(
             );
         }
 
+        // The knobs come after missing replicas and before pool pressure: at most one change, on the write path
+        // rather than LINSTOR, reacting to an overload measured now. Behind pool moves, which wait for a person
+        // under the shipped policy and are proposed again every step, the cap left no room for it through a whole
+        // NAB replay peak.
+        if let Some(knobs) = between.take() {
+            let before = step.changes.len();
+            knobs(step);
+            knob_changes = step.changes.len() - before;
+        }
+
         // Phase B: pools forecast to cross the high-water mark within the horizon.
         for &pi in &pool_order {
             let start = c.pools[pi].fill_at_horizon(0);
@@ -478,12 +488,6 @@ pub(crate) fn plan_placement_priority(
                     true,
                 );
             }
-        }
-
-        if let Some(knobs) = between.take() {
-            let before = step.changes.len();
-            knobs(step);
-            knob_changes = step.changes.len() - before;
         }
 
         // Phase C: skew between the fullest and emptiest usable pool.

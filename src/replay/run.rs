@@ -188,16 +188,17 @@ fn unix_ms() -> i64 {
 }
 
 /// The agent's planner limits for a replay: the lag objective in wall time, the write p99 objective of the
-/// fixture's slowed-down node, the cooldown compressed like the trace, ten samples of history before the forecast
+/// fixture's slowed-down node, the cooldowns compressed like the trace, ten samples of history before the forecast
 /// may be trusted (the default 48 would leave nothing of a one-minute replay), and prefetch within what the
 /// pipeline accepts.
 pub fn agent_limits(setup: &RunSetup) -> Limits {
     let defaults = Limits::default();
-    let speedup = setup.speedup;
+    let compress = |s: i64| ((s as f64 / setup.speedup.max(1.0)).round() as i64).max(2);
     Limits {
         lag_objective_s: setup.lag_objective.as_secs_f64(),
         p99_objective_ms: setup.write_p99_objective_ms,
-        cooldown_s: ((defaults.cooldown_s as f64 / speedup.max(1.0)).round() as i64).max(2),
+        cooldown_s: compress(defaults.cooldown_s),
+        relief_cooldown_s: compress(defaults.relief_cooldown_s),
         min_history_points: 10,
         // Three trace minutes, like the executor's verification window: the default minute of wall time is an
         // hour of trace here.
@@ -614,7 +615,8 @@ struct AuditSummary {
 
 /// Placement changes applied, gate decisions by verdict, proposals as sentences, mode notes and knob outcomes.
 /// What the audit log says, each mode change and knob outcome prefixed with its time in trace minutes since the
-/// first send (`started_ms`, compressed by `speedup`).
+/// first send (`started_ms`, compressed by `speedup`); a knob outcome with the time its change was proposed and
+/// applied, and the time it was judged.
 fn read_audit(records: &[AuditRecord], started_ms: i64, speedup: f64) -> AuditSummary {
     let mut out = AuditSummary::default();
     let minute = |r: &AuditRecord| {
@@ -623,6 +625,7 @@ fn read_audit(records: &[AuditRecord], started_ms: i64, speedup: f64) -> AuditSu
     };
     let mut verbs: HashMap<&str, String> = HashMap::new();
     let mut settings: HashMap<&str, String> = HashMap::new();
+    let mut proposed: HashMap<&str, String> = HashMap::new();
     for r in records {
         match r.kind {
             AuditKind::Proposal => {
@@ -646,6 +649,7 @@ fn read_audit(records: &[AuditRecord], started_ms: i64, speedup: f64) -> AuditSu
                     );
                 }
                 verbs.insert(r.subject.as_str(), verb);
+                proposed.insert(r.subject.as_str(), minute(r));
             }
             AuditKind::Decision => {
                 let verdict = r.detail["verdict"]
@@ -667,8 +671,13 @@ fn read_audit(records: &[AuditRecord], started_ms: i64, speedup: f64) -> AuditSu
                         .find_map(|k| r.detail[*k].as_str())
                         .unwrap_or_default();
                     let what = settings.get(r.subject.as_str()).map_or("", String::as_str);
-                    out.knob_outcomes
-                        .push(format!("{}: {what}: {outcome}: {why}", minute(r)));
+                    let started = proposed.get(r.subject.as_str()).map_or("", String::as_str);
+                    // Judged after the verification window, which is several trace minutes on a fast replay.
+                    let judged = minute(r);
+                    let judged = judged.trim_start_matches("trace ");
+                    out.knob_outcomes.push(format!(
+                        "{started} ({judged} when judged): {what}: {outcome}: {why}"
+                    ));
                 }
             }
             AuditKind::Mode => {
@@ -699,4 +708,54 @@ pub fn expectations(planned: &[PlannedMessage]) -> BTreeMap<&'static str, u64> {
         *out.entry(key).or_default() += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(at_unix_ms: i64, kind: AuditKind, detail: serde_json::Value) -> AuditRecord {
+        AuditRecord {
+            version: 1,
+            seq: 0,
+            at_unix_ms,
+            kind,
+            actor: "executor".to_string(),
+            subject: "c1".to_string(),
+            detail,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_knob_outcome_is_dated_when_its_change_was_proposed_and_when_it_was_judged() {
+        let knobs =
+            |c: u32| serde_json::json!({"batch_rows": 32, "concurrency": c, "prefetch": 256});
+        let proposal = serde_json::json!({
+            "action": {"verb": "set_knobs", "from": knobs(8), "to": knobs(4)},
+            "reason": {"summary": "p99 over"},
+        });
+        // At 60× one wall second is one trace minute: proposed 10 s after the first send, judged 3 s later.
+        let summary = read_audit(
+            &[
+                record(10_000, AuditKind::Proposal, proposal),
+                record(
+                    13_000,
+                    AuditKind::ApplyOutcome,
+                    serde_json::json!({"outcome": "applied", "detail": "knobs set"}),
+                ),
+            ],
+            0,
+            60.0,
+        );
+        assert_eq!(
+            summary.knob_outcomes,
+            vec![
+                "trace minute 10.0 (minute 13.0 when judged): 32x8 prefetch 256 → 32x4 prefetch 256: applied: knobs set"
+                    .to_string()
+            ]
+        );
+        assert_eq!(summary.placement, 0);
+    }
 }
