@@ -163,7 +163,8 @@ impl ObserveState {
 /// The write path: lag, backlog, arrival, row size and what each measured (rows, concurrency) setting achieved.
 fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
     let window = std::time::Duration::from_secs_f64(limits.measure_window_s.max(0.0));
-    // Lag: the longest a message has waited, either still unsettled or settled within the lag window (p99).
+    // Lag: the longest a message has waited, either still unsettled or settled within the lag window (p99 over
+    // `Limits::lag_window_s`, applied by the collector).
     let lag_s = c
         .lag
         .as_ref()

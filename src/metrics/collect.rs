@@ -140,6 +140,7 @@ pub struct Collector {
     last_errors: u64,
     bytes_rows: (u64, u64),
     state: Collected,
+    lag_window: Option<std::time::Duration>,
 }
 
 fn key(name: &str) -> SeriesKey {
@@ -172,7 +173,14 @@ impl Collector {
             last_errors: 0,
             bytes_rows: (0, 0),
             state: Collected::default(),
+            lag_window: None,
         }
+    }
+
+    /// Lag percentiles over the last `window` of completions rather than the tracker's whole window.
+    pub fn with_lag_window(mut self, window: std::time::Duration) -> Self {
+        self.lag_window = Some(window);
+        self
     }
 
     /// The store samples go to.
@@ -259,7 +267,10 @@ impl Collector {
 
         // Lag per partition key.
         if let Some(lag) = &self.sources.lag {
-            let snap = lag.snapshot();
+            let snap = match self.lag_window {
+                Some(window) => lag.snapshot_over(window),
+                None => lag.snapshot(),
+            };
             for (k, l) in &snap.keys {
                 let label = |n: &str| key(n).with_label("key", k.clone());
                 record(

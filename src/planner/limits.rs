@@ -79,6 +79,10 @@ pub struct Limits {
     /// figures instead of lingering in them while the load is light and batches are few.
     #[serde(default = "default_measure_window_s")]
     pub measure_window_s: f64,
+    /// Seconds of settlements whose p99 end-to-end lag counts in the planner's lag figure (with the age of the
+    /// oldest unsettled message), so a peak that has passed stops counting as lag once it is this old.
+    #[serde(default = "default_lag_window_s")]
+    pub lag_window_s: f64,
     /// Seconds a target is left alone after a change.
     #[serde(default = "default_cooldown_s")]
     pub cooldown_s: i64,
@@ -168,6 +172,9 @@ const fn default_skew_target() -> f64 {
 const fn default_cooldown_s() -> i64 {
     600
 }
+const fn default_lag_window_s() -> f64 {
+    300.0
+}
 const fn default_relief_cooldown_s() -> i64 {
     120
 }
@@ -213,6 +220,7 @@ impl Default for Limits {
             relief_cooldown_s: default_relief_cooldown_s(),
             max_changes_per_step: default_max_changes_per_step(),
             measure_window_s: default_measure_window_s(),
+            lag_window_s: default_lag_window_s(),
             min_history_points: default_min_history_points(),
             max_mase: default_max_mase(),
             mase_grace_steps: default_mase_grace_steps(),
@@ -288,6 +296,13 @@ impl Limits {
                 "max_step_ratio",
                 self.max_step_ratio,
                 "at least 1.5 (a smaller step cannot move a knob of 1 or 2)",
+            );
+        }
+        if self.lag_window_s.is_nan() || self.lag_window_s <= 0.0 {
+            return bad(
+                "lag_window_s",
+                self.lag_window_s,
+                "a positive number of seconds",
             );
         }
         if self.relief_cooldown_s < 0 {

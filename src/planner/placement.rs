@@ -398,9 +398,9 @@ pub(crate) fn plan_placement_priority(
         }
 
         // The knobs come after missing replicas and before pool pressure: at most one change, on the write path
-        // rather than LINSTOR, reacting to an overload measured now. Behind pool moves, which wait for a person
-        // under the shipped policy and are proposed again every step, the cap left no room for it through a whole
-        // NAB replay peak.
+        // rather than LINSTOR, reacting to an overload measured now. Behind pool moves, which are planned again
+        // every step while held back (recommended while the forecast is not trusted, or waiting for a person),
+        // the cap left no room for it through a whole NAB replay peak.
         if let Some(knobs) = between.take() {
             let before = step.changes.len();
             knobs(step);

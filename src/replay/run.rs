@@ -203,6 +203,9 @@ pub fn agent_limits(setup: &RunSetup) -> Limits {
         // Three trace minutes, like the executor's verification window: the default minute of wall time is an
         // hour of trace here.
         measure_window_s: 3.0,
+        // The default 300 s compressed like the trace, at least the measure window: uncompressed it spans the
+        // whole replay and keeps a peak's lag in the planner's figure for the rest of the run.
+        lag_window_s: (defaults.lag_window_s / setup.speedup.max(1.0)).max(3.0),
         // The pipeline refuses a prefetch above 1024 (`pipeline::knobs`); planning past it only plans a failure.
         max_prefetch: defaults.max_prefetch.min(1_024),
         ..defaults

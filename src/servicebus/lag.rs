@@ -157,15 +157,32 @@ impl LagTracker {
         self.snapshot_at(OffsetDateTime::now_utc())
     }
 
+    /// The current lag of every key, with percentiles over the completions of the last `window` only (at most
+    /// the tracker's own window): what a control loop that runs faster than the tracker's window reacts to.
+    pub fn snapshot_over(&self, window: Duration) -> LagSnapshot {
+        self.snapshot_at_over(OffsetDateTime::now_utc(), window)
+    }
+
     /// The lag of every key as of `now`.
     pub fn snapshot_at(&self, now: OffsetDateTime) -> LagSnapshot {
-        let window = self.window;
+        self.snapshot_at_over(now, self.window)
+    }
+
+    /// The lag of every key as of `now`, percentiles over the last `window` (at most the tracker's own).
+    pub fn snapshot_at_over(&self, now: OffsetDateTime, window: Duration) -> LagSnapshot {
+        let kept = self.window;
+        let window = window.min(kept);
         let mut all_samples: Vec<u64> = Vec::new();
         let keys: BTreeMap<String, KeyLag> = self.with_keys(|keys| {
             keys.iter_mut()
                 .map(|(key, state)| {
-                    prune(&mut state.latencies, now, window);
-                    let mut samples: Vec<u64> = state.latencies.iter().map(|(_, l)| *l).collect();
+                    prune(&mut state.latencies, now, kept);
+                    let mut samples: Vec<u64> = state
+                        .latencies
+                        .iter()
+                        .filter(|(at, _)| now - *at <= window)
+                        .map(|(_, l)| *l)
+                        .collect();
                     samples.sort_unstable();
                     all_samples.extend_from_slice(&samples);
                     let oldest = state.in_flight.values().min().copied();
@@ -299,6 +316,39 @@ mod tests {
         assert_eq!(
             (k.latency_p50_ms, k.window_completed, k.completed),
             (None, 0, 100)
+        );
+    }
+
+    #[test]
+    fn a_shorter_window_leaves_out_older_completions_that_the_tracker_still_keeps() {
+        let t0 = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        let lag = LagTracker::new(Duration::from_secs(300), 10_000);
+        // A peak: ten completions of 2 s at t0 + 10 s; then ten of 100 ms at t0 + 50 s.
+        for (at_s, ms) in [(10u64, 2_000u64), (50, 100)] {
+            for _ in 0..10 {
+                let settled = t0 + Duration::from_secs(at_s);
+                let m = message("k", settled - Duration::from_millis(ms));
+                lag.received_at(&m, settled);
+                lag.settled_at(&m, Settlement::Completed, settled);
+            }
+        }
+        let now = t0 + Duration::from_secs(55);
+        let whole = lag.snapshot_at(now);
+        assert_eq!(whole.overall.latency_p99_ms, Some(2_000));
+        assert_eq!(whole.overall.window_completed, 20);
+        let recent = lag.snapshot_at_over(now, Duration::from_secs(10));
+        assert_eq!(
+            recent.overall.latency_p99_ms,
+            Some(100),
+            "the peak has passed"
+        );
+        assert_eq!(recent.overall.window_completed, 10);
+        assert_eq!(recent.window_ms, 10_000);
+        // Never wider than what the tracker keeps.
+        assert_eq!(
+            lag.snapshot_at_over(now, Duration::from_secs(900))
+                .window_ms,
+            300_000
         );
     }
 
