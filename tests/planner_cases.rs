@@ -236,14 +236,19 @@ fn replicas_of_an_evicted_node_are_left_to_auto_evict() {
     );
 }
 
-#[test]
-fn cooldown_and_the_per_step_cap_hold_changes_back_and_say_so() {
-    let observed = cluster(
+/// Six single-replica resources on n1, which is 95 % full: more moves off it than a small cap allows.
+fn crowded() -> Observed {
+    cluster(
         [95, 40, 40, 10],
         (0..6)
             .map(|i| resource(&format!("pvc-{i}"), 1, &["n1"]))
             .collect(),
-    );
+    )
+}
+
+#[test]
+fn cooldown_and_the_per_step_cap_hold_changes_back_and_say_so() {
+    let observed = crowded();
     let limits = Limits {
         max_changes_per_step: 2,
         ..Limits::default()
@@ -276,14 +281,9 @@ fn cooldown_and_the_per_step_cap_hold_changes_back_and_say_so() {
 
 #[test]
 fn pool_moves_filling_the_per_step_cap_do_not_hold_back_a_knob_change() {
-    // Six resources on a pool at 95 %: more moves than the cap of 2 allows. The pipeline's setting in force
-    // overloads the node (p99 80 ms against the default 50).
-    let mut observed = cluster(
-        [95, 40, 40, 10],
-        (0..6)
-            .map(|i| resource(&format!("pvc-{i}"), 1, &["n1"]))
-            .collect(),
-    );
+    // More moves off n1 than the cap of 2 allows, and the pipeline's setting in force overloads the node (p99
+    // 80 ms against the default 50).
+    let mut observed = crowded();
     let settings = Settings {
         batch_rows: 32,
         batch_bytes: 48 * 1024,

@@ -363,47 +363,44 @@ fn a_node_still_overloaded_after_a_cut_is_cut_again_after_the_relief_cooldown_an
             plan(&observed, &untrusted(), settings, &history, &limits, NOW)
         };
 
-    // 32x8 with all 8 writes in flight and p99 332 ms against 250: the node is still overloaded.
-    let eight = Settings {
-        concurrency: 8,
-        ..defaults()
+    // 32xC measured with all C writes in flight at `p99_ms`.
+    let at = |concurrency: u32, p99_ms: f64| {
+        let settings = Settings {
+            concurrency,
+            ..defaults()
+        };
+        let sample = BatchSample {
+            p99_ms,
+            writes_in_flight: Some(f64::from(concurrency)),
+            ..node.measure(&settings)
+        };
+        (settings, sample)
     };
-    let overloaded = BatchSample {
-        p99_ms: 332.0,
-        writes_in_flight: Some(8.0),
-        ..node.measure(&eight)
+    // No knob change, and the skip says which cooldown held it.
+    let held = |p: &Plan, why: &str| {
+        assert!(knob_change(p).is_none(), "{p:#?}");
+        assert!(
+            p.skipped.iter().any(|s| s.reason.contains(why)),
+            "{why}: {:?}",
+            p.skipped
+        );
     };
-    let early = plan_after(&eight, overloaded.clone(), false, 60);
-    assert!(knob_change(&early).is_none(), "{early:#?}");
-    assert!(
-        early.skipped.iter().any(|s| s
-            .reason
-            .contains("relief cooldown: knobs changed 60 s ago, relief cooldown 120 s")),
-        "{:?}",
-        early.skipped
+
+    // 32x8 at p99 332 ms against 250: the node is still overloaded.
+    let (eight, overloaded) = at(8, 332.0);
+    held(
+        &plan_after(&eight, overloaded.clone(), false, 60),
+        "relief cooldown: knobs changed 60 s ago, relief cooldown 120 s",
     );
     let later = plan_after(&eight, overloaded, false, 150);
     let (_, to, _) = knob_change(&later).expect("a second cut once the relief cooldown has passed");
     assert_eq!(to.concurrency, 4);
 
     // 32x2 within the objective but short of capacity while lagging: the probe up waits the full cooldown.
-    let two = Settings {
-        concurrency: 2,
-        ..defaults()
-    };
-    let short = BatchSample {
-        p99_ms: 60.0,
-        writes_in_flight: Some(2.0),
-        ..node.measure(&two)
-    };
-    let raise = plan_after(&two, short.clone(), true, 150);
-    assert!(knob_change(&raise).is_none(), "{raise:#?}");
-    assert!(
-        raise.skipped.iter().any(|s| s
-            .reason
-            .contains("cooldown: knobs changed 150 s ago, cooldown 600 s")),
-        "{:?}",
-        raise.skipped
+    let (two, short) = at(2, 60.0);
+    held(
+        &plan_after(&two, short.clone(), true, 150),
+        "cooldown: knobs changed 150 s ago, cooldown 600 s",
     );
     let (_, to, _) =
         knob_change(&plan_after(&two, short, true, 600)).expect("a probe up after the cooldown");
