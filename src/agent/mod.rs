@@ -258,11 +258,11 @@ impl Agent {
         }));
         let (reload_tx, reload_rx) = mpsc::channel(4);
         let looped = Loop {
-            collector: Arc::new(tokio::sync::Mutex::new(
-                Collector::new(parts.sources.clone(), parts.store.clone()).with_lag_window(
-                    std::time::Duration::from_secs_f64(parts.limits.lag_window_s.max(0.001)),
-                ),
-            )),
+            collector: Arc::new(tokio::sync::Mutex::new(Collector::new(
+                parts.sources.clone(),
+                parts.store.clone(),
+                std::time::Duration::from_secs_f64(parts.limits.lag_window_s.max(0.001)),
+            ))),
             latest: Collected::default(),
             sample_running: false,
             book: ForecastBook::new(

@@ -164,7 +164,7 @@ impl ObserveState {
 fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
     let window = std::time::Duration::from_secs_f64(limits.measure_window_s.max(0.0));
     // Lag: the longest a message has waited, either still unsettled or settled within the lag window (p99 over
-    // `Limits::lag_window_s`, applied by the collector).
+    // `Limits::lag_window_s`, which the collector's lag snapshot covers).
     let lag_s = c
         .lag
         .as_ref()

@@ -140,7 +140,7 @@ pub struct Collector {
     last_errors: u64,
     bytes_rows: (u64, u64),
     state: Collected,
-    lag_window: Option<std::time::Duration>,
+    lag_window: std::time::Duration,
 }
 
 fn key(name: &str) -> SeriesKey {
@@ -163,8 +163,9 @@ fn record(
 }
 
 impl Collector {
-    /// A collector over `sources` writing into `store`.
-    pub fn new(sources: Sources, store: Arc<MetricStore>) -> Self {
+    /// A collector over `sources` writing into `store`, with lag percentiles over the completions of the last
+    /// `lag_window` (at most the lag tracker's own window).
+    pub fn new(sources: Sources, store: Arc<MetricStore>, lag_window: std::time::Duration) -> Self {
         Collector {
             sources,
             store,
@@ -173,14 +174,8 @@ impl Collector {
             last_errors: 0,
             bytes_rows: (0, 0),
             state: Collected::default(),
-            lag_window: None,
+            lag_window,
         }
-    }
-
-    /// Lag percentiles over the last `window` of completions rather than the tracker's whole window.
-    pub fn with_lag_window(mut self, window: std::time::Duration) -> Self {
-        self.lag_window = Some(window);
-        self
     }
 
     /// The store samples go to.
@@ -267,10 +262,7 @@ impl Collector {
 
         // Lag per partition key.
         if let Some(lag) = &self.sources.lag {
-            let snap = match self.lag_window {
-                Some(window) => lag.snapshot_over(window),
-                None => lag.snapshot(),
-            };
+            let snap = lag.snapshot_over(self.lag_window);
             for (k, l) in &snap.keys {
                 let label = |n: &str| key(n).with_label("key", k.clone());
                 record(

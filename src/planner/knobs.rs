@@ -120,12 +120,12 @@ fn probe(
             // that is not measured, averages in the idle time between bursts: in one window of the Azure replay
             // it said 0.6 writes in flight where writes met 4.8, and such a figure once cut 8 → 2. So
             // in-flight × aim / p99 would bring p99 to the aim if queueing were all of it; service time and other
-            // clients' writes are not, hence at least half. With natural batching fewer writes in flight cost little (each batch carries more rows), while too
-            // many cost write timeouts. Proportional steps on the configured concurrency (32 → 28 or 29) were
-            // too small, and were rolled back as the load swung. The policy's step limit bounds the cut. A cut
-            // too deep is probed back up when it shows as a capacity shortfall with p99 under half the
-            // objective; with batches full at the byte cap, service time alone can hold p99 above that, and the
-            // cut stays (see the README's replay section).
+            // clients' writes are not, hence at least half. With natural batching fewer writes in flight cost
+            // little (each batch carries more rows), while too many cost write timeouts. Proportional steps on
+            // the configured concurrency (32 → 28 or 29) were too small, and were rolled back as the load swung.
+            // The policy's step limit bounds the cut. A cut too deep is probed back up when it shows as a
+            // capacity shortfall with p99 under half the objective; with batches full at the byte cap, service
+            // time alone can hold p99 above that, and the cut stays (see the README's replay section).
             let c_now = f64::from(settings.concurrency);
             let in_flight = current
                 .writes_in_flight

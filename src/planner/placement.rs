@@ -270,7 +270,8 @@ pub(crate) fn resource_key(name: &str) -> String {
     format!("{RESOURCE_KEY_PREFIX}{name}")
 }
 
-/// Plans placement into `step`, calling `between` after missing replicas and before pool pressure (the knobs' slot).
+/// Plans placement into `step`, calling `between` (the knobs' slot) after missing replicas and before pool
+/// pressure.
 pub(crate) fn plan_placement_priority(
     observed: &Observed,
     forecast: &ForecastView,

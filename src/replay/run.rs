@@ -194,18 +194,19 @@ fn unix_ms() -> i64 {
 pub fn agent_limits(setup: &RunSetup) -> Limits {
     let defaults = Limits::default();
     let compress = |s: i64| ((s as f64 / setup.speedup.max(1.0)).round() as i64).max(2);
+    // Three trace minutes, like the executor's verification window: the default minute of wall time is an hour
+    // of trace here.
+    let measure_window_s = 3.0;
     Limits {
         lag_objective_s: setup.lag_objective.as_secs_f64(),
         p99_objective_ms: setup.write_p99_objective_ms,
         cooldown_s: compress(defaults.cooldown_s),
         relief_cooldown_s: compress(defaults.relief_cooldown_s),
         min_history_points: 10,
-        // Three trace minutes, like the executor's verification window: the default minute of wall time is an
-        // hour of trace here.
-        measure_window_s: 3.0,
+        measure_window_s,
         // The default 300 s compressed like the trace, at least the measure window: uncompressed it spans the
         // whole replay and keeps a peak's lag in the planner's figure for the rest of the run.
-        lag_window_s: (defaults.lag_window_s / setup.speedup.max(1.0)).max(3.0),
+        lag_window_s: (defaults.lag_window_s / setup.speedup.max(1.0)).max(measure_window_s),
         // The pipeline refuses a prefetch above 1024 (`pipeline::knobs`); planning past it only plans a failure.
         max_prefetch: defaults.max_prefetch.min(1_024),
         ..defaults
