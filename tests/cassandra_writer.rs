@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use trimtab::cassandra::schema::AUDIT_BUCKET;
 use trimtab::cassandra::{
-    CassandraConfig, CassandraError, EventRow, EventWriter, ForecastRow, OwnTables, RowOutcome,
+    AuditRow, CassandraConfig, CassandraError, EventRow, EventWriter, ForecastRow, OwnTables,
+    RowOutcome,
 };
 use trimtab::sim::cql::{CqlServer, CqlServerConfig};
 
@@ -340,20 +342,20 @@ async fn own_tables_round_trip() {
         "one partition per hour"
     );
 
-    for seq in 0..5u64 {
-        t.append_audit(
-            seq,
-            &format!("h{}", seq.wrapping_sub(1)),
-            &format!("h{seq}"),
-            &format!("{{\"seq\":{seq}}}"),
-        )
-        .await
-        .expect("append audit");
-    }
+    let row = |seq: u64| AuditRow {
+        seq,
+        prev_hash: format!("h{}", seq.wrapping_sub(1)),
+        hash: format!("h{seq}"),
+        record: format!("{{\"seq\":{seq}}}"),
+    };
+    // One record, then four in one call, the last of them in the next bucket.
+    t.append_audit(&[row(0)]).await.expect("append audit");
+    let more = [row(1), row(2), row(3), row(AUDIT_BUCKET)];
+    t.append_audit(&more).await.expect("append audit");
     let audit = t.load_audit().await.expect("load audit");
     assert_eq!(
         audit.iter().map(|a| a.seq).collect::<Vec<_>>(),
-        vec![0, 1, 2, 3, 4]
+        vec![0, 1, 2, 3, AUDIT_BUCKET]
     );
     assert_eq!(audit[3].hash, "h3");
 

@@ -36,6 +36,8 @@ impl Node {
             // The model keeps every slot busy: a lagging pipeline fills them.
             slot_share: Some(1.0),
             writes_in_flight: Some(c),
+            // Every write waits its turn behind the workers.
+            queueing: Some(latency / service),
         }
     }
 }

@@ -378,6 +378,97 @@ fn writes_in_flight(
     Some(met as f64 / starts.len() as f64)
 }
 
+/// Fewest lone writes a service-time fit is made from.
+const MIN_SOLO_WRITES: usize = 10;
+
+/// What one write costs at the node when it waits for none of ours: a fixed cost per request plus a cost per KiB,
+/// fitted (least squares) to the latency of writes that met no other write in flight when they started. This is
+/// TCP Vegas's base round trip for a batch of a given size: a write that took longer waited, at the node, behind
+/// writes in flight with it. Other clients' load is part of the base, so the figure shows the queue trimtab's own
+/// writes make.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServiceFit {
+    /// Milliseconds of a write of no bytes.
+    pub base_ms: f64,
+    /// Milliseconds per KiB of row data.
+    pub ms_per_kib: f64,
+}
+
+impl ServiceFit {
+    /// Fits the writes of `settings` (each one setting's batches, so that "alone" means alone among writes of the
+    /// same client) that succeeded and met no other write in flight; `None` with fewer than ten of them.
+    pub fn fit<'a>(
+        settings: impl IntoIterator<Item = &'a [BatchObservation]>,
+    ) -> Option<ServiceFit> {
+        let mut points = Vec::new();
+        for batches in settings {
+            let (mut starts, mut ends): (Vec<_>, Vec<_>) =
+                batches.iter().map(|o| (o.started(), o.ended)).unzip();
+            starts.sort_unstable();
+            ends.sort_unstable();
+            for o in batches.iter().filter(|o| o.outcome == BatchOutcome::Ok) {
+                let s = o.started();
+                let met = starts.partition_point(|&x| x <= s) - ends.partition_point(|&e| e <= s);
+                if met <= 1 {
+                    points.push((o.bytes as f64 / 1024.0, o.latency.as_secs_f64() * 1e3));
+                }
+            }
+        }
+        if points.len() < MIN_SOLO_WRITES {
+            return None;
+        }
+        let n = points.len() as f64;
+        let (mx, my) = points
+            .iter()
+            .fold((0.0, 0.0), |(x, y), &(px, py)| (x + px / n, y + py / n));
+        let (sxy, sxx) = points.iter().fold((0.0, 0.0), |(xy, xx), &(px, py)| {
+            (xy + (px - mx) * (py - my), xx + (px - mx) * (px - mx))
+        });
+        // Sizes too alike to show a slope, or a slope below zero (noise): every size costs the mean.
+        let slope = if sxx > 1e-9 {
+            (sxy / sxx).max(0.0)
+        } else {
+            0.0
+        };
+        let base = my - slope * mx;
+        if base >= 0.0 {
+            return Some(ServiceFit {
+                base_ms: base,
+                ms_per_kib: slope,
+            });
+        }
+        // A line through the origin when the best line would give small writes no cost at all.
+        let (xy, xx) = points.iter().fold((0.0, 0.0), |(xy, xx), &(px, py)| {
+            (xy + px * py, xx + px * px)
+        });
+        Some(ServiceFit {
+            base_ms: 0.0,
+            ms_per_kib: if xx > 0.0 { xy / xx } else { my },
+        })
+    }
+
+    /// Milliseconds a lone write of `bytes` of row data takes.
+    pub fn expected_ms(&self, bytes: usize) -> f64 {
+        self.base_ms + self.ms_per_kib * bytes as f64 / 1024.0
+    }
+
+    /// How long the successful writes of `batches` took against what they would have taken alone (total over
+    /// total): 1 when writes did not wait for each other at the node, about `n` when each waited for `n − 1`
+    /// others' service. `None` without a successful write.
+    pub fn queueing(&self, batches: &[BatchObservation]) -> Option<f64> {
+        let (took, alone) = batches
+            .iter()
+            .filter(|o| o.outcome == BatchOutcome::Ok)
+            .fold((0.0, 0.0), |(t, a), o| {
+                (
+                    t + o.latency.as_secs_f64() * 1e3,
+                    a + self.expected_ms(o.bytes),
+                )
+            });
+        (alone > 0.0).then(|| took / alone)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,5 +557,36 @@ mod tests {
         );
         assert_eq!(mixed.p99_ms, 100.0);
         assert!((mixed.error_share - 2.0 / 12.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lone_writes_give_the_service_time_and_queued_writes_show_how_long_they_waited() {
+        // Alone, a write costs 8 ms plus 2 ms per KiB: one at a time, sizes 1 to 12 rows of 2 KiB.
+        let start = std::time::Instant::now();
+        let lone: Vec<_> = (1..=12u64)
+            .map(|i| BatchObservation {
+                ended: start + Duration::from_millis(100 * i),
+                ..batch(i as usize, 8 + 4 * i, BatchOutcome::Ok)
+            })
+            .collect();
+        // Writes of 4 rows (24 ms alone), four sent together, each finishing 24 ms after the one before.
+        let queued: Vec<_> = (1..=4u64)
+            .map(|k| BatchObservation {
+                ended: start + Duration::from_millis(5_000 + 24 * k),
+                ..batch(4, 24 * k, BatchOutcome::Ok)
+            })
+            .collect();
+        let fit =
+            ServiceFit::fit([lone.as_slice(), queued.as_slice()]).expect("twelve lone writes");
+        // The four started together, so none of them is a lone write.
+        assert!((fit.base_ms - 8.0).abs() < 1e-6, "{fit:?}");
+        assert!((fit.ms_per_kib - 2.0).abs() < 1e-6, "{fit:?}");
+        assert!((fit.expected_ms(4 * 2048) - 24.0).abs() < 1e-6);
+        assert!((fit.queueing(&lone).unwrap() - 1.0).abs() < 1e-6);
+        // 24 + 48 + 72 + 96 ms against 4 × 24 ms alone.
+        assert!((fit.queueing(&queued).unwrap() - 2.5).abs() < 1e-6);
+        // Too few lone writes to fit: no figure rather than a guess.
+        assert_eq!(ServiceFit::fit([&lone[..9]]), None);
+        assert_eq!(fit.queueing(&[]), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::actuators::{replica_state, window_stats};
+use super::actuators::{replica_state, window_stats, ServiceFit};
 use crate::linstor::placement::{keys, DEFAULT_PLACE_COUNT, DEFAULT_RESOURCE_GROUP};
 use crate::metrics::collect::Collected;
 use crate::planner::{
@@ -179,12 +179,20 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
                 .fold(0.0, f64::max)
         })
         .unwrap_or(0.0);
+    let histories: Vec<Vec<_>> = c
+        .batches
+        .values()
+        .map(|b| b.batches.iter().copied().collect())
+        .collect();
+    let service = ServiceFit::fit(histories.iter().map(Vec::as_slice));
     let batches = c
         .batches
         .iter()
         .filter(|(_, b)| !b.batches.is_empty())
         .map(|(&(rows, concurrency), b)| {
-            let stats = window_stats(figure_batches(&b.batches, window), concurrency);
+            let figured = figure_batches(&b.batches, window);
+            let queueing = service.and_then(|f| f.queueing(&figured));
+            let stats = window_stats(figured, concurrency);
             BatchSample {
                 rows,
                 concurrency,
@@ -194,6 +202,7 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
                 error_share: stats.error_share,
                 slot_share: stats.slot_share,
                 writes_in_flight: stats.writes_in_flight,
+                queueing,
             }
         })
         .filter(|s| s.throughput_rows_per_s > 0.0)

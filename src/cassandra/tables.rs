@@ -342,22 +342,27 @@ impl OwnTables {
         Ok(out)
     }
 
-    /// Appends one audit record. Writing the same `seq` again overwrites it (the caller owns the chain).
-    pub async fn append_audit(
-        &self,
-        seq: u64,
-        prev_hash: &str,
-        hash: &str,
-        record_json: &str,
-    ) -> Result<(), CassandraError> {
-        let bucket = (seq / AUDIT_BUCKET) as i64;
-        self.session
-            .execute_unpaged(
-                &self.append_audit,
-                (bucket, seq as i64, prev_hash, hash, record_json),
-            )
-            .await
-            .map_err(Self::query_err("append audit record"))?;
+    /// Appends audit records: one request per bucket (its partition), so a burst of records costs the node a
+    /// request per bucket rather than one per record. Writing the same `seq` again overwrites it (the caller owns
+    /// the chain).
+    pub async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), CassandraError> {
+        let mut by_bucket: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+        for r in rows {
+            by_bucket
+                .entry((r.seq / AUDIT_BUCKET) as i64)
+                .or_default()
+                .push((
+                    (r.seq / AUDIT_BUCKET) as i64,
+                    r.seq as i64,
+                    r.prev_hash.as_str(),
+                    r.hash.as_str(),
+                    r.record.as_str(),
+                ));
+        }
+        for values in by_bucket.into_values() {
+            self.write_all("append audit record", &self.append_audit, values)
+                .await?;
+        }
         Ok(())
     }
 

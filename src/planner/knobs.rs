@@ -69,6 +69,13 @@ fn overloading(s: &BatchSample, limits: &Limits) -> bool {
     s.p99_ms > limits.p99_objective_ms || s.error_share > limits.max_error_share
 }
 
+/// Whether a measured setting keeps more writes in flight than the node serves at once: its writes took
+/// `Limits::queueing_cut` times what each would have taken alone, with at least two in flight.
+fn queueing(s: &BatchSample, limits: &Limits) -> bool {
+    s.queueing.is_some_and(|q| q >= limits.queueing_cut)
+        && s.writes_in_flight.is_some_and(|n| n >= 2.0)
+}
+
 /// An unmeasured setting worth measuring when no measured one fixes what is wrong, with the sentence saying
 /// why. The executor measures it during its verification window and rolls it back if it does worse, so a probe
 /// costs one cooldown at most; a setting already measured is never probed again (the measured choice above
@@ -162,6 +169,38 @@ fn probe(
             ),
         ));
     }
+    if let (true, Some(q), Some(in_flight)) = (
+        queueing(current, limits) && settings.concurrency > 1,
+        current.queueing,
+        current.writes_in_flight,
+    ) {
+        // A write that met n writes in flight (itself included) at a node serving w at once, first come first
+        // served, waits for the n − w ahead of it to start and then for its own service: about n / w service
+        // times. Writes that took q service times meeting n in flight thus met about n / q workers. The cut aims
+        // at twice that, every worker busy with one write waiting behind it, so no worker idles while the
+        // pipeline sends the next batch. That is queueing 2, between `queueing_raise_below` and `queueing_cut`,
+        // so the setting it lands on is left alone.
+        let c_now = u64::from(settings.concurrency);
+        let in_flight = in_flight.clamp(1.0, f64::from(settings.concurrency));
+        let workers = in_flight / q;
+        let wanted = (2.0 * workers).ceil() as u64;
+        let c = step_toward(c_now, wanted, ratio).min(c_now - 1).max(1) as u32;
+        to.concurrency = c;
+        if find(samples, to.batch_rows, c)
+            .is_some_and(|s| overloading(s, limits) || queueing(s, limits))
+        {
+            return None;
+        }
+        return Some((
+            to,
+            format!(
+                "writes took {q:.1}× their lone service time with {in_flight:.1} in flight: the node serves about \
+                 {workers:.1} at once and the rest wait, so concurrency {} → {c}, one waiting per write served \
+                 (latency falls, throughput holds, batches fill fuller)",
+                settings.concurrency
+            ),
+        ));
+    }
     if current.throughput_rows_per_s >= required {
         return None;
     }
@@ -213,7 +252,11 @@ fn probe(
             && s.concurrency > settings.concurrency
             && s.throughput_rows_per_s < current.throughput_rows_per_s * (1.0 + limits.min_gain)
     });
+    let node_has_room = current
+        .queueing
+        .is_none_or(|q| q < limits.queueing_raise_below);
     if current.p99_ms <= limits.p99_objective_ms * 0.5
+        && node_has_room
         && settings.concurrency < limits.max_concurrency
         && !higher_measured_no_better
     {
@@ -266,6 +309,7 @@ pub(crate) fn plan_knobs(
         in_bounds(s)
             && s.p99_ms <= limits.p99_objective_ms * (1.0 - limits.p99_enter_margin)
             && s.error_share <= limits.max_error_share
+            && !queueing(s, limits)
     };
     let keepable = |s: &BatchSample| in_bounds(s) && !overloading(s, limits);
 
@@ -404,7 +448,7 @@ pub(crate) fn plan_knobs(
         // Probe only when something is wrong: the node is overloaded, or the pipeline lags (or will, by the
         // trusted forecast) with too little capacity.
         let needs_capacity = lagging || (trust.trusted && c.throughput_rows_per_s < required);
-        if overloading(c, limits) || needs_capacity {
+        if overloading(c, limits) || queueing(c, limits) || needs_capacity {
             let need = if needs_capacity { required } else { 0.0 };
             if let Some((probe_to, w)) = probe(c, settings, samples, p.avg_row_bytes, need, limits)
             {
@@ -415,7 +459,7 @@ pub(crate) fn plan_knobs(
                 // relief that costs throughput then is undone, not repeated step after step.
                 let errors = c.error_share > limits.max_error_share;
                 if probe_to.concurrency < settings.concurrency
-                    && overloading(c, limits)
+                    && (overloading(c, limits) || queueing(c, limits))
                     && (errors || !lagging)
                 {
                     figures.insert("relief_of_p99_ms".to_string(), c.p99_ms);
@@ -507,7 +551,8 @@ pub(crate) fn plan_knobs(
         to,
     };
     Some(KnobProposal {
-        relieves_overload: action.sheds_load() && current.is_some_and(|c| overloading(c, limits)),
+        relieves_overload: action.sheds_load()
+            && current.is_some_and(|c| overloading(c, limits) || queueing(c, limits)),
         action,
         reason: Reason {
             summary: why.join("; "),

@@ -94,6 +94,18 @@ pub struct Limits {
     /// `cooldown_s`.
     #[serde(default = "default_relief_cooldown_s")]
     pub relief_cooldown_s: i64,
+    /// Queueing (`BatchSample::queueing`: how long writes took against a lone write of their size) at which the
+    /// node counts as serving fewer writes at once than the setting keeps in flight: concurrency is cut toward
+    /// what it does serve, as relief, even with the p99 under its objective. The writes past that number only
+    /// wait; with fewer in flight latency falls, batches fill fuller, and the node is spared the queue a burst
+    /// would grow behind them.
+    #[serde(default = "default_queueing_cut")]
+    pub queueing_cut: f64,
+    /// Queueing below which more writes in flight may be tried for capacity; at or above it, writes already wait
+    /// for each other at the node and more of them would wait too. Below `queueing_cut`, so a cut and a raise
+    /// cannot follow each other on the same figure.
+    #[serde(default = "default_queueing_raise_below")]
+    pub queueing_raise_below: f64,
     /// Most changes in one plan.
     #[serde(default = "default_max_changes_per_step")]
     pub max_changes_per_step: usize,
@@ -178,6 +190,12 @@ const fn default_lag_window_s() -> f64 {
 const fn default_relief_cooldown_s() -> i64 {
     120
 }
+const fn default_queueing_cut() -> f64 {
+    2.5
+}
+const fn default_queueing_raise_below() -> f64 {
+    1.5
+}
 const fn default_max_changes_per_step() -> usize {
     10
 }
@@ -218,6 +236,8 @@ impl Default for Limits {
             skew_target: default_skew_target(),
             cooldown_s: default_cooldown_s(),
             relief_cooldown_s: default_relief_cooldown_s(),
+            queueing_cut: default_queueing_cut(),
+            queueing_raise_below: default_queueing_raise_below(),
             max_changes_per_step: default_max_changes_per_step(),
             measure_window_s: default_measure_window_s(),
             lag_window_s: default_lag_window_s(),
@@ -310,6 +330,13 @@ impl Limits {
                 "relief_cooldown_s",
                 self.relief_cooldown_s as f64,
                 "at least 0 seconds",
+            );
+        }
+        if !(self.queueing_raise_below >= 1.0 && self.queueing_raise_below < self.queueing_cut) {
+            return bad(
+                "queueing_raise_below",
+                self.queueing_raise_below,
+                "at least 1 and below queueing_cut",
             );
         }
         if self.min_batch_rows == 0 || self.min_batch_rows > self.max_batch_rows {

@@ -156,6 +156,12 @@ pub struct BatchSample {
     /// `slot_share` averages away. `None` when not measured.
     #[serde(default)]
     pub writes_in_flight: Option<f64>,
+    /// How long the setting's writes took against what each would have taken alone at the node (total over total,
+    /// see `agent::actuators::ServiceFit`): about 1 when writes did not wait for each other, `n` when each waited
+    /// for `n − 1` others. Writes in flight beyond what the node serves at once wait without adding throughput.
+    /// `None` when not measured (too few lone writes to know the service time).
+    #[serde(default)]
+    pub queueing: Option<f64>,
 }
 
 /// What the forecaster says, reduced to what planning needs.
