@@ -408,3 +408,80 @@ fn a_node_still_overloaded_after_a_cut_is_cut_again_after_the_relief_cooldown_an
         knob_change(&plan_after(&two, short, true, 600)).expect("a probe up after the cooldown");
     assert!(to.concurrency > 2, "{to:?}");
 }
+
+#[test]
+fn writes_the_node_only_queues_are_cut_to_one_waiting_per_worker_and_not_raised_back() {
+    let node = replay_node();
+    let limits = Limits {
+        cooldown_s: 600,
+        relief_cooldown_s: 120,
+        ..limits()
+    };
+    let at = |concurrency: u32| Settings {
+        concurrency,
+        ..defaults()
+    };
+    let plan_after =
+        |settings: &Settings, sample: BatchSample, lagging: bool, changed_s_ago: i64| {
+            let mut history = History::default();
+            history
+                .last_changed
+                .insert("pipeline".to_string(), NOW - changed_s_ago);
+            let observed = Observed {
+                pipeline: PipelineObservation {
+                    lag_s: if lagging { 3.0 } else { 0.2 },
+                    backlog_messages: if lagging { 600.0 } else { 0.0 },
+                    arrival_per_s: 600.0,
+                    avg_row_bytes: node.row_bytes,
+                    batches: vec![sample],
+                },
+                ..Observed::default()
+            };
+            plan(&observed, &untrusted(), settings, &history, &limits, NOW)
+        };
+
+    // 32x8 on the 2-worker node with a light load: p99 within the objective, no errors, no lag, but each write
+    // took 4 lone service times with 8 in flight.
+    let eight = BatchSample {
+        p99_ms: 200.0,
+        ..node.measure(&at(8))
+    };
+    assert_eq!(eight.queueing, Some(4.0));
+    let (_, to, why) = knob_change(&plan_after(&at(8), eight.clone(), false, 600))
+        .expect("writes that only queue are cut");
+    // 8 in flight / 4 = 2 workers; twice that keeps one write waiting behind each.
+    assert_eq!(to.concurrency, 4, "{why}");
+    assert!(why.contains("serves about 2.0 at once"), "{why}");
+    // It sheds load from a queueing node, so it follows the last knob change after the relief cooldown.
+    assert!(
+        knob_change(&plan_after(&at(8), eight.clone(), false, 150)).is_some(),
+        "held past the relief cooldown"
+    );
+    // Without a service-time figure there is no evidence of queueing, and a setting in bounds stays.
+    let unknown = BatchSample {
+        queueing: None,
+        ..eight
+    };
+    assert!(knob_change(&plan_after(&at(8), unknown, false, 600)).is_none());
+
+    // Where the cut lands, writes take 2 service times: short of capacity with p99 under half the objective,
+    // it is still not probed up, because more writes in flight would wait too.
+    let four = BatchSample {
+        p99_ms: 100.0,
+        ..node.measure(&at(4))
+    };
+    assert_eq!(four.queueing, Some(2.0));
+    assert!(
+        knob_change(&plan_after(&at(4), four.clone(), true, 600)).is_none(),
+        "{:#?}",
+        plan_after(&at(4), four.clone(), true, 600)
+    );
+    // Writes that hardly waited for each other (1.2 service times) leave room: the probe up goes ahead.
+    let roomy = BatchSample {
+        queueing: Some(1.2),
+        ..four
+    };
+    let (_, to, why) = knob_change(&plan_after(&at(4), roomy, true, 600))
+        .expect("a probe up when the node has room");
+    assert!(to.concurrency > 4, "{why}");
+}
