@@ -44,8 +44,8 @@ pub(crate) struct KnobProposal {
     pub expected_effect: String,
     /// Whether the capacity it plans for came from the arrival forecast.
     pub uses_forecast: bool,
-    /// Whether it only sheds load from a node the setting in force overloads, which may follow the last knob
-    /// change after `Limits::relief_cooldown_s` rather than the full cooldown.
+    /// Whether it only sheds load from a node the setting in force overloads or queues writes at, which may follow
+    /// the last knob change after `Limits::relief_cooldown_s` rather than the full cooldown.
     pub relieves_overload: bool,
 }
 
@@ -86,9 +86,13 @@ fn queueing(s: &BatchSample, limits: &Limits) -> bool {
 ///   in flight, or to in-flight × aim / p99 when that is deeper (a multiplicative decrease), within the policy's
 ///   step; at concurrency 1 the batch is made smaller by objective / p99 instead (by half when only errors
 ///   show).
+/// * Queueing (writes took `Limits::queueing_cut` times their lone service time or more, with the p99 in
+///   bounds): the node serves fewer writes at once than are in flight, so concurrency is cut to twice what it
+///   serves (one write waiting behind each), within the policy's step.
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
 ///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
-///   objective, the node has room for more writes in flight.
+///   objective and writes hardly waiting for each other (queueing under `Limits::queueing_raise_below`, or not
+///   measured), the node has room for more writes in flight.
 fn probe(
     current: &BatchSample,
     settings: &Settings,
