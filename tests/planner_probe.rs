@@ -142,6 +142,33 @@ fn search(
     panic!("the planner kept changing the knobs after 12 steps: {path:#?}");
 }
 
+/// One plan at `settings` with `sample` measured, the knobs last changed `changed_s_ago` seconds before: lagging
+/// means 3 s behind with 600 messages queued, else 0.2 s and none; 600 messages a second arrive.
+fn plan_after_change(
+    node: &Node,
+    settings: &Settings,
+    sample: BatchSample,
+    lagging: bool,
+    changed_s_ago: i64,
+    limits: &Limits,
+) -> Plan {
+    let mut history = History::default();
+    history
+        .last_changed
+        .insert("pipeline".to_string(), NOW - changed_s_ago);
+    let observed = Observed {
+        pipeline: PipelineObservation {
+            lag_s: if lagging { 3.0 } else { 0.2 },
+            backlog_messages: if lagging { 600.0 } else { 0.0 },
+            arrival_per_s: 600.0,
+            avg_row_bytes: node.row_bytes,
+            batches: vec![sample],
+        },
+        ..Observed::default()
+    };
+    plan(&observed, &untrusted(), settings, &history, limits, NOW)
+}
+
 fn replay_node() -> Node {
     // The replay fixture's defaults: 2 workers, 8 ms per request, 2 ms per KiB of 2 KiB rows.
     Node {
@@ -348,21 +375,7 @@ fn a_node_still_overloaded_after_a_cut_is_cut_again_after_the_relief_cooldown_an
     };
     let plan_after =
         |settings: &Settings, sample: BatchSample, lagging: bool, changed_s_ago: i64| {
-            let mut history = History::default();
-            history
-                .last_changed
-                .insert("pipeline".to_string(), NOW - changed_s_ago);
-            let observed = Observed {
-                pipeline: PipelineObservation {
-                    lag_s: if lagging { 3.0 } else { 0.2 },
-                    backlog_messages: if lagging { 600.0 } else { 0.0 },
-                    arrival_per_s: 600.0,
-                    avg_row_bytes: node.row_bytes,
-                    batches: vec![sample],
-                },
-                ..Observed::default()
-            };
-            plan(&observed, &untrusted(), settings, &history, &limits, NOW)
+            plan_after_change(&node, settings, sample, lagging, changed_s_ago, &limits)
         };
 
     // 32xC measured with all C writes in flight at `p99_ms`.
@@ -423,21 +436,7 @@ fn writes_the_node_only_queues_are_cut_to_one_waiting_per_worker_and_not_raised_
     };
     let plan_after =
         |settings: &Settings, sample: BatchSample, lagging: bool, changed_s_ago: i64| {
-            let mut history = History::default();
-            history
-                .last_changed
-                .insert("pipeline".to_string(), NOW - changed_s_ago);
-            let observed = Observed {
-                pipeline: PipelineObservation {
-                    lag_s: if lagging { 3.0 } else { 0.2 },
-                    backlog_messages: if lagging { 600.0 } else { 0.0 },
-                    arrival_per_s: 600.0,
-                    avg_row_bytes: node.row_bytes,
-                    batches: vec![sample],
-                },
-                ..Observed::default()
-            };
-            plan(&observed, &untrusted(), settings, &history, &limits, NOW)
+            plan_after_change(&node, settings, sample, lagging, changed_s_ago, &limits)
         };
 
     // 32x8 on the 2-worker node with a light load: p99 within the objective, no errors, no lag, but each write
