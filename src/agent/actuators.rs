@@ -408,7 +408,9 @@ impl ServiceFit {
             ends.sort_unstable();
             for o in batches.iter().filter(|o| o.outcome == BatchOutcome::Ok) {
                 let s = o.started();
-                let met = starts.partition_point(|&x| x <= s) - ends.partition_point(|&e| e <= s);
+                let met = starts
+                    .partition_point(|&x| x <= s)
+                    .saturating_sub(ends.partition_point(|&e| e <= s));
                 if met <= 1 {
                     points.push((o.bytes as f64 / 1024.0, o.latency.as_secs_f64() * 1e3));
                 }
