@@ -307,11 +307,9 @@ pub fn window_stats(
     let (mut rows, mut busy_s, mut failed) = (0usize, 0.0f64, 0usize);
     let mut first_start: Option<std::time::Instant> = None;
     let mut last_end: Option<std::time::Instant> = None;
-    let (mut starts, mut ends) = (Vec::new(), Vec::new());
-    for o in batches {
+    let batches: Vec<_> = batches.into_iter().collect();
+    for o in &batches {
         let start = o.started();
-        starts.push(start);
-        ends.push(o.ended);
         first_start = Some(first_start.map_or(start, |f| f.min(start)));
         last_end = Some(last_end.map_or(o.ended, |l| l.max(o.ended)));
         if o.outcome == BatchOutcome::Ok {
@@ -342,7 +340,7 @@ pub fn window_stats(
         (None, None)
     };
     WindowStats {
-        writes_in_flight: writes_in_flight(starts, ends),
+        writes_in_flight: Spans::new(&batches).mean_met(),
         p99_ms: percentile(&mut latencies, 0.99),
         throughput_rows_per_s: throughput,
         rows_written_per_s,
@@ -356,26 +354,37 @@ pub fn window_stats(
     }
 }
 
-/// Writes in flight when each write started, itself included, averaged over the writes; `None` without any.
-/// A write that started at `s` met every write started at or before `s` that had not ended by then.
-fn writes_in_flight(
-    mut starts: Vec<std::time::Instant>,
-    mut ends: Vec<std::time::Instant>,
-) -> Option<f64> {
-    if starts.is_empty() {
-        return None;
+/// When a setting's writes started and ended, sorted, to count the writes each one met in flight.
+struct Spans {
+    starts: Vec<std::time::Instant>,
+    ends: Vec<std::time::Instant>,
+}
+
+impl Spans {
+    fn new<'a>(writes: impl IntoIterator<Item = &'a BatchObservation>) -> Spans {
+        let (mut starts, mut ends): (Vec<_>, Vec<_>) =
+            writes.into_iter().map(|o| (o.started(), o.ended)).unzip();
+        starts.sort_unstable();
+        ends.sort_unstable();
+        Spans { starts, ends }
     }
-    starts.sort_unstable();
-    ends.sort_unstable();
-    let met: usize = starts
-        .iter()
-        .map(|&s| {
-            let started = starts.partition_point(|&x| x <= s);
-            let ended = ends.partition_point(|&e| e <= s);
-            started.saturating_sub(ended).max(1)
-        })
-        .sum();
-    Some(met as f64 / starts.len() as f64)
+
+    /// Writes in flight when a write started at `s`, itself included: every write started at or before `s` that
+    /// had not ended by then.
+    fn met_at(&self, s: std::time::Instant) -> usize {
+        let started = self.starts.partition_point(|&x| x <= s);
+        let ended = self.ends.partition_point(|&e| e <= s);
+        started.saturating_sub(ended).max(1)
+    }
+
+    /// Writes in flight when each write started, itself included, averaged over the writes; `None` without any.
+    fn mean_met(&self) -> Option<f64> {
+        if self.starts.is_empty() {
+            return None;
+        }
+        let met: usize = self.starts.iter().map(|&s| self.met_at(s)).sum();
+        Some(met as f64 / self.starts.len() as f64)
+    }
 }
 
 /// Fewest lone writes a service-time fit is made from.
@@ -396,25 +405,21 @@ pub struct ServiceFit {
 
 impl ServiceFit {
     /// Fits the writes of `settings` (each one setting's batches, so that "alone" means alone among writes of the
-    /// same client) that succeeded and met no other write in flight; `None` with fewer than ten of them.
-    pub fn fit<'a>(
-        settings: impl IntoIterator<Item = &'a [BatchObservation]>,
-    ) -> Option<ServiceFit> {
+    /// same client) that succeeded and met no other write in flight; `None` with fewer than
+    /// [`MIN_SOLO_WRITES`] of them.
+    pub fn fit<'a, W>(settings: impl IntoIterator<Item = W>) -> Option<ServiceFit>
+    where
+        W: IntoIterator<Item = &'a BatchObservation> + Copy,
+    {
         let mut points = Vec::new();
         for batches in settings {
-            let (mut starts, mut ends): (Vec<_>, Vec<_>) =
-                batches.iter().map(|o| (o.started(), o.ended)).unzip();
-            starts.sort_unstable();
-            ends.sort_unstable();
-            for o in batches.iter().filter(|o| o.outcome == BatchOutcome::Ok) {
-                let s = o.started();
-                let met = starts
-                    .partition_point(|&x| x <= s)
-                    .saturating_sub(ends.partition_point(|&e| e <= s));
-                if met <= 1 {
-                    points.push((o.bytes as f64 / 1024.0, o.latency.as_secs_f64() * 1e3));
-                }
-            }
+            let spans = Spans::new(batches);
+            points.extend(
+                batches
+                    .into_iter()
+                    .filter(|o| o.outcome == BatchOutcome::Ok && spans.met_at(o.started()) == 1)
+                    .map(|o| (o.bytes as f64 / 1024.0, o.latency.as_secs_f64() * 1e3)),
+            );
         }
         if points.len() < MIN_SOLO_WRITES {
             return None;
@@ -439,13 +444,14 @@ impl ServiceFit {
                 ms_per_kib: slope,
             });
         }
-        // A line through the origin when the best line would give small writes no cost at all.
+        // A line through the origin when the best line would give small writes no cost at all (only a slope
+        // above zero does that, so some write had bytes and `xx` is positive).
         let (xy, xx) = points.iter().fold((0.0, 0.0), |(xy, xx), &(px, py)| {
             (xy + px * py, xx + px * px)
         });
         Some(ServiceFit {
             base_ms: 0.0,
-            ms_per_kib: if xx > 0.0 { xy / xx } else { my },
+            ms_per_kib: xy / xx,
         })
     }
 

@@ -16,8 +16,9 @@ const BYTES_PER_WRITE: usize = 48 * 1024;
 /// Publishes audit records to Cassandra from a background task, in the order the log appended them.
 ///
 /// The local file is written and synced before `publish` is called, so a record the task fails to store is not
-/// lost: the task logs it and the table is caught up by the next start's reconciliation (writes are idempotent
-/// on `seq`).
+/// lost: the local log keeps it and the task logs a warning. Nothing sends it to the table again; the table then
+/// lacks the records of that write (up to [`RECORDS_PER_WRITE`]) until someone re-publishes them (writes are
+/// idempotent on `seq`).
 ///
 /// The records that queued up while a write was in flight go together in the next one (one request per bucket,
 /// at most [`RECORDS_PER_WRITE`] records and [`BYTES_PER_WRITE`] bytes). trimtab's tables may share the node it

@@ -179,12 +179,7 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
                 .fold(0.0, f64::max)
         })
         .unwrap_or(0.0);
-    let histories: Vec<Vec<_>> = c
-        .batches
-        .values()
-        .map(|b| b.batches.iter().copied().collect())
-        .collect();
-    let service = ServiceFit::fit(histories.iter().map(Vec::as_slice));
+    let service = ServiceFit::fit(c.batches.values().map(|b| &b.batches));
     let batches = c
         .batches
         .iter()

@@ -348,16 +348,14 @@ impl OwnTables {
     pub async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), CassandraError> {
         let mut by_bucket: BTreeMap<i64, Vec<_>> = BTreeMap::new();
         for r in rows {
-            by_bucket
-                .entry((r.seq / AUDIT_BUCKET) as i64)
-                .or_default()
-                .push((
-                    (r.seq / AUDIT_BUCKET) as i64,
-                    r.seq as i64,
-                    r.prev_hash.as_str(),
-                    r.hash.as_str(),
-                    r.record.as_str(),
-                ));
+            let bucket = (r.seq / AUDIT_BUCKET) as i64;
+            by_bucket.entry(bucket).or_default().push((
+                bucket,
+                r.seq as i64,
+                r.prev_hash.as_str(),
+                r.hash.as_str(),
+                r.record.as_str(),
+            ));
         }
         for values in by_bucket.into_values() {
             self.write_all("append audit record", &self.append_audit, values)

@@ -70,10 +70,18 @@ fn overloading(s: &BatchSample, limits: &Limits) -> bool {
 }
 
 /// Whether a measured setting keeps more writes in flight than the node serves at once: its writes took
-/// `Limits::queueing_cut` times what each would have taken alone, with at least two in flight.
-fn queueing(s: &BatchSample, limits: &Limits) -> bool {
-    s.queueing.is_some_and(|q| q >= limits.queueing_cut)
-        && s.writes_in_flight.is_some_and(|n| n >= 2.0)
+/// `Limits::queueing_cut` times what each would have taken alone, with at least two in flight. Gives the
+/// queueing and the writes in flight when it does.
+fn queueing(s: &BatchSample, limits: &Limits) -> Option<(f64, f64)> {
+    match (s.queueing, s.writes_in_flight) {
+        (Some(q), Some(n)) if q >= limits.queueing_cut && n >= 2.0 => Some((q, n)),
+        _ => None,
+    }
+}
+
+/// Whether fewer writes in flight would relieve the node: it is overloaded, or it only queues the extra writes.
+fn needs_relief(s: &BatchSample, limits: &Limits) -> bool {
+    overloading(s, limits) || queueing(s, limits).is_some()
 }
 
 /// An unmeasured setting worth measuring when no measured one fixes what is wrong, with the sentence saying
@@ -173,11 +181,7 @@ fn probe(
             ),
         ));
     }
-    if let (true, Some(q), Some(in_flight)) = (
-        queueing(current, limits) && settings.concurrency > 1,
-        current.queueing,
-        current.writes_in_flight,
-    ) {
+    if let Some((q, in_flight)) = queueing(current, limits).filter(|_| settings.concurrency > 1) {
         // A write that met n writes in flight (itself included) at a node serving w at once, first come first
         // served, waits for the n − w ahead of it to start and then for its own service: about n / w service
         // times. Writes that took q service times meeting n in flight thus met about n / q workers. The cut aims
@@ -190,9 +194,7 @@ fn probe(
         let wanted = (2.0 * workers).ceil() as u64;
         let c = step_toward(c_now, wanted, ratio).min(c_now - 1).max(1) as u32;
         to.concurrency = c;
-        if find(samples, to.batch_rows, c)
-            .is_some_and(|s| overloading(s, limits) || queueing(s, limits))
-        {
+        if find(samples, to.batch_rows, c).is_some_and(|s| needs_relief(s, limits)) {
             return None;
         }
         return Some((
@@ -313,7 +315,7 @@ pub(crate) fn plan_knobs(
         in_bounds(s)
             && s.p99_ms <= limits.p99_objective_ms * (1.0 - limits.p99_enter_margin)
             && s.error_share <= limits.max_error_share
-            && !queueing(s, limits)
+            && queueing(s, limits).is_none()
     };
     let keepable = |s: &BatchSample| in_bounds(s) && !overloading(s, limits);
 
@@ -452,7 +454,7 @@ pub(crate) fn plan_knobs(
         // Probe only when something is wrong: the node is overloaded, or the pipeline lags (or will, by the
         // trusted forecast) with too little capacity.
         let needs_capacity = lagging || (trust.trusted && c.throughput_rows_per_s < required);
-        if overloading(c, limits) || queueing(c, limits) || needs_capacity {
+        if needs_relief(c, limits) || needs_capacity {
             let need = if needs_capacity { required } else { 0.0 };
             if let Some((probe_to, w)) = probe(c, settings, samples, p.avg_row_bytes, need, limits)
             {
@@ -463,7 +465,7 @@ pub(crate) fn plan_knobs(
                 // relief that costs throughput then is undone, not repeated step after step.
                 let errors = c.error_share > limits.max_error_share;
                 if probe_to.concurrency < settings.concurrency
-                    && (overloading(c, limits) || queueing(c, limits))
+                    && needs_relief(c, limits)
                     && (errors || !lagging)
                 {
                     figures.insert("relief_of_p99_ms".to_string(), c.p99_ms);
@@ -555,8 +557,7 @@ pub(crate) fn plan_knobs(
         to,
     };
     Some(KnobProposal {
-        relieves_overload: action.sheds_load()
-            && current.is_some_and(|c| overloading(c, limits) || queueing(c, limits)),
+        relieves_overload: action.sheds_load() && current.is_some_and(|c| needs_relief(c, limits)),
         action,
         reason: Reason {
             summary: why.join("; "),
