@@ -605,6 +605,9 @@ pub fn write_report(
         ));
     }
     md.push_str("\nLost and duplicated are counted by reading Cassandra, the dead-letter queue and LINSTOR back after the queue drained.\n\n");
+    if let Some(note) = report::unstressed(&result.rows) {
+        md.push_str(&format!("**{note}**\n\n"));
+    }
     if let Some(first) = result.rows.first() {
         let part = first.minutes / report::PARTS as f64;
         md.push_str(&format!(
@@ -740,6 +743,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         ));
         let result = comparison.run(&stop, &progress).await?;
         println!("\n{}", report::table(&result.rows));
+        if let Some(note) = report::unstressed(&result.rows) {
+            println!("{note}\n");
+        }
         let path = write_report(&args.out, &comparison, &result)?;
         println!("report: {}", path.display());
         if let Err(error) = std::fs::remove_dir_all(&scratch) {

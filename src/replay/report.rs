@@ -291,6 +291,21 @@ pub fn lag_points(outcome: &RunOutcome, speedup: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// When a static setting kept the lag under the objective for the whole replay, says so: no strategy can then
+/// have fewer minutes over, and the comparison rests on the other columns. `None` when every static row went
+/// over (or none ran).
+pub fn unstressed(rows: &[StrategyReport]) -> Option<String> {
+    // Shown as 0.0 in the tables.
+    let calm = rows
+        .iter()
+        .find(|r| r.label.starts_with("static") && r.minutes_over < 0.05)?;
+    Some(format!(
+        "{} never had the lag over the objective: at this load no strategy can have fewer minutes over, so compare \
+         the p99 lag, errors and changes, or raise the load (`--nab-mean` for a NAB series, `--speedup`).",
+        calm.label
+    ))
+}
+
 /// The comparison as a fixed-width table, one strategy per line.
 pub fn table(rows: &[StrategyReport]) -> String {
     let mut out = format!(
@@ -326,4 +341,41 @@ pub fn table(rows: &[StrategyReport]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(label: &str, minutes_over: f64) -> StrategyReport {
+        StrategyReport {
+            label: label.into(),
+            minutes_over,
+            ..StrategyReport::default()
+        }
+    }
+
+    #[test]
+    fn a_replay_no_static_setting_went_over_in_says_minutes_over_cannot_separate_the_strategies() {
+        let calm = [
+            row("static 32x32 (defaults)", 374.3),
+            row("static 32x4 (best of sweep)", 0.0),
+            row("reactive", 1152.1),
+            row("trimtab", 0.0),
+        ];
+        let note = unstressed(&calm).expect("the best static setting never went over");
+        assert!(
+            note.starts_with("static 32x4 (best of sweep) never had the lag over"),
+            "{note}"
+        );
+        assert!(note.contains("--nab-mean"), "{note}");
+
+        // Every static setting went over at least once: minutes over separate the strategies, nothing to say.
+        let stressed = [
+            row("static 32x32 (defaults)", 3.2),
+            row("static 32x8 (best of sweep)", 3.1),
+            row("trimtab", 0.0),
+        ];
+        assert_eq!(unstressed(&stressed), None);
+    }
 }
