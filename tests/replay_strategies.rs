@@ -137,3 +137,49 @@ async fn a_short_replay_loses_nothing_and_recommend_changes_nothing() {
     );
     assert!(csv.lines().any(|l| l.starts_with("recommend,")), "{csv}");
 }
+
+/// Run from outside the repository, `policies` is not there. The agent's gate would then deny every change and
+/// the comparison would show a trimtab that cannot act, so the replay refuses to start and says which input is
+/// wrong; strategies that do not use the gate still run without it.
+#[test]
+fn a_replay_of_trimtab_without_a_policy_refuses_to_start_and_names_the_directory() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let missing = scratch.path().join("no-policies-here");
+    let out = scratch.path().join("report");
+    let replay = |strategy: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trimtab"))
+            .arg("replay")
+            .arg("--trace")
+            .arg(repo(
+                "data/traces/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv",
+            ))
+            .args(["--strategy", strategy, "--limit", "20", "--quiet"])
+            .arg("--policies")
+            .arg(&missing)
+            .arg("--out")
+            .arg(&out)
+            .current_dir(scratch.path())
+            .output()
+            .expect("run the trimtab binary")
+    };
+    for strategy in ["trimtab", "recommend"] {
+        let output = replay(strategy);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{strategy}: {stderr}");
+        assert!(
+            stderr.contains("--policies") && stderr.contains("no-policies-here"),
+            "{strategy}: the error names the flag and the directory: {stderr}"
+        );
+        assert!(
+            !out.exists(),
+            "{strategy}: no report of a run that did not happen"
+        );
+    }
+    let output = replay("static:32x4");
+    assert!(
+        output.status.success(),
+        "a static replay needs no policy: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.join("report.md").exists());
+}

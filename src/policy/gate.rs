@@ -330,6 +330,12 @@ fn evaluate_loaded(
     })
 }
 
+/// Loads and validates the policy in `dir` without keeping it: for a command that should refuse to start on a
+/// policy that would leave the gate denying everything.
+pub fn check(dir: &Path) -> Result<(), PolicyError> {
+    load_dir(dir).map(|_| ())
+}
+
 impl Gate {
     /// Loads the policy in `dir`. Never fails: a policy that does not load leaves the gate denying everything,
     /// with the error in [`Gate::load_error`] and in every decision's reasons.

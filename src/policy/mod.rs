@@ -7,7 +7,7 @@
 mod gate;
 mod mode;
 
-pub use gate::{Decision, Gate, GateContext, Grants, Verdict, SUPPORTED_POLICY_VERSION};
+pub use gate::{check, Decision, Gate, GateContext, Grants, Verdict, SUPPORTED_POLICY_VERSION};
 pub use mode::{effective_mode, AccuracyGrace, Mode, ModeDecision};
 
 use std::path::PathBuf;

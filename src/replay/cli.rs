@@ -160,6 +160,16 @@ pub enum ReplayError {
     /// A strategy name is unknown.
     #[error(transparent)]
     Strategy(#[from] super::strategy::UnknownStrategy),
+    /// The `trimtab` or `recommend` strategy was asked for and the policy does not load: its gate would deny
+    /// every change, and the comparison would show an agent that cannot act.
+    #[error("--policies {dir}: the policy does not load, and the trimtab and recommend strategies need it (run from the repository, or pass --policies with the directory holding gate.rego)")]
+    Policy {
+        /// The directory given.
+        dir: String,
+        /// Why it does not load.
+        #[source]
+        source: crate::policy::PolicyError,
+    },
     /// A run failed.
     #[error("replaying under {strategy}")]
     Run {
@@ -264,6 +274,15 @@ impl Comparison {
             .iter()
             .map(|s| s.parse())
             .collect::<Result<Vec<StrategySpec>, _>>()?;
+        if specs
+            .iter()
+            .any(|s| matches!(s, StrategySpec::Trimtab | StrategySpec::Recommend))
+        {
+            crate::policy::check(&args.policies).map_err(|source| ReplayError::Policy {
+                dir: args.policies.display().to_string(),
+                source,
+            })?;
+        }
         if !(args.duration > 0.0) {
             return Err(ReplayError::Argument(format!(
                 "--duration {} is not positive: expected seconds such as 60",

@@ -270,7 +270,9 @@ async fn drive(
         policies_dir: setup.policies_dir.clone(),
         models_dir: state_dir.join("models"),
         sample_interval_ms: 1_000,
-        plan_interval_ms: 2_000,
+        // A plan step at every sample: the production default plans every 60 s, which is one trace minute of
+        // the Azure trace at 57× (a second of wall time), and a plan step between samples would see no new one.
+        plan_interval_ms: 1_000,
         // A replay compares strategies on the same load: no maintenance window may hold one of them back.
         maintenance_windows: false,
     };
