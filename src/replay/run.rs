@@ -143,6 +143,8 @@ pub struct StoredRow {
 pub struct RunOutcome {
     /// The strategy's label.
     pub label: String,
+    /// Whether the strategy holds its knobs fixed for the whole run (`static`).
+    pub fixed: bool,
     /// Every event row in Cassandra.
     pub rows: Vec<StoredRow>,
     /// Dead-lettered bodies with their reasons.
@@ -551,6 +553,7 @@ async fn drive(
     drop(reader);
     Ok(RunOutcome {
         label,
+        fixed: matches!(strategy, Strategy::Static { .. }),
         rows,
         dead_letters,
         linstor_resources,
