@@ -1,11 +1,12 @@
 //! The control loop: samples metrics, forecasts, plans, gates and applies changes, and serves state snapshots.
 //!
 //! One task runs one `tokio::select!` over a closed [`Event`]: a sample tick (a sample step, run as its own task so
-//! a slow source does not stall planning), a finished sample (score forecasts, issue new ones), a plan tick (one
-//! control step, run as its own task so a knob verification window does not stall sampling), a finished fit
-//! (models are fitted on the blocking pool and come back as an event), a finished step, a policy reload, and
-//! shutdown.
+//! a slow source does not stall planning), a finished sample (score forecasts, issue new ones, and start a control
+//! step if one is due), a plan tick (a control step is due; it starts on the next finished sample, see [`cadence`],
+//! and runs as its own task so a knob verification window does not stall sampling), a finished fit (models are
+//! fitted on the blocking pool and come back as an event), a finished step, a policy reload, and shutdown.
 //!
+//! * [`cadence`]: when a due control step starts, so that it plans from the newest sample.
 //! * [`actuators`]: the executor's actuators over the LINSTOR writer and the pipeline's live knobs.
 //! * [`observe`]: the planner's inputs built from what the collectors saw.
 //! * [`forecasts`]: forecasts issued per series, kept in [`crate::forecast::live::LiveAccuracy`] and Cassandra.
@@ -15,6 +16,7 @@
 //! The agent holds the actuators only to hand them to the [`Executor`]; everything else it holds reads.
 
 pub mod actuators;
+mod cadence;
 pub mod forecasts;
 pub mod mirror;
 pub mod observe;
@@ -122,6 +124,8 @@ pub struct AgentSnapshot {
     pub samples: u64,
     /// Control steps done.
     pub steps: u64,
+    /// Unix seconds of the sample the latest control step planned from.
+    pub planned_from: i64,
     /// The mode the latest step ran in, and why if it was dropped to recommend.
     pub mode: Option<ModeDecision>,
     /// The configured mode.
@@ -192,7 +196,7 @@ enum Event {
     SampleTick,
     /// A sample step finished: its time, what it collected and how long it took.
     SampleFinished(i64, Box<Collected>, Duration),
-    /// Time to plan and apply.
+    /// A control step is due.
     PlanTick,
     /// A forecaster finished fitting on the blocking pool.
     FitFinished(SeriesKey, Result<Forecaster, ForecastError>),
@@ -210,6 +214,8 @@ struct StepOutput {
     mode: ModeDecision,
     reports: Vec<StepReport>,
     now: i64,
+    /// The time of the sample it planned from.
+    planned_from: i64,
 }
 
 /// The agent.
@@ -282,6 +288,7 @@ impl Agent {
             reload: reload_rx,
             samples: 0,
             step_running: false,
+            cadence: cadence::PlanCadence::default(),
         };
         let task = tokio::spawn(looped.run(token));
         Ok(AgentHandle {
@@ -319,6 +326,7 @@ struct Loop {
     reload: mpsc::Receiver<()>,
     samples: u64,
     step_running: bool,
+    cadence: cadence::PlanCadence,
 }
 
 impl Loop {
@@ -386,6 +394,11 @@ impl Loop {
                 Event::SampleTick => {
                     if self.sample_running {
                         tracing::debug!("previous sample step still running; tick skipped");
+                        if self.cadence.sample_late(self.step_running) {
+                            tracing::debug!("sample late; planning from the latest finished one");
+                            self.step_running = true;
+                            steps.spawn(self.control_step());
+                        }
                     } else {
                         self.sample_running = true;
                         samples.spawn(self.sample_step());
@@ -402,13 +415,12 @@ impl Loop {
                         );
                     }
                     self.on_sample(at, *collected, &mut fits);
-                }
-                Event::PlanTick => {
-                    if !self.step_running {
+                    if self.cadence.sample_finished(self.step_running) {
                         self.step_running = true;
                         steps.spawn(self.control_step());
                     }
                 }
+                Event::PlanTick => self.cadence.interval_passed(),
                 Event::FitFinished(key, result) => self.book.fitted(key, result),
                 Event::StepFinished(result) => {
                     self.step_running = false;
@@ -502,6 +514,7 @@ impl Loop {
     ) -> impl std::future::Future<Output = Result<StepOutput, ExecutorError>> + 'static {
         let now = unix_now();
         let collected = self.latest.clone();
+        let planned_from = collected.at;
         let settings = self
             .parts
             .sources
@@ -542,6 +555,7 @@ impl Loop {
                 mode,
                 reports: vec![approved, step],
                 now,
+                planned_from,
             })
         }
     }
@@ -576,6 +590,7 @@ impl Loop {
                 }
                 if let Ok(mut snap) = self.snapshot.write() {
                     snap.steps += 1;
+                    snap.planned_from = out.planned_from;
                     snap.mode = Some(out.mode);
                     snap.plan = Some(out.plan);
                     snap.reports = out.reports;
