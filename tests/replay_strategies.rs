@@ -77,6 +77,27 @@ async fn a_short_replay_loses_nothing_and_recommend_changes_nothing() {
     let fixed = &result.rows[0];
     assert_eq!(fixed.label, "static 32x4 (given)");
     assert_eq!(fixed.changes, 0, "a static strategy changes nothing");
+    // The node's worker time is split between the pipeline's event writes and the rest: a static run has no
+    // agent, so only the schema's and the pipeline's writes reach the node; recommend's agent writes its own tables.
+    assert!(fixed.node_work_s.0 > 0.0, "{:?}", fixed.node_work_s);
+    assert!(
+        fixed
+            .other_node_work
+            .iter()
+            .all(|(t, _)| !t.ends_with(".metric_history")),
+        "a static run has no agent writing history: {:?}",
+        fixed.other_node_work
+    );
+    assert!(
+        result.rows[1]
+            .other_node_work
+            .iter()
+            .any(|(t, w)| t.ends_with(".metric_history")
+                && w.writes > 0
+                && w.busy > Duration::ZERO),
+        "recommend's agent wrote its metric history to the node: {:?}",
+        result.rows[1].other_node_work
+    );
 
     let recommend = &result.rows[1];
     let recommend_run = &result.runs[1];
@@ -117,6 +138,11 @@ async fn a_short_replay_loses_nothing_and_recommend_changes_nothing() {
     }
     assert!(
         text.contains("Where the minutes over the objective fell"),
+        "{text}"
+    );
+    assert!(
+        text.contains("node work, events / other (worker s)")
+            && text.contains("The other node writes of recommend by table: "),
         "{text}"
     );
     for r in &result.rows {

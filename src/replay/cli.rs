@@ -592,8 +592,8 @@ pub fn write_report(
             r.write_timeouts, r.overloaded, r.changes, d("allow"), d("needs_approval"), d("deny"), r.lost, r.duplicated
         ));
     }
-    md.push_str("\nWhere an event's time went (mean ms per stage over the run; `pipeline::stages`), and the CQL write requests that were not the pipeline's batches (the agent's own tables, which share the node):\n\n");
-    md.push_str("| strategy | queued | batch wait | work | settle | other node writes |\n|---|---|---|---|---|---|\n");
+    md.push_str("\nWhere an event's time went (mean ms per stage over the run; `pipeline::stages`), and the CQL write requests that were not the pipeline's batches (the agent's own tables, which share the node), and the node's worker seconds that the pipeline's event writes and all other writes took:\n\n");
+    md.push_str("| strategy | queued | batch wait | work | settle | other node writes | node work, events / other (worker s) |\n|---|---|---|---|---|---|---|\n");
     for r in &result.rows {
         let stage = |name: &str| {
             r.event_stages_ms
@@ -602,13 +602,33 @@ pub fn write_report(
                 .map_or_else(|| "-".to_string(), |(_, ms)| format!("{ms:.0}"))
         };
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.1} / {:.1} |\n",
             r.label,
             stage("queued"),
             stage("batch_wait"),
             stage("work"),
             stage("settle"),
-            r.other_node_writes
+            r.other_node_writes,
+            r.node_work_s.0,
+            r.node_work_s.1
+        ));
+    }
+    for r in result.rows.iter().filter(|r| !r.other_node_work.is_empty()) {
+        let tables: Vec<String> = r
+            .other_node_work
+            .iter()
+            .map(|(table, w)| {
+                format!(
+                    "`{table}` {} writes, {:.2} worker s",
+                    w.writes,
+                    w.busy.as_secs_f64()
+                )
+            })
+            .collect();
+        md.push_str(&format!(
+            "\nThe other node writes of {} by table: {}.\n",
+            r.label,
+            tables.join("; ")
         ));
     }
     if comparison.repeat > 1 {

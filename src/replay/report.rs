@@ -164,6 +164,10 @@ pub struct StrategyReport {
     pub event_stages_ms: Vec<(&'static str, f64)>,
     /// CQL write requests that were not the pipeline's batches (the agent's own tables).
     pub other_node_writes: u64,
+    /// Worker seconds of the CQL node taken by the pipeline's event writes and by every other write.
+    pub node_work_s: (f64, f64),
+    /// The other writes per table (`keyspace.table`), with the worker time they took.
+    pub other_node_work: Vec<(String, crate::sim::cql::capacity::TableWork)>,
 }
 
 /// Computes a strategy's row from a run. `lag_objective` and the trace minute (60 s / `speedup`) are wall time.
@@ -281,6 +285,8 @@ pub fn compare_row(
         elapsed_s,
         event_stages_ms: outcome.event_stages_ms.clone(),
         other_node_writes: outcome.other_node_writes,
+        node_work_s: outcome.node_work_s,
+        other_node_work: outcome.other_node_work.clone(),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::planner::Limits;
 use crate::policy::Mode;
 use crate::servicebus::{Entity, MessageSender, ServiceBusError};
 use crate::sim::cluster::{SimCluster, SimError, SimOptions};
+use crate::sim::cql::capacity::TableWork;
 use crate::sim::cql::{CapacityModel, CapacityStats};
 
 use super::generate::{Expect, PlannedMessage};
@@ -183,6 +184,10 @@ pub struct RunOutcome {
     /// Write requests the CQL node saw that were not the pipeline's batches: the agent's own tables (metric
     /// history, forecasts, proposals, audit mirror), which take capacity from the node it tunes.
     pub other_node_writes: u64,
+    /// Worker seconds of the CQL node that the pipeline's event writes took, and that every other write took.
+    pub node_work_s: (f64, f64),
+    /// The other writes per table (`keyspace.table`), with the worker time they took.
+    pub other_node_work: Vec<(String, TableWork)>,
 }
 
 fn unix_ms() -> i64 {
@@ -524,6 +529,19 @@ async fn drive(
     let capacity = sim.cql.capacity_stats().unwrap_or_default();
     let pipeline_attempts = writes.snapshot().total_batches;
     let node_writes = capacity.writes + capacity.write_timeouts + capacity.overloaded;
+    let events_table = format!("{}.events", config.cassandra.keyspace);
+    let (events_work, other_node_work): (Vec<_>, Vec<_>) = sim
+        .cql
+        .capacity_busy_by_table()
+        .into_iter()
+        .partition(|(table, _)| *table == events_table);
+    let node_work_s = (
+        events_work.iter().map(|(_, w)| w.busy.as_secs_f64()).sum(),
+        other_node_work
+            .iter()
+            .map(|(_, w)| w.busy.as_secs_f64())
+            .sum(),
+    );
     let event_stages_ms = stats
         .stages()
         .snapshot()
@@ -572,6 +590,8 @@ async fn drive(
         settle_p99_ms: settled.latency_p99_ms.unwrap_or(0) as f64,
         event_stages_ms,
         other_node_writes: node_writes.saturating_sub(pipeline_attempts),
+        node_work_s,
+        other_node_work,
     })
 }
 

@@ -31,7 +31,7 @@
 //! Reads, schema statements and the system tables are not modelled: they are answered at once, so drivers
 //! connect and read their metadata as fast as without the model.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -135,6 +135,15 @@ pub enum Admission {
     Overloaded,
 }
 
+/// The applied writes to one table and the worker time they took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TableWork {
+    /// Writes applied.
+    pub writes: u64,
+    /// Worker time they took.
+    pub busy: Duration,
+}
+
 /// What the model has done so far, for reports and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CapacityStats {
@@ -165,6 +174,8 @@ pub struct Capacity {
     timeouts: AtomicU64,
     overloaded: AtomicU64,
     peak_backlog: AtomicU64,
+    /// Worker time booked by applied writes, per table they write to.
+    busy: Mutex<BTreeMap<String, TableWork>>,
 }
 
 impl Capacity {
@@ -181,6 +192,7 @@ impl Capacity {
             timeouts: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             peak_backlog: AtomicU64::new(0),
+            busy: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -189,8 +201,9 @@ impl Capacity {
         &self.model
     }
 
-    /// Decides the fate of a write arriving `now` that needs `service` of a worker, and books the worker.
-    pub fn admit(&self, now: Instant, service: Duration) -> Admission {
+    /// Decides the fate of a write to `table` (`keyspace.table`) arriving `now` that needs `service` of a worker,
+    /// and books the worker.
+    pub fn admit(&self, now: Instant, service: Duration, table: &str) -> Admission {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         while q.waiting.front().is_some_and(|&start| start <= now) {
             q.waiting.pop_front();
@@ -225,6 +238,11 @@ impl Capacity {
             q.waiting.push_back(start);
         }
         self.writes.fetch_add(1, Ordering::Relaxed);
+        drop(q);
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let work = busy.entry(table.to_string()).or_default();
+        work.writes += 1;
+        work.busy += service;
         Admission::Run { answer_at: done }
     }
 
@@ -236,6 +254,12 @@ impl Capacity {
             overloaded: self.overloaded.load(Ordering::Relaxed),
             peak_backlog: self.peak_backlog.load(Ordering::Relaxed),
         }
+    }
+
+    /// Worker time the applied writes took so far, per table (`keyspace.table`), so a report can say whose writes
+    /// kept the node busy.
+    pub fn busy_by_table(&self) -> BTreeMap<String, TableWork> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -278,7 +302,7 @@ mod tests {
         let now = Instant::now();
         let service = Duration::from_millis(10);
         let answers: Vec<_> = (0..6)
-            .map(|_| match c.admit(now, service) {
+            .map(|_| match c.admit(now, service, "ks.t") {
                 Admission::Run { answer_at } => answer_at - now,
                 other => panic!("{other:?}"),
             })
@@ -293,7 +317,7 @@ mod tests {
         let now = Instant::now();
         let service = Duration::from_millis(10);
         let kinds: Vec<_> = (0..5)
-            .map(|_| match c.admit(now, service) {
+            .map(|_| match c.admit(now, service, "ks.t") {
                 Admission::Run { .. } => "run",
                 Admission::TimedOut { answer_at } => {
                     assert_eq!(answer_at - now, Duration::from_millis(25));
@@ -308,7 +332,7 @@ mod tests {
         let c = Capacity::new(model(1, 1_000, 2));
         let now = Instant::now();
         let kinds: Vec<_> = (0..5)
-            .map(|_| matches!(c.admit(now, service), Admission::Overloaded))
+            .map(|_| matches!(c.admit(now, service, "ks.t"), Admission::Overloaded))
             .collect();
         // One runs, two wait, the rest find the backlog full.
         assert_eq!(kinds, vec![false, false, false, true, true]);
@@ -317,16 +341,50 @@ mod tests {
     }
 
     #[test]
+    fn worker_time_is_booked_per_table_for_applied_writes_only() {
+        let c = Capacity::new(model(1, 15, 100));
+        let now = Instant::now();
+        let service = Duration::from_millis(10);
+        assert!(matches!(
+            c.admit(now, service, "ks.events"),
+            Admission::Run { .. }
+        ));
+        assert!(matches!(
+            c.admit(now, service, "ks.metrics"),
+            Admission::Run { .. }
+        ));
+        // Waits 20 ms, past the 15 ms timeout: not applied, so not booked.
+        assert!(matches!(
+            c.admit(now, service, "ks.events"),
+            Admission::TimedOut { .. }
+        ));
+        let busy = c.busy_by_table();
+        let one = TableWork {
+            writes: 1,
+            busy: service,
+        };
+        assert_eq!(busy.get("ks.events"), Some(&one));
+        assert_eq!(busy.get("ks.metrics"), Some(&one));
+        assert_eq!(busy.len(), 2);
+    }
+
+    #[test]
     fn the_queue_drains_as_time_passes() {
         let c = Capacity::new(model(1, 1_000, 1));
         let now = Instant::now();
         let service = Duration::from_millis(10);
-        assert!(matches!(c.admit(now, service), Admission::Run { .. }));
-        assert!(matches!(c.admit(now, service), Admission::Run { .. }));
-        assert_eq!(c.admit(now, service), Admission::Overloaded);
+        assert!(matches!(
+            c.admit(now, service, "ks.t"),
+            Admission::Run { .. }
+        ));
+        assert!(matches!(
+            c.admit(now, service, "ks.t"),
+            Admission::Run { .. }
+        ));
+        assert_eq!(c.admit(now, service, "ks.t"), Admission::Overloaded);
         let later = now + Duration::from_millis(15);
         assert!(
-            matches!(c.admit(later, service), Admission::Run { answer_at } if answer_at - later == Duration::from_millis(15)),
+            matches!(c.admit(later, service, "ks.t"), Admission::Run { answer_at } if answer_at - later == Duration::from_millis(15)),
             "the waiting write started at 10 ms, so the queue has room again"
         );
     }

@@ -137,12 +137,13 @@ fn admit(
     bytes: usize,
     partitions: usize,
     write_type: &'static str,
+    table: &str,
 ) -> Result<Option<Instant>, (Failure, Option<Instant>)> {
     let Some(capacity) = &engine.capacity else {
         return Ok(None);
     };
     let service = capacity.model().service_time(bytes, partitions);
-    match capacity.admit(Instant::now(), service) {
+    match capacity.admit(Instant::now(), service, table) {
         Admission::Run { answer_at } => Ok(Some(answer_at)),
         Admission::TimedOut { answer_at } => Err((
             Failure::Write(WriteFault::WriteTimeout, write_type),
@@ -246,7 +247,9 @@ fn answer(
             let params = q.query_params;
             let keyspace = params.keyspace.clone().or_else(|| session.keyspace.clone());
             if is_write_text(&q.query) {
-                match admit(engine, frame.len(), 1, "SIMPLE") {
+                // An unprepared write is not planned here, so its table is not known: it counts under `?`.
+                let table = format!("{}.?", keyspace.as_deref().unwrap_or("?"));
+                match admit(engine, frame.len(), 1, "SIMPLE", &table) {
                     Ok(when) => *at = when,
                     Err((failure, when)) => {
                         *at = when;
@@ -288,7 +291,7 @@ fn answer(
                 None => Err(Failure::Unprepared(id)),
                 Some(p) => {
                     let admitted = if p.is_write() {
-                        admit(engine, frame.len(), 1, "SIMPLE")
+                        admit(engine, frame.len(), 1, "SIMPLE", &table_of(&p))
                     } else {
                         Ok(None)
                     };
@@ -353,7 +356,15 @@ fn answer(
             let write_type = if logged { "BATCH" } else { "UNLOGGED_BATCH" };
             let result = match failure {
                 Some(f) => Err(f),
-                None => match admit(engine, frame.len(), partitions(&items), write_type) {
+                None => match admit(
+                    engine,
+                    frame.len(),
+                    partitions(&items),
+                    write_type,
+                    &items
+                        .first()
+                        .map_or_else(|| "?.?".to_string(), |(p, _)| table_of(p)),
+                ) {
                     Ok(when) => {
                         *at = when;
                         engine.batch(items, logged)
@@ -409,6 +420,13 @@ fn answer(
 }
 
 /// Distinct partitions a batch writes to: its statements' tables with their bound partition key values.
+/// `keyspace.table` of an INSERT, `?.?` for anything else.
+fn table_of(prepared: &Prepared) -> String {
+    prepared
+        .insert_table()
+        .map_or_else(|| "?.?".to_string(), |(ks, t)| format!("{ks}.{t}"))
+}
+
 fn partitions(items: &[(Arc<Prepared>, Vec<Value>)]) -> usize {
     let mut seen = std::collections::HashSet::new();
     for (prepared, values) in items {

@@ -222,6 +222,18 @@ impl CqlServer {
         self.engine.capacity.as_ref().map(|c| c.stats())
     }
 
+    /// The applied writes per table (`keyspace.table`) and the worker time they took; empty without the capacity
+    /// model.
+    pub fn capacity_busy_by_table(
+        &self,
+    ) -> std::collections::BTreeMap<String, capacity::TableWork> {
+        self.engine
+            .capacity
+            .as_ref()
+            .map(|c| c.busy_by_table())
+            .unwrap_or_default()
+    }
+
     /// How many rows a table holds; 0 when the table does not exist.
     pub fn row_count(&self, keyspace: &str, table: &str) -> usize {
         self.engine
