@@ -81,6 +81,11 @@ async fn a_short_replay_loses_nothing_and_recommend_changes_nothing() {
     // agent, so only the schema's and the pipeline's writes reach the node; recommend's agent writes its own tables.
     assert!(fixed.node_work_s.0 > 0.0, "{:?}", fixed.node_work_s);
     assert!(
+        fixed.node_work_s.1.to_bits() == 0.0f64.to_bits(),
+        "no other writes reads as 0.0, not -0.0: {:?}",
+        fixed.node_work_s
+    );
+    assert!(
         fixed
             .other_node_work
             .iter()

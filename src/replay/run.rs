@@ -535,13 +535,12 @@ async fn drive(
         .capacity_busy_by_table()
         .into_iter()
         .partition(|(table, _)| *table == events_table);
-    let node_work_s = (
-        events_work.iter().map(|(_, w)| w.busy.as_secs_f64()).sum(),
-        other_node_work
-            .iter()
-            .map(|(_, w)| w.busy.as_secs_f64())
-            .sum(),
-    );
+    // Folded from 0.0: an empty `sum` of floats is -0.0, which the report would print as "-0.0".
+    let seconds = |work: &[(String, TableWork)]| {
+        work.iter()
+            .fold(0.0, |total, (_, w)| total + w.busy.as_secs_f64())
+    };
+    let node_work_s = (seconds(&events_work), seconds(&other_node_work));
     let event_stages_ms = stats
         .stages()
         .snapshot()
