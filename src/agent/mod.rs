@@ -415,7 +415,8 @@ impl Loop {
                         );
                     }
                     self.on_sample(at, *collected, &mut fits);
-                    if self.cadence.sample_finished(self.step_running) {
+                    // A sample that finished as shutdown began starts nothing: no new step once stopping.
+                    if !stopping && self.cadence.sample_finished(self.step_running) {
                         self.step_running = true;
                         steps.spawn(self.control_step());
                     }
