@@ -1,7 +1,7 @@
 //! The control loop: samples metrics, forecasts, plans, gates and applies changes, and serves state snapshots.
 //!
 //! One task runs one `tokio::select!` over a closed [`Event`]: a sample tick (a sample step, run as its own task so
-//! a slow source does not stall planning), a finished sample (score forecasts, issue new ones, and start a control
+//! a slow source holds a due plan step back by at most one sample interval), a finished sample (score forecasts, issue new ones, and start a control
 //! step if one is due), a plan tick (a control step is due; it starts on the next finished sample, see [`cadence`],
 //! and runs as its own task so a knob verification window does not stall sampling), a finished fit (models are
 //! fitted on the blocking pool and come back as an event), a finished step, a policy reload, and shutdown.
@@ -311,7 +311,8 @@ fn unix_now() -> i64 {
 struct Loop {
     parts: AgentParts,
     /// Sampling runs as its own task (it awaits every source and a durable write per series), so a slow
-    /// Cassandra or Service Bus delays samples, not planning; the loop keeps the latest finished sample.
+    /// Cassandra or Service Bus delays samples and holds a due plan step back by at most one sample interval
+    /// ([`cadence`]); the loop keeps the latest finished sample.
     collector: Arc<tokio::sync::Mutex<Collector>>,
     latest: Collected,
     sample_running: bool,

@@ -609,8 +609,8 @@ pub fn write_report(
             stage("work"),
             stage("settle"),
             r.other_node_writes,
-            r.node_work_s.0,
-            r.node_work_s.1
+            r.events_node_work.busy.as_secs_f64(),
+            r.other_node_work_s()
         ));
     }
     for r in result.rows.iter().filter(|r| !r.other_node_work.is_empty()) {

@@ -182,10 +182,10 @@ pub struct RunOutcome {
     /// (`queued`, `batch_wait`, `work`, `settle`; see `pipeline::stages`).
     pub event_stages_ms: Vec<(&'static str, f64)>,
     /// Write requests the CQL node saw that were not the pipeline's batches: the agent's own tables (metric
-    /// history, forecasts, proposals, audit mirror), which take capacity from the node it tunes.
+    /// history and series, forecasts, audit mirror), which take capacity from the node it tunes.
     pub other_node_writes: u64,
-    /// Worker seconds of the CQL node that the pipeline's event writes took, and that every other write took.
-    pub node_work_s: (f64, f64),
+    /// The pipeline's event writes the CQL node applied, and the worker time they took.
+    pub events_node_work: TableWork,
     /// The other writes per table (`keyspace.table`), with the worker time they took.
     pub other_node_work: Vec<(String, TableWork)>,
 }
@@ -530,17 +530,13 @@ async fn drive(
     let pipeline_attempts = writes.snapshot().total_batches;
     let node_writes = capacity.writes + capacity.write_timeouts + capacity.overloaded;
     let events_table = format!("{}.events", config.cassandra.keyspace);
-    let (events_work, other_node_work): (Vec<_>, Vec<_>) = sim
-        .cql
-        .capacity_busy_by_table()
-        .into_iter()
-        .partition(|(table, _)| *table == events_table);
-    // Folded from 0.0: an empty `sum` of floats is -0.0, which the report would print as "-0.0".
-    let seconds = |work: &[(String, TableWork)]| {
-        work.iter()
-            .fold(0.0, |total, (_, w)| total + w.busy.as_secs_f64())
-    };
-    let node_work_s = (seconds(&events_work), seconds(&other_node_work));
+    let mut other_node_work: Vec<(String, TableWork)> =
+        sim.cql.capacity_busy_by_table().into_iter().collect();
+    let events_node_work = other_node_work
+        .iter()
+        .position(|(table, _)| *table == events_table)
+        .map(|i| other_node_work.remove(i).1)
+        .unwrap_or_default();
     let event_stages_ms = stats
         .stages()
         .snapshot()
@@ -589,7 +585,7 @@ async fn drive(
         settle_p99_ms: settled.latency_p99_ms.unwrap_or(0) as f64,
         event_stages_ms,
         other_node_writes: node_writes.saturating_sub(pipeline_attempts),
-        node_work_s,
+        events_node_work,
         other_node_work,
     })
 }

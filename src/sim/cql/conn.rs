@@ -130,20 +130,21 @@ impl Answer {
     }
 }
 
-/// Charges a write to the capacity model, if there is one: `Ok(None)` runs it now and answers now,
+/// Charges a write to the capacity model, if there is one, booking its worker time to `table()` (only built when
+/// there is a model): `Ok(None)` runs it now and answers now,
 /// `Ok(Some(at))` runs it now and answers at `at`, `Err` answers with the failure (at the time given) instead.
 fn admit(
     engine: &Engine,
     bytes: usize,
     partitions: usize,
     write_type: &'static str,
-    table: &str,
+    table: impl FnOnce() -> String,
 ) -> Result<Option<Instant>, (Failure, Option<Instant>)> {
     let Some(capacity) = &engine.capacity else {
         return Ok(None);
     };
     let service = capacity.model().service_time(bytes, partitions);
-    match capacity.admit(Instant::now(), service, table) {
+    match capacity.admit(Instant::now(), service, &table()) {
         Admission::Run { answer_at } => Ok(Some(answer_at)),
         Admission::TimedOut { answer_at } => Err((
             Failure::Write(WriteFault::WriteTimeout, write_type),
@@ -248,8 +249,8 @@ fn answer(
             let keyspace = params.keyspace.clone().or_else(|| session.keyspace.clone());
             if is_write_text(&q.query) {
                 // An unprepared write is not planned here, so its table is not known: it counts under `?`.
-                let table = format!("{}.?", keyspace.as_deref().unwrap_or("?"));
-                match admit(engine, frame.len(), 1, "SIMPLE", &table) {
+                let table = || format!("{}.?", keyspace.as_deref().unwrap_or("?"));
+                match admit(engine, frame.len(), 1, "SIMPLE", table) {
                     Ok(when) => *at = when,
                     Err((failure, when)) => {
                         *at = when;
@@ -291,7 +292,7 @@ fn answer(
                 None => Err(Failure::Unprepared(id)),
                 Some(p) => {
                     let admitted = if p.is_write() {
-                        admit(engine, frame.len(), 1, "SIMPLE", &table_of(&p))
+                        admit(engine, frame.len(), 1, "SIMPLE", || table_of(&p))
                     } else {
                         Ok(None)
                     };
@@ -356,15 +357,11 @@ fn answer(
             let write_type = if logged { "BATCH" } else { "UNLOGGED_BATCH" };
             let result = match failure {
                 Some(f) => Err(f),
-                None => match admit(
-                    engine,
-                    frame.len(),
-                    partitions(&items),
-                    write_type,
-                    &items
+                None => match admit(engine, frame.len(), partitions(&items), write_type, || {
+                    items
                         .first()
-                        .map_or_else(|| "?.?".to_string(), |(p, _)| table_of(p)),
-                ) {
+                        .map_or_else(|| "?.?".to_string(), |(p, _)| table_of(p))
+                }) {
                     Ok(when) => {
                         *at = when;
                         engine.batch(items, logged)
