@@ -1,10 +1,11 @@
 //! The control loop: samples metrics, forecasts, plans, gates and applies changes, and serves state snapshots.
 //!
 //! One task runs one `tokio::select!` over a closed [`Event`]: a sample tick (a sample step, run as its own task so
-//! a slow source holds a due plan step back by at most one sample interval), a finished sample (score forecasts, issue new ones, and start a control
-//! step if one is due), a plan tick (a control step is due; it starts on the next finished sample, see [`cadence`],
-//! and runs as its own task so a knob verification window does not stall sampling), a finished fit (models are
-//! fitted on the blocking pool and come back as an event), a finished step, a policy reload, and shutdown.
+//! a slow source holds a due plan step back by at most one sample interval), a finished sample (score forecasts,
+//! issue new ones, and start a control step if one is due), a plan tick (a control step is due; it starts on the
+//! next finished sample, see [`cadence`], and runs as its own task so a knob verification window does not stall
+//! sampling), a finished fit (models are fitted on the blocking pool and come back as an event), a finished step, a
+//! policy reload, and shutdown.
 //!
 //! * [`cadence`]: when a due control step starts, so that it plans from the newest sample.
 //! * [`actuators`]: the executor's actuators over the LINSTOR writer and the pipeline's live knobs.

@@ -530,13 +530,9 @@ async fn drive(
     let pipeline_attempts = writes.snapshot().total_batches;
     let node_writes = capacity.writes + capacity.write_timeouts + capacity.overloaded;
     let events_table = format!("{}.events", config.cassandra.keyspace);
-    let mut other_node_work: Vec<(String, TableWork)> =
-        sim.cql.capacity_busy_by_table().into_iter().collect();
-    let events_node_work = other_node_work
-        .iter()
-        .position(|(table, _)| *table == events_table)
-        .map(|i| other_node_work.remove(i).1)
-        .unwrap_or_default();
+    let mut by_table = sim.cql.capacity_busy_by_table();
+    let events_node_work = by_table.remove(&events_table).unwrap_or_default();
+    let other_node_work: Vec<(String, TableWork)> = by_table.into_iter().collect();
     let event_stages_ms = stats
         .stages()
         .snapshot()
