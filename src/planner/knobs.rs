@@ -64,17 +64,9 @@ fn step_toward(from: u64, to: u64, ratio: f64) -> u64 {
     to.clamp(lo.max(1), hi.max(1))
 }
 
-/// Whether a measured setting overloads the node: the node refusing work (write timeouts, Overloaded answers),
-/// or, while the pipeline keeps up (`lagging` false), a p99 over the objective.
-///
-/// While the pipeline lags, the lag objective is the one the user sees and the write p99 is not: every message
-/// waits in the queue anyway, and fewer writes in flight make each round of batches smaller, so on a saturated
-/// node batches carry fewer rows and the backlog drains slower. Replaying `speed_6005` at a mean of 48 messages a
-/// second, p99 cuts under a backlog took the pipeline from 32 to 4 writes in flight and 1068 minutes over the lag
-/// objective as a static setting, where 6 writes in flight had 11 (see the README's replay section). Errors still
-/// count: a write that timed out is written again.
-fn overloading(s: &BatchSample, limits: &Limits, lagging: bool) -> bool {
-    s.error_share > limits.max_error_share || (!lagging && s.p99_ms > limits.p99_objective_ms)
+/// Whether a measured setting overloads the node: p99 over the objective, or the node refusing work.
+fn overloading(s: &BatchSample, limits: &Limits) -> bool {
+    s.p99_ms > limits.p99_objective_ms || s.error_share > limits.max_error_share
 }
 
 /// Whether a measured setting keeps more writes in flight than the node serves at once: its writes took
@@ -87,11 +79,9 @@ fn queueing(s: &BatchSample, limits: &Limits) -> Option<(f64, f64)> {
     }
 }
 
-/// Whether fewer writes in flight would relieve the node: it is overloaded, or, while the pipeline keeps up, it
-/// only queues the extra writes (under a backlog the queue at the node costs nothing the backlog does not already
-/// cost, and the cut costs batch size; see [`overloading`]).
-fn needs_relief(s: &BatchSample, limits: &Limits, lagging: bool) -> bool {
-    overloading(s, limits, lagging) || (!lagging && queueing(s, limits).is_some())
+/// Whether fewer writes in flight would relieve the node: it is overloaded, or it only queues the extra writes.
+fn needs_relief(s: &BatchSample, limits: &Limits) -> bool {
+    overloading(s, limits) || queueing(s, limits).is_some()
 }
 
 /// An unmeasured setting worth measuring when no measured one fixes what is wrong, with the sentence saying
@@ -99,14 +89,13 @@ fn needs_relief(s: &BatchSample, limits: &Limits, lagging: bool) -> bool {
 /// costs one cooldown at most; a setting already measured is never probed again (the measured choice above
 /// covers it), which keeps the search from cycling.
 ///
-/// * Overloaded (write timeouts and Overloaded answers, or p99 over the objective while the pipeline keeps up;
-///   see [`overloading`]): queueing at the node makes
+/// * Overloaded (p99 over the objective, or write timeouts and Overloaded answers): queueing at the node makes
 ///   latency grow in proportion to the writes in flight, so concurrency is cut to half the writes a write met
 ///   in flight, or to in-flight × aim / p99 when that is deeper (a multiplicative decrease), within the policy's
 ///   step; at concurrency 1 the batch is made smaller by objective / p99 instead (by half when only errors
 ///   show).
 /// * Queueing (writes took `Limits::queueing_cut` times their lone service time or more, with the p99 in
-///   bounds, while the pipeline keeps up): the node serves fewer writes at once than are in flight, so concurrency is cut to twice what it
+///   bounds): the node serves fewer writes at once than are in flight, so concurrency is cut to twice what it
 ///   serves (one write waiting behind each), within the policy's step.
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
 ///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
@@ -118,13 +107,12 @@ fn probe(
     samples: &[BatchSample],
     avg_row_bytes: f64,
     required: f64,
-    lagging: bool,
     limits: &Limits,
 ) -> Option<(Settings, String)> {
     let ratio = limits.max_step_ratio;
     let measured = |rows: u32, concurrency: u32| find(samples, rows, concurrency).is_some();
     let mut to = *settings;
-    if overloading(current, limits, lagging) {
+    if overloading(current, limits) {
         let aim = limits.p99_objective_ms * (1.0 - limits.p99_enter_margin);
         let factor = if current.p99_ms > limits.p99_objective_ms {
             aim / current.p99_ms
@@ -193,9 +181,7 @@ fn probe(
             ),
         ));
     }
-    if let Some((q, in_flight)) =
-        queueing(current, limits).filter(|_| settings.concurrency > 1 && !lagging)
-    {
+    if let Some((q, in_flight)) = queueing(current, limits).filter(|_| settings.concurrency > 1) {
         // A write that met n writes in flight (itself included) at a node serving w at once, first come first
         // served, waits for the n − w ahead of it to start and then for its own service: about n / w service
         // times. Writes that took q service times meeting n in flight thus met about n / q workers. The cut aims
@@ -208,7 +194,7 @@ fn probe(
         let wanted = (2.0 * workers).ceil() as u64;
         let c = step_toward(c_now, wanted, ratio).min(c_now - 1).max(1) as u32;
         to.concurrency = c;
-        if find(samples, to.batch_rows, c).is_some_and(|s| needs_relief(s, limits, lagging)) {
+        if find(samples, to.batch_rows, c).is_some_and(|s| needs_relief(s, limits)) {
             return None;
         }
         return Some((
@@ -331,10 +317,11 @@ pub(crate) fn plan_knobs(
             && s.error_share <= limits.max_error_share
             && queueing(s, limits).is_none()
     };
+    let keepable = |s: &BatchSample| in_bounds(s) && !overloading(s, limits);
+
     // Capacity the pipeline needs: ahead of the forecast when it is trusted, otherwise reacting to measured lag.
     let drain = p.backlog_messages / limits.lag_objective_s;
     let lagging = p.lag_s > limits.lag_objective_s;
-    let keepable = |s: &BatchSample| in_bounds(s) && !overloading(s, limits, lagging);
     let uses_forecast = trust.trusted && forecast.arrival.is_some();
     let (required, basis) = match (&forecast.arrival, trust.trusted) {
         (Some(a), true) => (
@@ -467,17 +454,20 @@ pub(crate) fn plan_knobs(
         // Probe only when something is wrong: the node is overloaded, or the pipeline lags (or will, by the
         // trusted forecast) with too little capacity.
         let needs_capacity = lagging || (trust.trusted && c.throughput_rows_per_s < required);
-        let relief = needs_relief(c, limits, lagging);
-        if relief || needs_capacity {
+        if needs_relief(c, limits) || needs_capacity {
             let need = if needs_capacity { required } else { 0.0 };
-            if let Some((probe_to, w)) =
-                probe(c, settings, samples, p.avg_row_bytes, need, lagging, limits)
+            if let Some((probe_to, w)) = probe(c, settings, samples, p.avg_row_bytes, need, limits)
             {
                 // Relief for a queueing node: latency should fall and throughput hold. The executor judges it on
                 // p99 and allows throughput a wider wobble (`RELIEF_TOLERANCE`), because batch fill, and with it
-                // measured throughput, follows the load of the moment. Under a backlog only errors call for
-                // relief (`needs_relief`).
-                if probe_to.concurrency < settings.concurrency && relief {
+                // measured throughput, follows the load of the moment. With a backlog and no errors to cut,
+                // throughput is what clears the lag, so fewer writes in flight is judged like any change: a
+                // relief that costs throughput then is undone, not repeated step after step.
+                let errors = c.error_share > limits.max_error_share;
+                if probe_to.concurrency < settings.concurrency
+                    && needs_relief(c, limits)
+                    && (errors || !lagging)
+                {
                     figures.insert("relief_of_p99_ms".to_string(), c.p99_ms);
                 }
                 to = probe_to;
@@ -567,8 +557,7 @@ pub(crate) fn plan_knobs(
         to,
     };
     Some(KnobProposal {
-        relieves_overload: action.sheds_load()
-            && current.is_some_and(|c| needs_relief(c, limits, lagging)),
+        relieves_overload: action.sheds_load() && current.is_some_and(|c| needs_relief(c, limits)),
         action,
         reason: Reason {
             summary: why.join("; "),
