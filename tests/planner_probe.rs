@@ -16,13 +16,22 @@ struct Node {
     per_request_ms: f64,
     per_row_ms: f64,
     row_bytes: f64,
+    /// Partitions the load spreads over. The pipeline cuts chunks of batch rows × concurrency and writes one
+    /// batch per partition, so with a backlog a batch carries a share of the chunk; `None` leaves every batch
+    /// full.
+    partitions: Option<f64>,
 }
 
 impl Node {
     /// What the pipeline would measure at `s`: rows per batch are cut by the byte cap.
     fn measure(&self, s: &Settings) -> BatchSample {
-        let rows =
-            f64::from(s.batch_rows).min((s.batch_bytes as f64 / self.row_bytes).floor().max(1.0));
+        let round = f64::from(s.batch_rows) * f64::from(s.concurrency);
+        let rows = f64::from(s.batch_rows)
+            .min((s.batch_bytes as f64 / self.row_bytes).floor().max(1.0))
+            .min(
+                self.partitions
+                    .map_or(f64::INFINITY, |p| (round / p).max(1.0)),
+            );
         let service = self.per_request_ms + self.per_row_ms * rows;
         let c = f64::from(s.concurrency);
         let latency = service * (c / self.workers).max(1.0);
@@ -169,6 +178,34 @@ fn plan_after_change(
     plan(&observed, &untrusted(), settings, &history, limits, NOW)
 }
 
+/// One plan at `settings` with `sample` measured, `lag_s` behind with 600 messages queued and arriving per second.
+fn plan_at_lag(
+    node: &Node,
+    settings: &Settings,
+    lag_s: f64,
+    sample: BatchSample,
+    limits: &Limits,
+) -> Plan {
+    let observed = Observed {
+        pipeline: PipelineObservation {
+            lag_s,
+            backlog_messages: 600.0,
+            arrival_per_s: 600.0,
+            avg_row_bytes: node.row_bytes,
+            batches: vec![sample],
+        },
+        ..Observed::default()
+    };
+    plan(
+        &observed,
+        &untrusted(),
+        settings,
+        &History::default(),
+        limits,
+        NOW,
+    )
+}
+
 fn replay_node() -> Node {
     // The replay fixture's defaults: 2 workers, 8 ms per request, 2 ms per KiB of 2 KiB rows.
     Node {
@@ -176,6 +213,7 @@ fn replay_node() -> Node {
         per_request_ms: 8.0,
         per_row_ms: 4.0,
         row_bytes: 2048.0,
+        partitions: None,
     }
 }
 
@@ -271,6 +309,7 @@ fn full_batches_grow_when_capacity_falls_short_and_p99_has_room() {
         per_request_ms: 2.0,
         per_row_ms: 0.01,
         row_bytes: 100.0,
+        partitions: None,
     };
     let limits = limits();
     let start = Settings {
@@ -483,4 +522,92 @@ fn writes_the_node_only_queues_are_cut_to_one_waiting_per_worker_and_not_raised_
     let (_, to, why) = knob_change(&plan_after(&at(4), roomy, true, 600))
         .expect("a probe up when the node has room");
     assert!(to.concurrency > 4, "{why}");
+}
+
+/// With a backlog spread over 16 partitions, a chunk of 32 × 4 rows becomes batches of 8. Far behind, with every
+/// write slot busy and no room at the node for more writes in flight (each already waits for another), the round
+/// grows instead: more rows per batch, the same writes in flight, more throughput. Keeping up, just over the lag
+/// objective, with slots to spare or with the p99 past half the objective, the batch stays.
+#[test]
+fn far_behind_with_no_room_for_more_writes_the_round_grows_instead() {
+    let node = Node {
+        partitions: Some(16.0),
+        ..replay_node()
+    };
+    let limits = limits();
+    let start = Settings {
+        batch_rows: 32,
+        batch_bytes: 48 * 1024,
+        concurrency: 4,
+        prefetch: 512,
+    };
+    let at_start = node.measure(&start);
+    assert_eq!(at_start.mean_rows, 8.0);
+    assert_eq!(at_start.queueing, Some(2.0));
+    assert!(
+        at_start.p99_ms <= limits.p99_objective_ms * 0.5,
+        "{at_start:?}"
+    );
+
+    let path = search(
+        &node,
+        start,
+        true,
+        2.0 * at_start.throughput_rows_per_s,
+        &limits,
+    );
+    let (last, why) = path.last().unwrap();
+    assert_eq!(last.concurrency, 4, "writes in flight changed: {path:#?}");
+    assert!(last.batch_rows > 32, "the batch stayed: {path:#?}");
+    assert!(why.contains("larger round"), "{why}");
+    let at_last = node.measure(last);
+    assert!(
+        at_last.throughput_rows_per_s > at_start.throughput_rows_per_s * 1.05,
+        "no more throughput: {at_start:?} then {at_last:?}"
+    );
+    assert!(at_last.p99_ms <= limits.p99_objective_ms, "{at_last:?}");
+
+    // Measured again in a lull, where chunks no longer fill, the larger round reads low. The figure the smaller
+    // one got under the backlog does not take it back: with the same writes in flight it carries fewer rows.
+    let lull = BatchSample {
+        throughput_rows_per_s: at_start.throughput_rows_per_s * 0.8,
+        mean_rows: 6.0,
+        ..at_last.clone()
+    };
+    let plan = plan_once(
+        &node,
+        last,
+        true,
+        2.0 * at_start.throughput_rows_per_s,
+        vec![at_start.clone(), lull],
+        &limits,
+    );
+    if let Some((_, to, why)) = knob_change(&plan) {
+        assert!(to.batch_rows >= last.batch_rows, "back to {to:?}: {why}");
+    }
+
+    // Keeping up, nothing calls for capacity.
+    let plan = plan_after_change(&node, &start, at_start.clone(), false, 600, &limits);
+    assert!(knob_change(&plan).is_none(), "{plan:#?}");
+    // Just over the lag objective, each message's wait for a longer chunk would cost more than the rows gained.
+    let plan = plan_at_lag(&node, &start, 1.2, at_start.clone(), &limits);
+    assert!(knob_change(&plan).is_none(), "{plan:#?}");
+    assert!(
+        knob_change(&plan_at_lag(&node, &start, 1.6, at_start.clone(), &limits)).is_some(),
+        "far behind, the round grows"
+    );
+    // Write slots to spare (the tail of a burst): the node is not what holds the pipeline back.
+    let spare = BatchSample {
+        slot_share: Some(0.5),
+        ..at_start.clone()
+    };
+    let plan = plan_at_lag(&node, &start, 3.0, spare, &limits);
+    assert!(knob_change(&plan).is_none(), "{plan:#?}");
+    // Writes already slow: twice the rows could take the p99 past its objective.
+    let slow = BatchSample {
+        p99_ms: 200.0,
+        ..at_start
+    };
+    let plan = plan_after_change(&node, &start, slow, true, 600, &limits);
+    assert!(knob_change(&plan).is_none(), "{plan:#?}");
 }

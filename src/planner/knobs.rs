@@ -5,6 +5,16 @@ use std::collections::BTreeMap;
 use super::model::{Action, BatchSample, ForecastView, Observed, Reason, Settings};
 use super::Limits;
 
+/// Lag, in lag objectives, from which the pipeline counts as far behind: short of write capacity, not just of a
+/// lower latency per message. Only then does the round grow ([`probe`]): a larger round carries more rows per
+/// write, and each message also waits for a longer chunk, which costs more than it gains while the lag hovers at
+/// its objective.
+const FAR_BEHIND: f64 = 1.5;
+
+/// Share of its write-slot time a setting must have kept busy for the round to grow: below it the writer had
+/// slots to spare and the node was not what held the pipeline back (the executor's `SATURATED_SLOT_SHARE`).
+const ROUND_SATURATED: f64 = 0.8;
+
 /// Whether the forecast is used, and the sentence saying why not when it is not.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Trust {
@@ -100,13 +110,16 @@ fn needs_relief(s: &BatchSample, limits: &Limits) -> bool {
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
 ///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
 ///   objective and writes hardly waiting for each other (queueing under `Limits::queueing_raise_below`, or not
-///   measured), the node has room for more writes in flight.
+///   measured), the node has room for more writes in flight; failing that, with a backlog and batches carrying
+///   fewer rows than allowed, batch rows grow, so each chunk (batch rows × concurrency) and each batch cut from
+///   it carry more rows with no more writes in flight.
 fn probe(
     current: &BatchSample,
     settings: &Settings,
     samples: &[BatchSample],
     avg_row_bytes: f64,
     required: f64,
+    far_behind: bool,
     limits: &Limits,
 ) -> Option<(Settings, String)> {
     let ratio = limits.max_step_ratio;
@@ -283,6 +296,42 @@ fn probe(
             ));
         }
     }
+    // A pipeline far behind fills every chunk to its cap, batch rows × concurrency, and the writer splits a chunk
+    // into one batch per partition, so with many partitions each batch carries far fewer rows than the cap and
+    // pays the per-request cost for few rows. Where more writes in flight would only wait at the node (or were
+    // measured no better), a larger round spreads that cost without adding any: batch rows grow, and with them
+    // the rows each batch carries. Doubling a batch at most doubles its write time, hence the same p99 bound as
+    // a raise of concurrency. Only a setting that kept its write slots busy is short of capacity; at the tail of a
+    // burst the lag is still high while the writer already has slots to spare.
+    if far_behind
+        && current.slot_share.is_some_and(|s| s >= ROUND_SATURATED)
+        && fill < 0.9
+        && !byte_bound
+        && current.p99_ms <= limits.p99_objective_ms * 0.5
+        && settings.batch_rows < limits.max_batch_rows
+    {
+        let rows = step_toward(
+            u64::from(settings.batch_rows),
+            u64::from(settings.batch_rows) * 2,
+            ratio,
+        )
+        .min(u64::from(limits.max_batch_rows)) as u32;
+        if !measured(rows, settings.concurrency) {
+            to.batch_rows = rows;
+            return Some((
+                to,
+                format!(
+                    "{short}; with a backlog, batches carry {:.1} rows where {} are allowed (a round of {} rows split \
+                     by partition), and more writes in flight would only wait: batch {} → {rows} rows spreads the \
+                     per-request cost over a larger round",
+                    current.mean_rows,
+                    settings.batch_rows,
+                    u64::from(settings.batch_rows) * u64::from(settings.concurrency),
+                    settings.batch_rows
+                ),
+            ));
+        }
+    }
     None
 }
 
@@ -366,11 +415,17 @@ pub(crate) fn plan_knobs(
     };
     let current = find(samples, settings.batch_rows, settings.concurrency);
     let current_overloaded = current.is_some_and(|c| !keepable(c));
+    // A smaller round (fewer batch rows, no more writes in flight) cannot carry more rows per write: a higher
+    // figure for it was measured under a heavier backlog, when its chunks filled, and the setting in force
+    // measured in a lull reads low. Such a step back is taken only as relief for an overloaded node.
+    let smaller_round =
+        |s: &BatchSample| s.rows < settings.batch_rows && s.concurrency <= settings.concurrency;
     // When the setting in force overloads the node and nothing adoptable is within one step, the best adoptable
     // one further away is approached one step at a time.
     let best = samples
         .iter()
         .filter(|s| adoptable(s) && reachable(s))
+        .filter(|s| current_overloaded || !smaller_round(s))
         .max_by(by_throughput)
         .or_else(|| {
             samples
@@ -456,8 +511,15 @@ pub(crate) fn plan_knobs(
         let needs_capacity = lagging || (trust.trusted && c.throughput_rows_per_s < required);
         if needs_relief(c, limits) || needs_capacity {
             let need = if needs_capacity { required } else { 0.0 };
-            if let Some((probe_to, w)) = probe(c, settings, samples, p.avg_row_bytes, need, limits)
-            {
+            if let Some((probe_to, w)) = probe(
+                c,
+                settings,
+                samples,
+                p.avg_row_bytes,
+                need,
+                p.lag_s >= FAR_BEHIND * limits.lag_objective_s,
+                limits,
+            ) {
                 // Relief for a queueing node: latency should fall and throughput hold. The executor judges it on
                 // p99 and allows throughput a wider wobble (`RELIEF_TOLERANCE`), because batch fill, and with it
                 // measured throughput, follows the load of the moment. With a backlog and no errors to cut,
