@@ -89,10 +89,32 @@ fn plan_once(
     batches: Vec<BatchSample>,
     limits: &Limits,
 ) -> Plan {
+    let (lag_s, backlog) = if lagging { (3.0, 600.0) } else { (0.2, 0.0) };
+    plan_with(
+        node,
+        settings,
+        lag_s,
+        backlog,
+        arrival_per_s,
+        batches,
+        limits,
+    )
+}
+
+/// One plan at `settings` with `batches` measured, `lag_s` behind with `backlog` messages queued.
+fn plan_with(
+    node: &Node,
+    settings: &Settings,
+    lag_s: f64,
+    backlog: f64,
+    arrival_per_s: f64,
+    batches: Vec<BatchSample>,
+    limits: &Limits,
+) -> Plan {
     let observed = Observed {
         pipeline: PipelineObservation {
-            lag_s: if lagging { 3.0 } else { 0.2 },
-            backlog_messages: if lagging { 600.0 } else { 0.0 },
+            lag_s,
+            backlog_messages: backlog,
             arrival_per_s,
             avg_row_bytes: node.row_bytes,
             batches,
@@ -186,24 +208,7 @@ fn plan_at_lag(
     sample: BatchSample,
     limits: &Limits,
 ) -> Plan {
-    let observed = Observed {
-        pipeline: PipelineObservation {
-            lag_s,
-            backlog_messages: 600.0,
-            arrival_per_s: 600.0,
-            avg_row_bytes: node.row_bytes,
-            batches: vec![sample],
-        },
-        ..Observed::default()
-    };
-    plan(
-        &observed,
-        &untrusted(),
-        settings,
-        &History::default(),
-        limits,
-        NOW,
-    )
+    plan_with(node, settings, lag_s, 600.0, 600.0, vec![sample], limits)
 }
 
 fn replay_node() -> Node {

@@ -234,13 +234,14 @@ fn probe(
     };
     let batch_bytes = current.mean_rows * avg_row_bytes;
     let byte_bound = avg_row_bytes > 0.0 && batch_bytes >= 0.8 * settings.batch_bytes as f64;
+    let doubled_rows = step_toward(
+        u64::from(settings.batch_rows),
+        u64::from(settings.batch_rows) * 2,
+        ratio,
+    )
+    .min(u64::from(limits.max_batch_rows)) as u32;
     if fill >= 0.9 && settings.batch_rows < limits.max_batch_rows {
-        let rows = step_toward(
-            u64::from(settings.batch_rows),
-            u64::from(settings.batch_rows) * 2,
-            ratio,
-        )
-        .min(u64::from(limits.max_batch_rows)) as u32;
+        let rows = doubled_rows;
         if !measured(rows, settings.concurrency) {
             to.batch_rows = rows;
             return Some((
@@ -310,12 +311,7 @@ fn probe(
         && current.p99_ms <= limits.p99_objective_ms * 0.5
         && settings.batch_rows < limits.max_batch_rows
     {
-        let rows = step_toward(
-            u64::from(settings.batch_rows),
-            u64::from(settings.batch_rows) * 2,
-            ratio,
-        )
-        .min(u64::from(limits.max_batch_rows)) as u32;
+        let rows = doubled_rows;
         if !measured(rows, settings.concurrency) {
             to.batch_rows = rows;
             return Some((
