@@ -50,9 +50,7 @@ const fn default_verify_window_s() -> u64 {
 /// objective (not always so once batches are full: see `planner::knobs::probe`).
 pub const RELIEF_TOLERANCE: f64 = 0.5;
 
-/// Share of its write-slot time a setting must use over a window for its throughput figure to count as its
-/// capacity (see [`WindowStats::slot_share`]).
-pub const SATURATED_SLOT_SHARE: f64 = 0.8;
+pub use crate::planner::SATURATED_SLOT_SHARE;
 
 /// Share of failed write attempts above which halving it excuses a relief change's higher p99 (the planner's
 /// default `max_error_share`, the share at which it calls the node overloaded).

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{Action, BatchSample, ForecastView, Observed, Reason, Settings};
+use super::model::{
+    Action, BatchSample, ForecastView, Observed, Reason, Settings, SATURATED_SLOT_SHARE,
+};
 use super::Limits;
 
 /// Lag, in lag objectives, from which the pipeline counts as far behind: short of write capacity, not just of a
@@ -10,10 +12,6 @@ use super::Limits;
 /// write, and each message also waits for a longer chunk, which costs more than it gains while the lag hovers at
 /// its objective.
 const FAR_BEHIND: f64 = 1.5;
-
-/// Share of its write-slot time a setting must have kept busy for the round to grow: below it the writer had
-/// slots to spare and the node was not what held the pipeline back (the executor's `SATURATED_SLOT_SHARE`).
-const ROUND_SATURATED: f64 = 0.8;
 
 /// Whether the forecast is used, and the sentence saying why not when it is not.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,9 +108,10 @@ fn needs_relief(s: &BatchSample, limits: &Limits) -> bool {
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
 ///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
 ///   objective and writes hardly waiting for each other (queueing under `Limits::queueing_raise_below`, or not
-///   measured), the node has room for more writes in flight; failing that, with a backlog and batches carrying
-///   fewer rows than allowed, batch rows grow, so each chunk (batch rows × concurrency) and each batch cut from
-///   it carry more rows with no more writes in flight.
+///   measured), the node has room for more writes in flight; failing that, far behind (`far_behind`: lag at
+///   least [`FAR_BEHIND`] objectives) with the write slots busy ([`SATURATED_SLOT_SHARE`]), the p99 under half
+///   the objective and batches short of both caps, batch rows grow, so each chunk (batch rows × concurrency) and
+///   each batch cut from it carry more rows with no more writes in flight.
 fn probe(
     current: &BatchSample,
     settings: &Settings,
@@ -305,7 +304,9 @@ fn probe(
     // a raise of concurrency. Only a setting that kept its write slots busy is short of capacity; at the tail of a
     // burst the lag is still high while the writer already has slots to spare.
     if far_behind
-        && current.slot_share.is_some_and(|s| s >= ROUND_SATURATED)
+        && current
+            .slot_share
+            .is_some_and(|s| s >= SATURATED_SLOT_SHARE)
         && fill < 0.9
         && !byte_bound
         && current.p99_ms <= limits.p99_objective_ms * 0.5
@@ -317,7 +318,7 @@ fn probe(
             return Some((
                 to,
                 format!(
-                    "{short}; with a backlog, batches carry {:.1} rows where {} are allowed (a round of {} rows split \
+                    "{short}; far behind, batches carry {:.1} rows where {} are allowed (a round of {} rows split \
                      by partition), and more writes in flight would only wait: batch {} → {rows} rows spreads the \
                      per-request cost over a larger round",
                     current.mean_rows,

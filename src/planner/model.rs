@@ -127,6 +127,11 @@ pub struct PipelineObservation {
     pub batches: Vec<BatchSample>,
 }
 
+/// Share of its write-slot time a setting must use for its throughput figure to count as its capacity
+/// ([`BatchSample::slot_share`]): below it the writer had slots to spare, so the load, not the node, set the
+/// figure. The planner grows batches only for a setting this busy, and the executor compares throughput only then.
+pub const SATURATED_SLOT_SHARE: f64 = 0.8;
+
 /// What one (batch rows, concurrency) setting achieved.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchSample {
