@@ -36,7 +36,9 @@ pub struct ReplayArgs {
     /// Wall seconds one strategy's replay should last when `--speedup` is not given.
     #[arg(long, default_value_t = 60.0)]
     pub duration: f64,
-    /// Strategies to compare (repeat the flag): static, static:ROWSxCONCURRENCY, reactive, trimtab, recommend.
+    /// Strategies to compare (repeat the flag): static, static:ROWSxCONCURRENCY, reactive, trimtab, recommend;
+    /// trimtab:ROWSxCONCURRENCY and recommend:ROWSxCONCURRENCY start the agent from that setting instead of the
+    /// defaults.
     #[arg(long = "strategy", default_values_t = ["static".to_string(), "reactive".to_string(), "trimtab".to_string(), "recommend".to_string()])]
     pub strategies: Vec<String>,
     /// The fixture (TOML): the CQL node's capacity model and the lag objective; defaults when absent.
@@ -274,10 +276,7 @@ impl Comparison {
             .iter()
             .map(|s| s.parse())
             .collect::<Result<Vec<StrategySpec>, _>>()?;
-        if specs
-            .iter()
-            .any(|s| matches!(s, StrategySpec::Trimtab | StrategySpec::Recommend))
-        {
+        if specs.iter().any(StrategySpec::runs_agent) {
             crate::policy::check(&args.policies).map_err(|source| ReplayError::Policy {
                 dir: args.policies.display().to_string(),
                 source,
@@ -369,8 +368,15 @@ impl Comparison {
                 StrategySpec::Reactive => strategies.push(Strategy::Reactive(
                     ReactiveConfig::for_replay(self.setup.lag_objective, self.setup.speedup),
                 )),
-                StrategySpec::Trimtab => strategies.push(Strategy::Agent { autonomous: true }),
-                StrategySpec::Recommend => strategies.push(Strategy::Agent { autonomous: false }),
+                StrategySpec::Trimtab { start } | StrategySpec::Recommend { start } => strategies
+                    .push(Strategy::Agent {
+                        autonomous: matches!(spec, StrategySpec::Trimtab { .. }),
+                        start: start.map(|(batch_rows, write_concurrency)| Knobs {
+                            batch_rows,
+                            write_concurrency,
+                            ..Knobs::default()
+                        }),
+                    }),
             }
         }
         let mut rows = Vec::new();

@@ -270,7 +270,9 @@ async fn drive(
     }
     config.agent = AgentConfig {
         mode: match strategy {
-            Strategy::Agent { autonomous: true } => Mode::Autonomous,
+            Strategy::Agent {
+                autonomous: true, ..
+            } => Mode::Autonomous,
             _ => Mode::Recommend,
         },
         state_dir: state_dir.clone(),

@@ -32,15 +32,32 @@ pub enum StrategySpec {
     },
     /// `reactive`: HPA-like on measured lag.
     Reactive,
-    /// `trimtab`: the agent in autonomous mode.
-    Trimtab,
-    /// `recommend`: the agent in recommend mode (must change nothing).
-    Recommend,
+    /// `trimtab` or `trimtab:ROWSxCONCURRENCY`: the agent in autonomous mode, from the default knobs or from the
+    /// given ones (an operator's setting in production).
+    Trimtab {
+        /// The batch rows and write concurrency it starts from; `None` is the defaults.
+        start: Option<(u32, u32)>,
+    },
+    /// `recommend` or `recommend:ROWSxCONCURRENCY`: the agent in recommend mode (must change nothing).
+    Recommend {
+        /// As for `Trimtab`.
+        start: Option<(u32, u32)>,
+    },
+}
+
+impl StrategySpec {
+    /// Whether the agent runs (its policy must load).
+    pub fn runs_agent(&self) -> bool {
+        matches!(
+            self,
+            StrategySpec::Trimtab { .. } | StrategySpec::Recommend { .. }
+        )
+    }
 }
 
 /// A strategy name that is not one of the known ones.
 #[derive(Debug, thiserror::Error)]
-#[error("strategy {given:?} is unknown: expected static, static:ROWSxCONCURRENCY (such as static:64x4), reactive, trimtab or recommend")]
+#[error("strategy {given:?} is unknown: expected static, static:ROWSxCONCURRENCY (such as static:64x4), reactive, trimtab, recommend, or trimtab or recommend with :ROWSxCONCURRENCY to start from")]
 pub struct UnknownStrategy {
     /// What was given.
     pub given: String,
@@ -51,27 +68,32 @@ impl std::str::FromStr for StrategySpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let unknown = || UnknownStrategy { given: s.into() };
-        match s.trim() {
-            "static" => Ok(StrategySpec::Static),
-            "reactive" => Ok(StrategySpec::Reactive),
-            "trimtab" => Ok(StrategySpec::Trimtab),
-            "recommend" => Ok(StrategySpec::Recommend),
-            other => {
-                let setting = other.strip_prefix("static:").ok_or_else(unknown)?;
-                let (rows, conc) = setting.split_once('x').ok_or_else(unknown)?;
-                let batch_rows: u32 = rows.parse().map_err(|_| unknown())?;
-                let concurrency: u32 = conc.parse().map_err(|_| unknown())?;
-                let knobs = Knobs {
-                    batch_rows,
-                    write_concurrency: concurrency,
-                    ..Knobs::default()
-                };
-                knobs.validate().map_err(|_| unknown())?;
-                Ok(StrategySpec::StaticAt {
-                    batch_rows,
-                    concurrency,
-                })
-            }
+        let setting = |setting: &str| -> Result<(u32, u32), UnknownStrategy> {
+            let (rows, conc) = setting.split_once('x').ok_or_else(unknown)?;
+            let batch_rows: u32 = rows.parse().map_err(|_| unknown())?;
+            let concurrency: u32 = conc.parse().map_err(|_| unknown())?;
+            let knobs = Knobs {
+                batch_rows,
+                write_concurrency: concurrency,
+                ..Knobs::default()
+            };
+            knobs.validate().map_err(|_| unknown())?;
+            Ok((batch_rows, concurrency))
+        };
+        let (name, at) = match s.trim().split_once(':') {
+            Some((name, at)) => (name, Some(setting(at)?)),
+            None => (s.trim(), None),
+        };
+        match (name, at) {
+            ("static", None) => Ok(StrategySpec::Static),
+            ("static", Some((batch_rows, concurrency))) => Ok(StrategySpec::StaticAt {
+                batch_rows,
+                concurrency,
+            }),
+            ("reactive", None) => Ok(StrategySpec::Reactive),
+            ("trimtab", start) => Ok(StrategySpec::Trimtab { start }),
+            ("recommend", start) => Ok(StrategySpec::Recommend { start }),
+            _ => Err(unknown()),
         }
     }
 }
@@ -92,6 +114,8 @@ pub enum Strategy {
     Agent {
         /// Autonomous (applies what policy allows) or recommend (applies nothing).
         autonomous: bool,
+        /// The knobs it starts from; `None` is the defaults.
+        start: Option<Knobs>,
     },
 }
 
@@ -101,15 +125,23 @@ impl Strategy {
         match self {
             Strategy::Static { label, .. } => label.clone(),
             Strategy::Reactive(_) => "reactive".into(),
-            Strategy::Agent { autonomous: true } => "trimtab".into(),
-            Strategy::Agent { autonomous: false } => "recommend".into(),
+            Strategy::Agent { autonomous, start } => {
+                let name = if *autonomous { "trimtab" } else { "recommend" };
+                match start {
+                    None => name.into(),
+                    Some(k) => format!("{name} from {}x{}", k.batch_rows, k.write_concurrency),
+                }
+            }
         }
     }
 
     /// The knobs the pipeline starts with.
     pub fn initial_knobs(&self) -> Knobs {
         match self {
-            Strategy::Static { knobs, .. } => *knobs,
+            Strategy::Static { knobs, .. }
+            | Strategy::Agent {
+                start: Some(knobs), ..
+            } => *knobs,
             _ => Knobs::default(),
         }
     }
@@ -280,8 +312,16 @@ mod tests {
         );
         assert_eq!(
             "trimtab".parse::<StrategySpec>().unwrap(),
-            StrategySpec::Trimtab
+            StrategySpec::Trimtab { start: None }
         );
+        assert_eq!(
+            "recommend:32x4".parse::<StrategySpec>().unwrap(),
+            StrategySpec::Recommend {
+                start: Some((32, 4))
+            }
+        );
+        assert!("reactive:32x4".parse::<StrategySpec>().is_err());
+        assert!("trimtab:32".parse::<StrategySpec>().is_err());
         let err = "static:0x4"
             .parse::<StrategySpec>()
             .unwrap_err()
