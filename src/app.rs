@@ -16,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::actuators::{LinstorPlacement, PipelineKnobs};
 use crate::agent::AgentParts;
 use crate::audit::AuditLog;
-use crate::cassandra::{connect_session, ensure_schema, CassandraError, EventWriter, OwnTables};
+use crate::cassandra::{
+    connect_session, ensure_schema, CassandraError, EventWriter, GiveWay, GiveWayConfig, OwnTables,
+};
 use crate::config::Config;
 use crate::executor::StateDir;
 use crate::linstor::ops::VolumeExecutor;
 use crate::linstor::{LinstorError, LinstorReader, LinstorWriter};
-use crate::metrics::collect::{Sources, TableHistory};
+use crate::metrics::collect::{Sources, WriteBehindHistory};
 use crate::metrics::store::MetricStore;
 use crate::pipeline::adapters::{
     follow_knobs, CassandraEvents, LagAndLocks, LinstorVolumes, ReplySenders, SenderFactory,
@@ -140,7 +142,17 @@ impl App {
         let session = connect_session(&config.cassandra).await?;
         ensure_schema(&session, &config.cassandra).await?;
         let writer = Arc::new(EventWriter::new(session.clone(), &config.cassandra).await?);
-        let tables = Arc::new(OwnTables::new(session, &config.cassandra).await?);
+        let tables = OwnTables::new(session, &config.cassandra).await?;
+        // The agent's tables share the node with the events by default: its background writes give way.
+        tables.give_way_to(GiveWay::new(
+            writer.observations(),
+            writer.knobs(),
+            GiveWayConfig::for_sample_interval(
+                std::time::Duration::from_millis(config.agent.sample_interval_ms),
+                crate::planner::SATURATED_SLOT_SHARE,
+            ),
+        ));
+        let tables = Arc::new(tables);
 
         let linstor = config.linstor.validate()?;
         let linstor_reader = LinstorReader::new(&linstor)?;
@@ -200,7 +212,7 @@ impl App {
     /// executor credential is configured (then trimtab cannot change anything, and says so at start).
     pub async fn agent_parts(&self, config: &Config) -> Option<AgentParts> {
         let writer = self.linstor_writer.clone()?;
-        let history = Arc::new(TableHistory::new(self.tables.clone()));
+        let history = Arc::new(WriteBehindHistory::start(self.tables.clone()));
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let store = match MetricStore::restore(history.clone(), METRIC_WINDOW, now).await {
             Ok(store) => Arc::new(store),

@@ -161,6 +161,7 @@ impl ForecastBook {
                 let series = key.to_string();
                 // Every score of the series goes to its partition: one batch.
                 tokio::spawn(async move {
+                    tables.give_way().await;
                     if let Err(e) = tables.score_forecasts(&series, &scores).await {
                         tracing::warn!(%series, error = %e, "scoring forecasts in cassandra failed");
                     }
@@ -265,6 +266,7 @@ impl ForecastBook {
             if let Some(tables) = &self.tables {
                 let tables = tables.clone();
                 tokio::spawn(async move {
+                    tables.give_way().await;
                     // One forecast's steps share its series' partition: one batch.
                     if let Err(e) = tables.insert_forecasts(&rows).await {
                         let series = rows.first().map(|r| r.series.clone()).unwrap_or_default();

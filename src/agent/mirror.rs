@@ -66,6 +66,11 @@ impl CassandraMirror {
                         row
                     }
                 };
+                // Records that arrive while the pipeline keeps the node busy wait and go together afterwards.
+                tokio::select! {
+                    _ = tables.give_way() => {}
+                    _ = token.cancelled() => {}
+                }
                 let mut bytes = first.record.len();
                 let mut rows = vec![first];
                 while rows.len() < RECORDS_PER_WRITE {

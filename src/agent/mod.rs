@@ -453,6 +453,10 @@ impl Loop {
                 break;
             }
         }
+        // Samples written behind the collector that were still queued go now, before the process exits.
+        if let Err(e) = self.parts.store.history().flush().await {
+            tracing::warn!(error = %e, "queued metric history could not be written at stop");
+        }
         tracing::info!("agent stopped");
     }
 

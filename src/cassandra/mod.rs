@@ -6,6 +6,8 @@
 //!   partition, bounded by live [`WriterKnobs`], with retries and a [`WriterSnapshot`] of recent batches.
 //! * [`error`]: [`CassandraError`] and the one place that decides what is retriable.
 //! * [`tables`]: [`OwnTables`], typed reads and writes of metric samples, forecasts, proposals and the audit log.
+//! * [`give_way`]: [`GiveWay`], which holds trimtab's own writes back while the pipeline's use most of their
+//!   slots on the node they share.
 //! * [`observe`]: the bounded window of [`BatchObservation`]s behind the snapshot.
 //!
 //! Semantics: writes are idempotent (a redelivered message overwrites its own row, because the
@@ -14,6 +16,7 @@
 
 pub mod config;
 pub mod error;
+pub mod give_way;
 pub mod observe;
 pub mod schema;
 pub mod tables;
@@ -21,6 +24,7 @@ pub mod writer;
 
 pub use config::{CassandraConfig, Consistency, Replication};
 pub use error::CassandraError;
+pub use give_way::{GiveWay, GiveWayConfig};
 pub use observe::{
     unmixed, BatchObservation, BatchOutcome, ObservationWindow, SizeClass, WriterSnapshot,
 };

@@ -175,6 +175,11 @@ impl ObservationWindow {
         recent.push_back(o);
     }
 
+    /// Batches sent and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// The observations currently in the window, oldest first.
     pub fn recent(&self) -> Vec<BatchObservation> {
         self.recent

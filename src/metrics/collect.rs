@@ -578,3 +578,170 @@ impl SampleHistory for TableHistory {
             .collect())
     }
 }
+
+/// Most samples a [`WriteBehindHistory`] keeps waiting; past it the oldest are dropped (with a warning), so a node
+/// that refuses writes for hours cannot grow the queue without bound.
+const MOST_QUEUED_SAMPLES: usize = 200_000;
+
+/// Samples per write of a [`WriteBehindHistory`]: a long hold must not become one huge batch.
+const SAMPLES_PER_WRITE: usize = 2_000;
+
+/// Metric history written behind the collector: an append queues the step's samples and returns, and a task of
+/// its own writes what has queued through a [`TableHistory`], after [`OwnTables::give_way`]. Samples held while
+/// the pipeline keeps its write slots busy go together afterwards, one batch per hour bucket.
+///
+/// What this gives up: a sample reaches the window before the table, so a crash loses the samples still queued
+/// (at most [`crate::cassandra::GiveWayConfig::max_hold`] of them, plus one write), and a restart reloads the
+/// window without them. A failed write is retried while it is retriable, else logged and dropped; the step that
+/// queued it has long finished. [`SampleHistory::flush`] writes what is queued at once (the agent calls it when it
+/// stops).
+pub struct WriteBehindHistory {
+    table: Arc<TableHistory>,
+    queue: Arc<Mutex<VecDeque<(SeriesKey, Sample)>>>,
+    wake: Arc<tokio::sync::Notify>,
+    /// Held while a write runs, so a flush does not race the background task for the same samples' order.
+    writing: Arc<tokio::sync::Mutex<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WriteBehindHistory {
+    /// Starts the writing task over `tables` (it needs a tokio runtime).
+    pub fn start(tables: Arc<OwnTables>) -> Self {
+        let table = Arc::new(TableHistory::new(tables.clone()));
+        let queue: Arc<Mutex<VecDeque<(SeriesKey, Sample)>>> = Arc::default();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let writing = Arc::new(tokio::sync::Mutex::new(()));
+        let task = tokio::spawn({
+            let (table, queue, wake, writing) =
+                (table.clone(), queue.clone(), wake.clone(), writing.clone());
+            async move {
+                loop {
+                    wake.notified().await;
+                    tables.give_way().await;
+                    let _writing = writing.lock().await;
+                    if let Err(e) = write_queued(&table, &queue).await {
+                        tracing::warn!(error = %e, "writing metric history failed; retrying in a second");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        wake.notify_one();
+                    }
+                }
+            }
+        });
+        WriteBehindHistory {
+            table,
+            queue,
+            wake,
+            writing,
+            task,
+        }
+    }
+
+    /// Samples queued and not yet written.
+    pub fn queued(&self) -> usize {
+        lock_queue(&self.queue).len()
+    }
+}
+
+impl Drop for WriteBehindHistory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock_queue(
+    queue: &Mutex<VecDeque<(SeriesKey, Sample)>>,
+) -> std::sync::MutexGuard<'_, VecDeque<(SeriesKey, Sample)>> {
+    queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes the queue through `table`, a write of at most [`SAMPLES_PER_WRITE`] at a time. A retriable failure puts
+/// the samples back at the front and returns the error; any other drops them with a warning.
+async fn write_queued(
+    table: &TableHistory,
+    queue: &Mutex<VecDeque<(SeriesKey, Sample)>>,
+) -> Result<(), StoreError> {
+    loop {
+        let chunk: Vec<(SeriesKey, Sample)> = {
+            let mut q = lock_queue(queue);
+            let n = q.len().min(SAMPLES_PER_WRITE);
+            q.drain(..n).collect()
+        };
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match table.append(&chunk).await {
+            Ok(()) => {}
+            Err(
+                e @ StoreError::History {
+                    retriable: true, ..
+                },
+            ) => {
+                let mut q = lock_queue(queue);
+                for s in chunk.into_iter().rev() {
+                    q.push_front(s);
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(samples = chunk.len(), error = %e, "metric samples could not be written; dropped");
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SampleHistory for WriteBehindHistory {
+    async fn append(&self, samples: &[(SeriesKey, Sample)]) -> Result<(), StoreError> {
+        {
+            let mut q = lock_queue(&self.queue);
+            q.extend(samples.iter().cloned());
+            let over = q.len().saturating_sub(MOST_QUEUED_SAMPLES);
+            if over > 0 {
+                q.drain(..over);
+                tracing::warn!(
+                    dropped = over,
+                    "metric history queue full: the oldest samples were dropped unwritten"
+                );
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The table's samples and the queued ones, oldest first.
+    async fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
+        let mut out = self.table.range(key, from, to).await?;
+        out.extend(
+            lock_queue(&self.queue)
+                .iter()
+                .filter(|(k, s)| k == key && s.at >= from && s.at < to)
+                .map(|(_, s)| *s),
+        );
+        out.sort_by_key(|s| s.at);
+        out.dedup_by_key(|s| s.at);
+        Ok(out)
+    }
+
+    async fn keys(&self) -> Result<Vec<SeriesKey>, StoreError> {
+        let mut keys = self.table.keys().await?;
+        keys.extend(lock_queue(&self.queue).iter().map(|(k, _)| k.clone()));
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn recent(
+        &self,
+        capacity: usize,
+        before: i64,
+    ) -> Result<HashMap<SeriesKey, Vec<Sample>>, StoreError> {
+        self.table.recent(capacity, before).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().await;
+        write_queued(&self.table, &self.queue).await
+    }
+}

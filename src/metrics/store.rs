@@ -68,6 +68,10 @@ pub trait SampleHistory: Send + Sync {
         }
         Ok(out)
     }
+    /// Writes whatever the history queued and has not written yet; histories that write at once have nothing.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// History held in memory: durable only for the life of the process, which is what tests and `demo` need.
