@@ -1,5 +1,6 @@
 //! Metric history in Cassandra: samples written through the store survive a restart (a new store over the table),
-//! and a collection step's samples reach the node as one write.
+//! a collection step's samples reach the node as one write, and the agent's history written behind the collector
+//! waits while the pipeline keeps the node busy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,5 +172,174 @@ async fn a_step_of_many_series_is_one_write_to_the_node() {
     );
     assert_eq!(server.row_count("trimtab", "metric_history"), 240);
     assert_eq!(server.row_count("trimtab", "metric_series"), 80);
+    server.shutdown().await.ok();
+}
+
+/// The agent's history is written behind the collector and gives way to the pipeline: while the event writer's
+/// slots are busy a step's samples reach the window at once and the node not at all; once the pipeline's writes
+/// have left the measured span, the held steps go together, one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_held_while_the_pipeline_is_busy_goes_in_one_write_afterwards() {
+    use std::time::Instant;
+    use trimtab::cassandra::{
+        BatchObservation, BatchOutcome, GiveWay, GiveWayConfig, ObservationWindow, WriterKnobs,
+    };
+    use trimtab::metrics::collect::WriteBehindHistory;
+
+    let mut server_config = CqlServerConfig::default();
+    server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    server_config.capacity = Some(CapacityModel::default());
+    let server = CqlServer::start(server_config).await.expect("cql server");
+    let config = CassandraConfig {
+        contact_points: vec![server.addr().to_string()],
+        ..CassandraConfig::default()
+    };
+    let session = tokio::time::timeout(Duration::from_secs(20), connect_session(&config))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    ensure_schema(&session, &config).await.expect("schema");
+    let tables = OwnTables::new(session, &config).await.expect("tables");
+    // The pipeline's writes: four slots, each busy for the whole span just before now. As they age out of the
+    // span the share falls, below 0.8 a fifth of the span (400 ms) later.
+    let window = Arc::new(ObservationWindow::new(64));
+    let span = Duration::from_secs(2);
+    tables.give_way_to(GiveWay::new(
+        window.clone(),
+        WriterKnobs::new(32, 1 << 20, 4),
+        GiveWayConfig {
+            span,
+            busy_share: 0.8,
+            max_hold: Duration::from_secs(20),
+            poll: Duration::from_millis(10),
+        },
+    ));
+    let recorded = Instant::now();
+    for _ in 0..4 {
+        window.record(BatchObservation {
+            rows: 8,
+            bytes: 8_000,
+            latency: span,
+            outcome: BatchOutcome::Ok,
+            attempt: 1,
+            batch_rows: 32,
+            concurrency: 4,
+            ended: recorded,
+        });
+    }
+    let tables = Arc::new(tables);
+    let history = Arc::new(WriteBehindHistory::start(tables));
+    let store = MetricStore::new(history.clone(), 10);
+    let key = SeriesKey::new("queue_active").with_label("entity", "orders");
+    let writes = || server.capacity_stats().expect("capacity model").writes;
+    let before = writes();
+    let t0 = 1_763_700_000;
+    for step in 0..3 {
+        let sample = Sample {
+            at: t0 + step,
+            value: step as f64,
+        };
+        tokio::time::timeout(Duration::from_millis(100), store.record(&key, sample))
+            .await
+            .expect("a step does not wait for the node")
+            .expect("record");
+    }
+    assert_eq!(store.window(&key).len(), 3, "the window has every step");
+    assert_eq!(
+        server.row_count("trimtab", "metric_history"),
+        0,
+        "held while the pipeline is busy"
+    );
+    assert_eq!(
+        history.range(&key, t0, t0 + 10).await.expect("range").len(),
+        3,
+        "a held sample still reads back"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.row_count("trimtab", "metric_history") < 3 {
+        assert!(Instant::now() < deadline, "held samples never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        recorded.elapsed() >= Duration::from_millis(300),
+        "written {:?} after the busy span, while the pipeline's writes still filled it",
+        recorded.elapsed()
+    );
+    assert_eq!(history.queued(), 0);
+    assert_eq!(
+        writes() - before,
+        2,
+        "the series listed once, then the three held steps in one batch"
+    );
+    server.shutdown().await.ok();
+}
+
+/// What is queued is written by a flush even while the pipeline is busy: the agent flushes when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_writes_held_history_at_once() {
+    use trimtab::cassandra::{
+        BatchObservation, BatchOutcome, GiveWay, GiveWayConfig, ObservationWindow, WriterKnobs,
+    };
+    use trimtab::metrics::collect::WriteBehindHistory;
+
+    let mut server_config = CqlServerConfig::default();
+    server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = CqlServer::start(server_config).await.expect("cql server");
+    let config = CassandraConfig {
+        contact_points: vec![server.addr().to_string()],
+        ..CassandraConfig::default()
+    };
+    let session = tokio::time::timeout(Duration::from_secs(20), connect_session(&config))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    ensure_schema(&session, &config).await.expect("schema");
+    let tables = OwnTables::new(session, &config).await.expect("tables");
+    let window = Arc::new(ObservationWindow::new(64));
+    let span = Duration::from_secs(60);
+    tables.give_way_to(GiveWay::new(
+        window.clone(),
+        WriterKnobs::new(32, 1 << 20, 1),
+        GiveWayConfig {
+            span,
+            busy_share: 0.8,
+            max_hold: Duration::from_secs(600),
+            poll: Duration::from_millis(10),
+        },
+    ));
+    // One slot, busy for the whole minute before now: the share stays above 0.8 for 12 s.
+    window.record(BatchObservation {
+        rows: 8,
+        bytes: 8_000,
+        latency: span,
+        outcome: BatchOutcome::Ok,
+        attempt: 1,
+        batch_rows: 32,
+        concurrency: 1,
+        ended: std::time::Instant::now(),
+    });
+    let history = Arc::new(WriteBehindHistory::start(Arc::new(tables)));
+    let key = SeriesKey::new("queue_active").with_label("entity", "orders");
+    let t0 = 1_763_700_000;
+    let samples: Vec<_> = (0..5)
+        .map(|i| {
+            (
+                key.clone(),
+                Sample {
+                    at: t0 + i,
+                    value: 1.0,
+                },
+            )
+        })
+        .collect();
+    history.append(&samples).await.expect("append");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.row_count("trimtab", "metric_history"), 0, "held");
+    tokio::time::timeout(Duration::from_secs(10), history.flush())
+        .await
+        .expect("a flush does not give way")
+        .expect("flush");
+    assert_eq!(server.row_count("trimtab", "metric_history"), 5);
+    assert_eq!(history.queued(), 0);
     server.shutdown().await.ok();
 }
