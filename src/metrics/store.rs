@@ -1,7 +1,9 @@
 //! The metric store: bounded windows of recent samples in memory, written through to a durable history.
 //!
 //! [`SampleHistory`] is the durable side (a Cassandra table in production, [`MemoryHistory`] in tests and the
-//! embedded default). [`MetricStore::restore`] rebuilds the windows from it after a restart, so none are lost.
+//! embedded default). [`MetricStore::restore`] rebuilds the windows from it after a restart, so none are lost; the
+//! agent's history in production is written behind the collector (`metrics::collect::WriteBehindHistory`), and a
+//! crash loses what it still had queued.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,7 +50,8 @@ impl StoreError {
 #[async_trait::async_trait]
 pub trait SampleHistory: Send + Sync {
     /// Stores `samples`, of any series, all or nothing as far as the history can promise: one collection step
-    /// is one call.
+    /// is one call. A history that writes behind returns once they are queued; [`SampleHistory::flush`] writes
+    /// them.
     async fn append(&self, samples: &[(SeriesKey, Sample)]) -> Result<(), StoreError>;
     /// The samples of `key` with `from <= at < to`, oldest first.
     async fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<Sample>, StoreError>;
@@ -176,7 +179,8 @@ impl MetricStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a sample: durable history first, then the window. Out-of-order samples are placed in time order.
+    /// Records a sample: history first (which may only queue it, see [`SampleHistory::append`]), then the window.
+    /// Out-of-order samples are placed in time order.
     pub async fn record(&self, key: &SeriesKey, sample: Sample) -> Result<(), StoreError> {
         self.record_all(vec![(key.clone(), sample)]).await
     }
