@@ -186,7 +186,8 @@ impl MetricStore {
     }
 
     /// Records the samples of one step with a single write to the history, then the windows; nothing reaches a
-    /// window unless the history took it (wrote it, or queued it to write behind). A non-finite sample refuses the whole step before anything is written.
+    /// window unless the history took it (wrote it, or queued it to write behind). A non-finite sample refuses
+    /// the whole step before anything is written.
     pub async fn record_all(&self, samples: Vec<(SeriesKey, Sample)>) -> Result<(), StoreError> {
         if let Some((key, sample)) = samples.iter().find(|(_, s)| !s.value.is_finite()) {
             return Err(StoreError::NotFinite {
