@@ -500,6 +500,15 @@ fn writes_the_node_only_queues_are_cut_to_one_waiting_per_worker_and_not_raised_
         knob_change(&plan_after(&at(8), eight.clone(), false, 150)).is_some(),
         "held past the relief cooldown"
     );
+    // The fit is noisy: 8 in flight at 5.3 service times reads as 1.5 workers. A node serves a whole number at
+    // once, so the cut still keeps one write waiting behind each of two, not three writes for one and a half.
+    let noisy = BatchSample {
+        queueing: Some(8.0 / 1.5),
+        ..eight.clone()
+    };
+    let (_, to, why) = knob_change(&plan_after(&at(8), noisy, false, 600)).expect("cut");
+    assert_eq!(to.concurrency, 4, "{why}");
+    assert!(why.contains("serves about 1.5 at once"), "{why}");
     // Without a service-time figure there is no evidence of queueing, and a setting in bounds stays.
     let unknown = BatchSample {
         queueing: None,

@@ -90,6 +90,88 @@ fn time_of(at: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(at).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// A forecast step's actual and score: (made at, step number, actual, absolute error).
+type Score = (OffsetDateTime, i32, f64, f64);
+
+/// What the [`ForecastWriter`] has yet to write.
+#[derive(Default)]
+struct Unwritten {
+    rows: Vec<ForecastRow>,
+    scores: BTreeMap<String, Vec<Score>>,
+}
+
+/// Writes forecasts and their scores behind the book, from a task of its own: it gives way to the pipeline
+/// (`OwnTables::give_way`) and then writes whatever queued meanwhile, the forecasts as one batch per series and
+/// the scores as one batch per series. A write that fails is logged and not retried (the book keeps what it
+/// needs in memory; the table is for reading back).
+struct ForecastWriter {
+    unwritten: Arc<std::sync::Mutex<Unwritten>>,
+    wake: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ForecastWriter {
+    fn start(tables: Arc<OwnTables>) -> Self {
+        let unwritten: Arc<std::sync::Mutex<Unwritten>> = Arc::default();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn({
+            let (unwritten, wake) = (unwritten.clone(), wake.clone());
+            async move {
+                loop {
+                    wake.notified().await;
+                    tables.give_way().await;
+                    let Unwritten { rows, scores } =
+                        std::mem::take(&mut *unwritten.lock().unwrap_or_else(|p| p.into_inner()));
+                    if let Err(e) = tables.insert_forecasts(&rows).await {
+                        tracing::warn!(forecast_steps = rows.len(), error = %e, "storing forecasts in cassandra failed");
+                    }
+                    for (series, scores) in scores {
+                        if let Err(e) = tables.score_forecasts(&series, &scores).await {
+                            tracing::warn!(%series, error = %e, "scoring forecasts in cassandra failed");
+                        }
+                    }
+                }
+            }
+        });
+        ForecastWriter {
+            unwritten,
+            wake,
+            task,
+        }
+    }
+
+    fn unwritten(&self) -> std::sync::MutexGuard<'_, Unwritten> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, rows: Vec<ForecastRow>) {
+        self.unwritten().rows.extend(rows);
+    }
+
+    fn score(&self, series: String, scores: Vec<Score>) {
+        self.unwritten()
+            .scores
+            .entry(series)
+            .or_default()
+            .extend(scores);
+    }
+
+    /// Lets the task write what was queued: called once a step, after its scores and forecasts, so they go
+    /// together.
+    fn send(&self) {
+        let unwritten = self.unwritten();
+        if !unwritten.rows.is_empty() || !unwritten.scores.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for ForecastWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// One forecast step waiting for its actual: (made at, step number, target time, point).
 type Pending = (i64, i32, i64, f64);
 
@@ -97,7 +179,7 @@ type Pending = (i64, i32, i64, f64);
 pub struct ForecastBook {
     config: ForecastConfig,
     live: LiveAccuracy,
-    tables: Option<Arc<OwnTables>>,
+    tables: Option<ForecastWriter>,
     models_dir: Option<PathBuf>,
     step: i64,
     fitted: HashMap<SeriesKey, Arc<Forecaster>>,
@@ -119,7 +201,7 @@ impl ForecastBook {
         ForecastBook {
             config,
             live: LiveAccuracy::new(live),
-            tables,
+            tables: tables.map(ForecastWriter::start),
             models_dir,
             step: step.max(1),
             fitted: HashMap::new(),
@@ -130,7 +212,8 @@ impl ForecastBook {
         }
     }
 
-    /// Feeds the new samples of `keys` (up to `now`) to live accuracy, and scores stored forecasts in Cassandra.
+    /// Feeds the new samples of `keys` (up to `now`) to live accuracy, and queues the scores of stored forecasts
+    /// for Cassandra (written once [`ForecastBook::issue`] ends the step).
     pub fn observe(&mut self, store: &MetricStore, keys: &[SeriesKey], now: i64) {
         for key in keys {
             let from = self.observed_to.get(key).copied().unwrap_or(i64::MIN);
@@ -156,16 +239,8 @@ impl ForecastBook {
                     },
                 ));
             }
-            if let (Some(tables), false) = (&self.tables, scores.is_empty()) {
-                let tables = tables.clone();
-                let series = key.to_string();
-                // Every score of the series goes to its partition: one batch.
-                tokio::spawn(async move {
-                    tables.give_way().await;
-                    if let Err(e) = tables.score_forecasts(&series, &scores).await {
-                        tracing::warn!(%series, error = %e, "scoring forecasts in cassandra failed");
-                    }
-                });
+            if let (Some(writer), false) = (&self.tables, scores.is_empty()) {
+                writer.score(key.to_string(), scores);
             }
         }
     }
@@ -217,7 +292,8 @@ impl ForecastBook {
         }
     }
 
-    /// Issues a forecast for each fitted series whose newest sample has not been forecast from yet.
+    /// Issues a forecast for each fitted series whose newest sample has not been forecast from yet, and sends the
+    /// step's forecasts and scores (from [`ForecastBook::observe`], called first) to be written.
     pub fn issue(&mut self, store: &MetricStore, keys: &[SeriesKey], _now: i64) {
         for key in keys {
             let Some(f) = self.fitted.get(key).cloned() else {
@@ -263,16 +339,8 @@ impl ForecastBook {
                     score: None,
                 });
             }
-            if let Some(tables) = &self.tables {
-                let tables = tables.clone();
-                tokio::spawn(async move {
-                    tables.give_way().await;
-                    // One forecast's steps share its series' partition: one batch.
-                    if let Err(e) = tables.insert_forecasts(&rows).await {
-                        let series = rows.first().map(|r| r.series.clone()).unwrap_or_default();
-                        tracing::warn!(%series, error = %e, "storing a forecast in cassandra failed");
-                    }
-                });
+            if let Some(writer) = &self.tables {
+                writer.insert(rows);
             }
             self.latest.insert(
                 key.clone(),
@@ -289,6 +357,10 @@ impl ForecastBook {
                     history_points: values.len(),
                 },
             );
+        }
+        // The step's scores (from `observe`) and forecasts go to the table together.
+        if let Some(writer) = &self.tables {
+            writer.send();
         }
     }
 

@@ -199,11 +199,13 @@ fn probe(
         // times. Writes that took q service times meeting n in flight thus met about n / q workers. The cut aims
         // at twice that, every worker busy with one write waiting behind it, so no worker idles while the
         // pipeline sends the next batch. That is queueing 2, between `queueing_raise_below` and `queueing_cut`,
-        // so the setting it lands on is left alone.
+        // so the setting it lands on is left alone. A node serves a whole number of writes at once, so the
+        // estimate is rounded to one before doubling: 1.5 workers measured on a two-worker node (the fit's noise)
+        // would otherwise aim at 3 and leave a worker idle whenever both of its writes finish together.
         let c_now = u64::from(settings.concurrency);
         let in_flight = in_flight.clamp(1.0, f64::from(settings.concurrency));
         let workers = in_flight / q;
-        let wanted = (2.0 * workers).ceil() as u64;
+        let wanted = (2.0 * workers.round().max(1.0)) as u64;
         let c = step_toward(c_now, wanted, ratio).min(c_now - 1).max(1) as u32;
         to.concurrency = c;
         if find(samples, to.batch_rows, c).is_some_and(|s| needs_relief(s, limits)) {
