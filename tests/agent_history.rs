@@ -6,10 +6,59 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trimtab::cassandra::{connect_session, ensure_schema, CassandraConfig, OwnTables};
-use trimtab::metrics::collect::TableHistory;
+use trimtab::cassandra::{
+    BatchObservation, BatchOutcome, GiveWay, GiveWayConfig, ObservationWindow, WriterKnobs,
+};
+use trimtab::metrics::collect::{TableHistory, WriteBehindHistory};
 use trimtab::metrics::series::{Sample, SeriesKey};
 use trimtab::metrics::store::{MetricStore, SampleHistory};
 use trimtab::sim::cql::{CapacityModel, CqlServer, CqlServerConfig};
+
+/// A CQL stand-in with the replay's capacity model (it counts write requests), and trimtab's tables on it.
+async fn node_with_tables() -> (CqlServer, OwnTables) {
+    let mut server_config = CqlServerConfig::default();
+    server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    server_config.capacity = Some(CapacityModel::default());
+    let server = CqlServer::start(server_config).await.expect("cql server");
+    let config = CassandraConfig {
+        contact_points: vec![server.addr().to_string()],
+        ..CassandraConfig::default()
+    };
+    let session = tokio::time::timeout(Duration::from_secs(20), connect_session(&config))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    ensure_schema(&session, &config).await.expect("schema");
+    let tables = OwnTables::new(session, &config).await.expect("tables");
+    (server, tables)
+}
+
+/// Makes `tables` give way to a pipeline of `slots` write slots, each busy for the `span` just before now.
+fn busy_pipeline(tables: &OwnTables, slots: u32, span: Duration, max_hold: Duration) {
+    let window = Arc::new(ObservationWindow::new(64));
+    tables.give_way_to(GiveWay::new(
+        window.clone(),
+        WriterKnobs::new(32, 1 << 20, slots as usize),
+        GiveWayConfig {
+            span,
+            busy_share: 0.8,
+            max_hold,
+            poll: Duration::from_millis(10),
+        },
+    ));
+    for _ in 0..slots {
+        window.record(BatchObservation {
+            rows: 8,
+            bytes: 8_000,
+            latency: span,
+            outcome: BatchOutcome::Ok,
+            attempt: 1,
+            batch_rows: 32,
+            concurrency: slots,
+            ended: std::time::Instant::now(),
+        });
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_written_through_the_table_come_back_after_a_restart() {
@@ -127,20 +176,8 @@ async fn samples_written_through_the_table_come_back_after_a_restart() {
 /// once), not 80.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_of_many_series_is_one_write_to_the_node() {
-    let mut server_config = CqlServerConfig::default();
-    server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    server_config.capacity = Some(CapacityModel::default());
-    let server = CqlServer::start(server_config).await.expect("cql server");
-    let config = CassandraConfig {
-        contact_points: vec![server.addr().to_string()],
-        ..CassandraConfig::default()
-    };
-    let session = tokio::time::timeout(Duration::from_secs(20), connect_session(&config))
-        .await
-        .expect("connect timed out")
-        .expect("connect");
-    ensure_schema(&session, &config).await.expect("schema");
-    let tables = Arc::new(OwnTables::new(session, &config).await.expect("tables"));
+    let (server, tables) = node_with_tables().await;
+    let tables = Arc::new(tables);
     let store = MetricStore::new(Arc::new(TableHistory::new(tables)), 10);
     let keys: Vec<SeriesKey> = (0..80)
         .map(|i| SeriesKey::new("lag_in_flight").with_label("key", format!("tenant-{i:02}")))
@@ -181,52 +218,11 @@ async fn a_step_of_many_series_is_one_write_to_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_held_while_the_pipeline_is_busy_goes_in_one_write_afterwards() {
     use std::time::Instant;
-    use trimtab::cassandra::{
-        BatchObservation, BatchOutcome, GiveWay, GiveWayConfig, ObservationWindow, WriterKnobs,
-    };
-    use trimtab::metrics::collect::WriteBehindHistory;
-
-    let mut server_config = CqlServerConfig::default();
-    server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    server_config.capacity = Some(CapacityModel::default());
-    let server = CqlServer::start(server_config).await.expect("cql server");
-    let config = CassandraConfig {
-        contact_points: vec![server.addr().to_string()],
-        ..CassandraConfig::default()
-    };
-    let session = tokio::time::timeout(Duration::from_secs(20), connect_session(&config))
-        .await
-        .expect("connect timed out")
-        .expect("connect");
-    ensure_schema(&session, &config).await.expect("schema");
-    let tables = OwnTables::new(session, &config).await.expect("tables");
+    let (server, tables) = node_with_tables().await;
     // The pipeline's writes: four slots, each busy for the whole span just before now. As they age out of the
     // span the share falls, below 0.8 a fifth of the span (400 ms) later.
-    let window = Arc::new(ObservationWindow::new(64));
-    let span = Duration::from_secs(2);
-    tables.give_way_to(GiveWay::new(
-        window.clone(),
-        WriterKnobs::new(32, 1 << 20, 4),
-        GiveWayConfig {
-            span,
-            busy_share: 0.8,
-            max_hold: Duration::from_secs(20),
-            poll: Duration::from_millis(10),
-        },
-    ));
     let recorded = Instant::now();
-    for _ in 0..4 {
-        window.record(BatchObservation {
-            rows: 8,
-            bytes: 8_000,
-            latency: span,
-            outcome: BatchOutcome::Ok,
-            attempt: 1,
-            batch_rows: 32,
-            concurrency: 4,
-            ended: recorded,
-        });
-    }
+    busy_pipeline(&tables, 4, Duration::from_secs(2), Duration::from_secs(20));
     let tables = Arc::new(tables);
     let history = Arc::new(WriteBehindHistory::start(tables));
     let store = MetricStore::new(history.clone(), 10);
@@ -277,47 +273,14 @@ async fn history_held_while_the_pipeline_is_busy_goes_in_one_write_afterwards() 
 /// What is queued is written by a flush even while the pipeline is busy: the agent flushes when it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_writes_held_history_at_once() {
-    use trimtab::cassandra::{
-        BatchObservation, BatchOutcome, GiveWay, GiveWayConfig, ObservationWindow, WriterKnobs,
-    };
-    use trimtab::metrics::collect::WriteBehindHistory;
-
-    let mut server_config = CqlServerConfig::default();
-    server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = CqlServer::start(server_config).await.expect("cql server");
-    let config = CassandraConfig {
-        contact_points: vec![server.addr().to_string()],
-        ..CassandraConfig::default()
-    };
-    let session = tokio::time::timeout(Duration::from_secs(20), connect_session(&config))
-        .await
-        .expect("connect timed out")
-        .expect("connect");
-    ensure_schema(&session, &config).await.expect("schema");
-    let tables = OwnTables::new(session, &config).await.expect("tables");
-    let window = Arc::new(ObservationWindow::new(64));
-    let span = Duration::from_secs(60);
-    tables.give_way_to(GiveWay::new(
-        window.clone(),
-        WriterKnobs::new(32, 1 << 20, 1),
-        GiveWayConfig {
-            span,
-            busy_share: 0.8,
-            max_hold: Duration::from_secs(600),
-            poll: Duration::from_millis(10),
-        },
-    ));
+    let (server, tables) = node_with_tables().await;
     // One slot, busy for the whole minute before now: the share stays above 0.8 for 12 s.
-    window.record(BatchObservation {
-        rows: 8,
-        bytes: 8_000,
-        latency: span,
-        outcome: BatchOutcome::Ok,
-        attempt: 1,
-        batch_rows: 32,
-        concurrency: 1,
-        ended: std::time::Instant::now(),
-    });
+    busy_pipeline(
+        &tables,
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    );
     let history = Arc::new(WriteBehindHistory::start(Arc::new(tables)));
     let key = SeriesKey::new("queue_active").with_label("entity", "orders");
     let t0 = 1_763_700_000;
