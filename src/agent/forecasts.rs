@@ -102,8 +102,9 @@ struct Unwritten {
 
 /// Writes forecasts and their scores behind the book, from a task of its own: it gives way to the pipeline
 /// (`OwnTables::give_way`) and then writes whatever queued meanwhile, the forecasts as one batch per series and
-/// the scores as one batch per series. A write that fails is logged and not retried (the book keeps what it
-/// needs in memory; the table is for reading back).
+/// the scores as one batch per series. A write that fails is logged and not retried, and what is still queued
+/// when the agent stops is not written: the book keeps what planning needs in memory, and the table is for
+/// reading back.
 struct ForecastWriter {
     unwritten: Arc<std::sync::Mutex<Unwritten>>,
     wake: Arc<tokio::sync::Notify>,
