@@ -16,9 +16,11 @@ use trimtab::sim::cql::{CapacityModel, CqlServer, CqlServerConfig};
 
 /// A CQL stand-in with the replay's capacity model (it counts write requests), and trimtab's tables on it.
 async fn node_with_tables() -> (CqlServer, OwnTables) {
-    let mut server_config = CqlServerConfig::default();
-    server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    server_config.capacity = Some(CapacityModel::default());
+    let server_config = CqlServerConfig {
+        bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        capacity: Some(CapacityModel::default()),
+        ..CqlServerConfig::default()
+    };
     let server = CqlServer::start(server_config).await.expect("cql server");
     let config = CassandraConfig {
         contact_points: vec![server.addr().to_string()],
@@ -62,8 +64,10 @@ fn busy_pipeline(tables: &OwnTables, slots: u32, span: Duration, max_hold: Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_written_through_the_table_come_back_after_a_restart() {
-    let mut server_config = CqlServerConfig::default();
-    server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server_config = CqlServerConfig {
+        bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..CqlServerConfig::default()
+    };
     let server = CqlServer::start(server_config).await.expect("cql server");
     let config = CassandraConfig {
         contact_points: vec![server.addr().to_string()],
