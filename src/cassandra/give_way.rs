@@ -60,11 +60,6 @@ impl GiveWay {
         }
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> GiveWayConfig {
-        self.config
-    }
-
     /// The share of the pipeline's write-slot time in use over the `span` before `now`: the part of each write
     /// that fell in the span, over span × slots. A write still in flight has no end yet; it counts for half the
     /// span, so a node answering nothing (every slot stuck on a slow write) reads as busy, not idle.
