@@ -51,6 +51,7 @@ fn busy_pipeline(tables: &OwnTables, slots: u32, span: Duration, max_hold: Durat
     for _ in 0..slots {
         window.record(BatchObservation {
             rows: 8,
+            call_rows: 8 * slots as usize,
             bytes: 8_000,
             latency: span,
             outcome: BatchOutcome::Ok,

@@ -47,6 +47,8 @@ impl Node {
             writes_in_flight: Some(c),
             // Every write waits its turn behind the workers.
             queueing: Some(latency / service),
+            // A lagging pipeline fills every round to its cap.
+            round_rows: Some(round),
         }
     }
 }
@@ -624,4 +626,62 @@ fn far_behind_with_no_room_for_more_writes_the_round_grows_instead() {
     };
     let plan = plan_after_change(&node, &start, slow, true, 600, &limits);
     assert!(knob_change(&plan).is_none(), "{plan:#?}");
+}
+
+#[test]
+fn a_cut_of_writes_in_flight_keeps_the_round_the_partitions_split() {
+    // 16 partitions split each round, so at 32x8 a batch carries 16 rows where 32 are allowed.
+    let node = Node {
+        partitions: Some(16.0),
+        ..replay_node()
+    };
+    let limits = limits();
+    let start = Settings {
+        batch_rows: 32,
+        batch_bytes: 48 * 1024,
+        concurrency: 8,
+        prefetch: 512,
+    };
+    let at_start = node.measure(&start);
+    assert_eq!(at_start.mean_rows, 16.0);
+    assert!(at_start.p99_ms > limits.p99_objective_ms, "{at_start:?}");
+
+    let plan = plan_once(&node, &start, true, 600.0, vec![at_start.clone()], &limits);
+    let (_, to, why) = knob_change(&plan).expect("p99 over the objective: a cut");
+    assert_eq!(to.concurrency, 4, "{why}");
+    assert_eq!(to.batch_rows, 64, "{why}");
+    assert!(why.contains("keeps the round of 256 rows"), "{why}");
+    let kept = node.measure(&to);
+    assert_eq!(kept.mean_rows, at_start.mean_rows, "{kept:?}");
+    assert!(kept.p99_ms <= limits.p99_objective_ms, "{kept:?}");
+    assert!(
+        kept.throughput_rows_per_s >= at_start.throughput_rows_per_s * 0.99,
+        "the cut lost throughput: {at_start:?} then {kept:?}"
+    );
+    // What the cut alone would have done: half the rows per batch, and less throughput.
+    let alone = node.measure(&Settings {
+        concurrency: 4,
+        ..start
+    });
+    assert_eq!(alone.mean_rows, 8.0);
+    assert!(alone.throughput_rows_per_s < kept.throughput_rows_per_s * 0.95);
+
+    // A round the load left short of its cap (a burst that filled 48 rows of 256) is carried by 32x4 already.
+    let light = BatchSample {
+        round_rows: Some(48.0),
+        mean_rows: 3.0,
+        ..at_start.clone()
+    };
+    let plan = plan_once(&node, &start, true, 600.0, vec![light], &limits);
+    let (_, to, why) = knob_change(&plan).expect("p99 over the objective: a cut");
+    assert_eq!((to.batch_rows, to.concurrency), (32, 4), "{why}");
+
+    // Full batches: the row cap, not the partitions, sets the rows per batch, and fewer writes in flight keep it.
+    let full = BatchSample {
+        mean_rows: 32.0,
+        ..at_start
+    };
+    let plan = plan_once(&node, &start, true, 600.0, vec![full], &limits);
+    let (_, to, why) = knob_change(&plan).expect("p99 over the objective: a cut");
+    assert_eq!((to.batch_rows, to.concurrency), (32, 4), "{why}");
 }

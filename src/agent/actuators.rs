@@ -305,6 +305,9 @@ pub fn window_stats(
 ) -> WindowStats {
     let mut latencies = Vec::new();
     let (mut rows, mut busy_s, mut failed) = (0usize, 0.0f64, 0usize);
+    // Each batch is `rows / call_rows` of its call, so the calls they came from number the sum of those shares,
+    // and rows per call is rows over that sum, however many batches each call was split into.
+    let (mut call_rows, mut calls) = (0usize, 0.0f64);
     let mut first_start: Option<std::time::Instant> = None;
     let mut last_end: Option<std::time::Instant> = None;
     let batches: Vec<_> = batches.into_iter().collect();
@@ -316,6 +319,10 @@ pub fn window_stats(
             latencies.push(o.latency.as_secs_f64() * 1e3);
             rows += o.rows;
             busy_s += o.latency.as_secs_f64();
+            if o.call_rows >= o.rows && o.rows > 0 {
+                call_rows += o.rows;
+                calls += o.rows as f64 / o.call_rows as f64;
+            }
         } else {
             failed += 1;
             busy_s += o.latency.as_secs_f64();
@@ -341,6 +348,7 @@ pub fn window_stats(
     };
     WindowStats {
         writes_in_flight: Spans::new(&batches).mean_met(),
+        round_rows: (calls > 0.0).then(|| call_rows as f64 / calls),
         p99_ms: percentile(&mut latencies, 0.99),
         throughput_rows_per_s: throughput,
         rows_written_per_s,
@@ -486,6 +494,7 @@ mod tests {
     fn batch(rows: usize, ms: u64, outcome: BatchOutcome) -> BatchObservation {
         BatchObservation {
             rows,
+            call_rows: rows,
             bytes: rows * 2048,
             latency: Duration::from_millis(ms),
             outcome,
@@ -538,6 +547,26 @@ mod tests {
         });
         assert_eq!(window_stats(serial, 8).writes_in_flight, Some(1.0));
         assert_eq!(window_stats(Vec::new(), 8).writes_in_flight, None);
+    }
+
+    #[test]
+    fn rows_per_round_count_each_write_call_once_however_it_was_split() {
+        // A round of 32 rows split into four batches of 8 (four partitions), and one of 16 rows in two of 8.
+        let split = |call_rows: usize, batches: usize| {
+            (0..batches).map(move |_| BatchObservation {
+                call_rows,
+                ..batch(8, 50, BatchOutcome::Ok)
+            })
+        };
+        let s = window_stats(split(32, 4).chain(split(16, 2)), 4);
+        assert_eq!(s.mean_rows, 8.0);
+        assert_eq!(s.round_rows, Some(24.0), "{s:?}");
+        // A write whose call is not known (older observations) says nothing about rounds.
+        let unknown = (0..3).map(|_| BatchObservation {
+            call_rows: 0,
+            ..batch(8, 50, BatchOutcome::Ok)
+        });
+        assert_eq!(window_stats(unknown, 4).round_rows, None);
     }
 
     #[test]

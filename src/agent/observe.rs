@@ -197,6 +197,7 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
                 error_share: stats.error_share,
                 slot_share: stats.slot_share,
                 writes_in_flight: stats.writes_in_flight,
+                round_rows: stats.round_rows,
                 queueing,
             }
         })
@@ -225,6 +226,7 @@ mod tests {
         // A batch that ended `at_ms` after t0 and took `ms`.
         let batch = |at_ms: u64, ms: u64| BatchObservation {
             rows: 10,
+            call_rows: 10,
             bytes: 1000,
             latency: Duration::from_millis(ms),
             outcome: BatchOutcome::Ok,

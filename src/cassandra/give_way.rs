@@ -109,6 +109,7 @@ mod tests {
     fn observation(ended: Instant, latency_ms: u64) -> BatchObservation {
         BatchObservation {
             rows: 8,
+            call_rows: 8,
             bytes: 8_000,
             latency: Duration::from_millis(latency_ms),
             outcome: BatchOutcome::Ok,

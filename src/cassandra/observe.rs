@@ -24,6 +24,10 @@ pub enum BatchOutcome {
 pub struct BatchObservation {
     /// Rows in the batch.
     pub rows: usize,
+    /// Rows of the write call the batch was cut from (the pipeline's chunk, split by partition and the batch
+    /// caps): with the batches of a call, how many rows a round of writes carried. Zero when not known.
+    #[serde(default)]
+    pub call_rows: usize,
     /// Bytes of row data in the batch.
     pub bytes: usize,
     /// Time from sending to the answer.
@@ -253,6 +257,7 @@ mod tests {
     fn obs(rows: usize, ms: u64, outcome: BatchOutcome) -> BatchObservation {
         BatchObservation {
             rows,
+            call_rows: rows,
             bytes: rows * 100,
             latency: Duration::from_millis(ms),
             outcome,

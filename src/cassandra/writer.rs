@@ -439,6 +439,7 @@ impl EventWriter {
                 };
                 self.window.record(BatchObservation {
                     rows: chunk.len(),
+                    call_rows: rows.len(),
                     bytes,
                     latency,
                     outcome,

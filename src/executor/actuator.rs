@@ -98,6 +98,10 @@ pub struct WindowStats {
     /// `None` when not measured.
     #[serde(default)]
     pub writes_in_flight: Option<f64>,
+    /// Rows per round of writes: the rows of a write call (the pipeline's chunk, batch rows × concurrency at
+    /// most) that the window's batches were cut from, averaged over the calls. `None` when not measured.
+    #[serde(default)]
+    pub round_rows: Option<f64>,
 }
 
 /// The pipeline's live knobs and the measurements that judge a change to them.

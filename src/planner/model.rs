@@ -167,6 +167,11 @@ pub struct BatchSample {
     /// `None` when not measured (too few lone writes to know the service time).
     #[serde(default)]
     pub queueing: Option<f64>,
+    /// Rows per round of writes: the pipeline's chunk (at most batch rows × concurrency) that a round of batches
+    /// was cut from, one batch per partition, averaged over the rounds. Below the cap the load filled the round;
+    /// at it, the round limited how many rows each batch carried. `None` when not measured.
+    #[serde(default)]
+    pub round_rows: Option<f64>,
 }
 
 /// What the forecaster says, reduced to what planning needs.
