@@ -224,6 +224,24 @@ fn replay_node() -> Node {
     }
 }
 
+/// The replay's node with a load over 16 partitions: each round splits into a batch per partition.
+fn partitioned_node() -> Node {
+    Node {
+        partitions: Some(16.0),
+        ..replay_node()
+    }
+}
+
+/// 32 rows per batch at `concurrency`, with room in the byte cap and prefetch.
+fn partitioned_start(concurrency: u32) -> Settings {
+    Settings {
+        batch_rows: 32,
+        batch_bytes: 48 * 1024,
+        concurrency,
+        prefetch: 512,
+    }
+}
+
 fn defaults() -> Settings {
     Settings {
         batch_rows: 32,
@@ -546,17 +564,9 @@ fn writes_the_node_only_queues_are_cut_to_one_waiting_per_worker_and_not_raised_
 /// objective, with slots to spare or with the p99 past half the objective, the batch stays.
 #[test]
 fn far_behind_with_no_room_for_more_writes_the_round_grows_instead() {
-    let node = Node {
-        partitions: Some(16.0),
-        ..replay_node()
-    };
+    let node = partitioned_node();
     let limits = limits();
-    let start = Settings {
-        batch_rows: 32,
-        batch_bytes: 48 * 1024,
-        concurrency: 4,
-        prefetch: 512,
-    };
+    let start = partitioned_start(4);
     let at_start = node.measure(&start);
     assert_eq!(at_start.mean_rows, 8.0);
     assert_eq!(at_start.queueing, Some(2.0));
@@ -631,17 +641,9 @@ fn far_behind_with_no_room_for_more_writes_the_round_grows_instead() {
 #[test]
 fn a_cut_of_writes_in_flight_keeps_the_round_the_partitions_split() {
     // 16 partitions split each round, so at 32x8 a batch carries 16 rows where 32 are allowed.
-    let node = Node {
-        partitions: Some(16.0),
-        ..replay_node()
-    };
+    let node = partitioned_node();
     let limits = limits();
-    let start = Settings {
-        batch_rows: 32,
-        batch_bytes: 48 * 1024,
-        concurrency: 8,
-        prefetch: 512,
-    };
+    let start = partitioned_start(8);
     let at_start = node.measure(&start);
     assert_eq!(at_start.mean_rows, 16.0);
     assert!(at_start.p99_ms > limits.p99_objective_ms, "{at_start:?}");

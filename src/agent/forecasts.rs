@@ -124,11 +124,15 @@ impl ForecastWriter {
                     let Unwritten { rows, scores } =
                         std::mem::take(&mut *unwritten.lock().unwrap_or_else(|p| p.into_inner()));
                     if let Err(e) = tables.insert_forecasts(&rows).await {
-                        tracing::warn!(forecast_steps = rows.len(), error = %e, "storing forecasts in cassandra failed");
+                        tracing::warn!(forecast_steps = rows.len(), error = %crate::pipeline::adapters::error_chain(&e), "storing forecasts in cassandra failed");
                     }
                     for (series, scores) in scores {
                         if let Err(e) = tables.score_forecasts(&series, &scores).await {
-                            tracing::warn!(%series, error = %e, "scoring forecasts in cassandra failed");
+                            tracing::warn!(
+                                %series,
+                                error = %crate::pipeline::adapters::error_chain(&e),
+                                "scoring forecasts in cassandra failed"
+                            );
                         }
                     }
                 }

@@ -620,7 +620,10 @@ impl WriteBehindHistory {
                     tables.give_way().await;
                     let _writing = writing.lock().await;
                     if let Err(e) = write_queued(&table, &queue).await {
-                        tracing::warn!(error = %e, "writing metric history failed; retrying in a second");
+                        tracing::warn!(
+                            error = %crate::pipeline::adapters::error_chain(&e),
+                            "writing metric history failed; retrying in a second"
+                        );
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         wake.notify_one();
                     }
@@ -685,7 +688,7 @@ async fn write_queued(
                 return Err(e);
             }
             Err(e) => {
-                tracing::warn!(samples = chunk.len(), error = %e, "metric samples could not be written; dropped");
+                tracing::warn!(samples = chunk.len(), error = %crate::pipeline::adapters::error_chain(&e), "metric samples could not be written; dropped");
             }
         }
     }

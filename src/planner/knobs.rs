@@ -149,6 +149,8 @@ fn kept_round_why(settings: &Settings, kept: Option<(u32, f64)>, current: &Batch
 /// * Queueing (writes took `Limits::queueing_cut` times their lone service time or more, with the p99 in
 ///   bounds): the node serves fewer writes at once than are in flight, so concurrency is cut to twice what it
 ///   serves (one write waiting behind each), within the policy's step.
+/// * Both cuts keep the round the setting carried where the partitions, not the caps, cut its batches short
+///   ([`keeping_round`]): otherwise fewer writes in flight would also mean fewer rows per write.
 /// * Short of capacity with the p99 in bounds: full batches grow (fixed per-request cost is spread over more
 ///   rows); batches cut short by the byte cap get a larger cap; otherwise, with the p99 under half the
 ///   objective and writes hardly waiting for each other (queueing under `Limits::queueing_raise_below`, or not
