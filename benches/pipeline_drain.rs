@@ -727,7 +727,7 @@ fn parent(args: &Args) -> anyhow::Result<()> {
             measured.detail
         );
         let _ = std::io::stdout().flush();
-        if best.map_or(true, |(_, rate)| measured.rate > rate) {
+        if best.is_none_or(|(_, rate)| measured.rate > rate) {
             best = Some((*cell, measured.rate));
         }
     }

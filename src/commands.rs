@@ -112,7 +112,7 @@ fn cancel_on_signal() -> CancellationToken {
 /// Runs `trimtab demo`.
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     init_tracing("warn");
-    if !(args.speedup > 0.0) {
+    if args.speedup.is_nan() || args.speedup <= 0.0 {
         anyhow::bail!(
             "--speedup {} is not positive: expected a factor such as 60",
             args.speedup

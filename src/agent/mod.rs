@@ -487,7 +487,9 @@ impl Loop {
         let forecast_keys = forecasts::forecast_keys(&collected);
         self.book.observe(&store, &forecast_keys, now);
         for key in &forecast_keys {
-            let refit = self.samples % u64::from(self.parts.refit_every.max(1)) == 0;
+            let refit = self
+                .samples
+                .is_multiple_of(u64::from(self.parts.refit_every.max(1)));
             if let Some(job) = self.book.fit_job(&store, key, refit) {
                 fits.spawn(job);
             }

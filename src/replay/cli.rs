@@ -282,7 +282,7 @@ impl Comparison {
                 source,
             })?;
         }
-        if !(args.duration > 0.0) {
+        if args.duration.is_nan() || args.duration <= 0.0 {
             return Err(ReplayError::Argument(format!(
                 "--duration {} is not positive: expected seconds such as 60",
                 args.duration

@@ -1195,7 +1195,7 @@ impl AzureReceiver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&message.lock_token)
-            .ok_or_else(|| ServiceBusError::LockLost {
+            .ok_or(ServiceBusError::LockLost {
                 lock_token: message.lock_token,
             })?;
         if tracked.locked_until <= OffsetDateTime::now_utc() {

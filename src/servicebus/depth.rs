@@ -341,10 +341,8 @@ pub fn parse_counts(entity: &str, xml: &str) -> Result<Counts, DepthError> {
                     }
                 }
             }
-            Event::Text(t) => {
-                if current.is_some() {
-                    text.push_str(&t.unescape().map_err(xml_error)?);
-                }
+            Event::Text(t) if current.is_some() => {
+                text.push_str(&t.unescape().map_err(xml_error)?);
             }
             Event::End(_) => {
                 if let Some(i) = current.take() {

@@ -61,9 +61,9 @@ fn escape(text: &str) -> String {
 /// `PT1M`, `PT30S`, `PT0.5S`: the xsd:duration form Service Bus uses for lock durations.
 fn iso_duration(duration: std::time::Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 60_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(60_000) && ms > 0 {
         format!("PT{}M", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("PT{}S", ms / 1_000)
     } else {
         format!("PT{}.{:03}S", ms / 1_000, ms % 1_000)
