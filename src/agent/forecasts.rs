@@ -1,6 +1,7 @@
 //! Forecasts the agent issues: one forecaster per series fitted off the runtime, every forecast recorded in
 //! [`LiveAccuracy`] and Cassandra's `forecasts` table, and scored there when its actual arrives.
 
+use crate::pipeline::adapters::error_chain;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
@@ -124,13 +125,13 @@ impl ForecastWriter {
                     let Unwritten { rows, scores } =
                         std::mem::take(&mut *unwritten.lock().unwrap_or_else(|p| p.into_inner()));
                     if let Err(e) = tables.insert_forecasts(&rows).await {
-                        tracing::warn!(forecast_steps = rows.len(), error = %crate::pipeline::adapters::error_chain(&e), "storing forecasts in cassandra failed");
+                        tracing::warn!(forecast_steps = rows.len(), error = %error_chain(&e), "storing forecasts in cassandra failed");
                     }
                     for (series, scores) in scores {
                         if let Err(e) = tables.score_forecasts(&series, &scores).await {
                             tracing::warn!(
                                 %series,
-                                error = %crate::pipeline::adapters::error_chain(&e),
+                                error = %error_chain(&e),
                                 "scoring forecasts in cassandra failed"
                             );
                         }

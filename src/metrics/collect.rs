@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::pipeline::adapters::error_chain;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -621,7 +622,7 @@ impl WriteBehindHistory {
                     let _writing = writing.lock().await;
                     if let Err(e) = write_queued(&table, &queue).await {
                         tracing::warn!(
-                            error = %crate::pipeline::adapters::error_chain(&e),
+                            error = %error_chain(&e),
                             "writing metric history failed; retrying in a second"
                         );
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -688,7 +689,7 @@ async fn write_queued(
                 return Err(e);
             }
             Err(e) => {
-                tracing::warn!(samples = chunk.len(), error = %crate::pipeline::adapters::error_chain(&e), "metric samples could not be written; dropped");
+                tracing::warn!(samples = chunk.len(), error = %error_chain(&e), "metric samples could not be written; dropped");
             }
         }
     }

@@ -19,7 +19,7 @@ use super::knobs::LiveKnobs;
 use super::run::MessageObserver;
 use super::sink::{EventRecord, EventSink, Replier, SinkError, VolumeHandler, VolumeOutcome};
 
-/// An error with its causes, `outer: inner: innermost`, for dead-letter descriptions.
+/// An error with its causes, `outer: inner: innermost`, for dead-letter descriptions and log lines.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

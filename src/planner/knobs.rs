@@ -92,6 +92,37 @@ fn needs_relief(s: &BatchSample, limits: &Limits) -> bool {
     overloading(s, limits) || queueing(s, limits).is_some()
 }
 
+/// How full a setting's batches came out: rows carried over the row cap, and whether the byte cap cut them
+/// (their bytes reached 80 % of it).
+struct Fill {
+    rows: f64,
+    byte_bound: bool,
+}
+
+impl Fill {
+    fn of(current: &BatchSample, settings: &Settings, avg_row_bytes: f64) -> Fill {
+        Fill {
+            rows: if settings.batch_rows > 0 {
+                current.mean_rows / f64::from(settings.batch_rows)
+            } else {
+                0.0
+            },
+            byte_bound: avg_row_bytes > 0.0
+                && current.mean_rows * avg_row_bytes >= 0.8 * settings.batch_bytes as f64,
+        }
+    }
+
+    /// Batches at 90 % of the row cap or more count as full.
+    fn full(&self) -> bool {
+        self.rows >= 0.9
+    }
+
+    /// Short of both caps: what cut the batches short is the partitions splitting the round (or the load).
+    fn short_of_caps(&self) -> bool {
+        !self.full() && !self.byte_bound
+    }
+}
+
 /// Batch rows for a cut of concurrency to `concurrency` that keeps the round the setting in force carried.
 ///
 /// The pipeline cuts a round of at most batch rows × concurrency rows and writes one batch per partition, so
@@ -107,13 +138,9 @@ fn keeping_round(
     concurrency: u32,
     avg_row_bytes: f64,
     limits: &Limits,
-) -> Option<(u32, f64)> {
+) -> Option<u32> {
     let round = current.round_rows?;
-    let rows = f64::from(settings.batch_rows);
-    let short_of_rows = current.mean_rows > 0.0 && current.mean_rows < 0.9 * rows;
-    let byte_bound = avg_row_bytes > 0.0
-        && current.mean_rows * avg_row_bytes >= 0.8 * settings.batch_bytes as f64;
-    if !short_of_rows || byte_bound || concurrency == 0 {
+    if !Fill::of(current, settings, avg_row_bytes).short_of_caps() || concurrency == 0 {
         return None;
     }
     let wanted = (round / f64::from(concurrency)).ceil() as u64;
@@ -123,17 +150,18 @@ fn keeping_round(
         limits.max_step_ratio,
     )
     .min(u64::from(limits.max_batch_rows)) as u32;
-    (kept > settings.batch_rows).then_some((kept, round))
+    (kept > settings.batch_rows).then_some(kept)
 }
 
 /// Says how a cut kept its round, for the proposal's reason.
-fn kept_round_why(settings: &Settings, kept: Option<(u32, f64)>, current: &BatchSample) -> String {
-    kept.map_or_else(String::new, |(rows, round)| {
-        format!(
+fn kept_round_why(settings: &Settings, kept: Option<u32>, current: &BatchSample) -> String {
+    match (kept, current.round_rows) {
+        (Some(rows), Some(round)) => format!(
             "; batch {} → {rows} rows keeps the round of {round:.0} rows, so batches still carry about {:.1}",
             settings.batch_rows, current.mean_rows
-        )
-    })
+        ),
+        _ => String::new(),
+    }
 }
 
 /// An unmeasured setting worth measuring when no measured one fixes what is wrong, with the sentence saying
@@ -213,7 +241,7 @@ fn probe(
                 .min(u64::from(settings.concurrency) - 1) as u32;
             to.concurrency = c.max(1);
             let kept = keeping_round(current, settings, to.concurrency, avg_row_bytes, limits);
-            if let Some((rows, _)) = kept {
+            if let Some(rows) = kept {
                 to.batch_rows = rows;
             }
             if measured(to.batch_rows, to.concurrency) {
@@ -261,7 +289,7 @@ fn probe(
         let c = step_toward(c_now, wanted, ratio).min(c_now - 1).max(1) as u32;
         to.concurrency = c;
         let kept = keeping_round(current, settings, c, avg_row_bytes, limits);
-        if let Some((rows, _)) = kept {
+        if let Some(rows) = kept {
             to.batch_rows = rows;
         }
         if find(samples, to.batch_rows, c).is_some_and(|s| needs_relief(s, limits)) {
@@ -285,20 +313,15 @@ fn probe(
         "capacity {:.0} rows/s is below required {:.0} rows/s",
         current.throughput_rows_per_s, required
     );
-    let fill = if settings.batch_rows > 0 {
-        current.mean_rows / f64::from(settings.batch_rows)
-    } else {
-        0.0
-    };
+    let fill = Fill::of(current, settings, avg_row_bytes);
     let batch_bytes = current.mean_rows * avg_row_bytes;
-    let byte_bound = avg_row_bytes > 0.0 && batch_bytes >= 0.8 * settings.batch_bytes as f64;
     let doubled_rows = step_toward(
         u64::from(settings.batch_rows),
         u64::from(settings.batch_rows) * 2,
         ratio,
     )
     .min(u64::from(limits.max_batch_rows)) as u32;
-    if fill >= 0.9 && settings.batch_rows < limits.max_batch_rows {
+    if fill.full() && settings.batch_rows < limits.max_batch_rows {
         let rows = doubled_rows;
         if !measured(rows, settings.concurrency) {
             to.batch_rows = rows;
@@ -311,7 +334,7 @@ fn probe(
             ));
         }
     }
-    if byte_bound && settings.batch_bytes < limits.batch_bytes_max {
+    if fill.byte_bound && settings.batch_bytes < limits.batch_bytes_max {
         let bytes = step_toward(settings.batch_bytes, settings.batch_bytes * 2, ratio)
             .min(limits.batch_bytes_max);
         if bytes > settings.batch_bytes {
@@ -366,8 +389,7 @@ fn probe(
         && current
             .slot_share
             .is_some_and(|s| s >= SATURATED_SLOT_SHARE)
-        && fill < 0.9
-        && !byte_bound
+        && fill.short_of_caps()
         && current.p99_ms <= limits.p99_objective_ms * 0.5
         && settings.batch_rows < limits.max_batch_rows
     {
