@@ -116,6 +116,7 @@ fn cluster(resources: usize, nodes: usize, seed: u64) -> (Observed, ForecastView
             arrival_per_s: 900.0,
             avg_row_bytes: 40.0,
             batches,
+            service: None,
         },
     };
     let forecast = ForecastView {

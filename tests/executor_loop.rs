@@ -91,6 +91,7 @@ fn observed(placement: &MemoryPlacement, lag_s: f64, backlog: f64) -> Observed {
             arrival_per_s: 300.0,
             avg_row_bytes: 40.0,
             batches,
+            service: None,
         },
     }
 }

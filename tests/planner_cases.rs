@@ -309,6 +309,7 @@ fn pool_moves_filling_the_per_step_cap_do_not_hold_back_a_knob_change() {
             writes_in_flight: Some(8.0),
             ..Default::default()
         }],
+        service: None,
     };
     let limits = Limits {
         max_changes_per_step: 2,
@@ -362,6 +363,7 @@ fn pipeline(lag_s: f64, backlog: f64, arrival: f64) -> PipelineObservation {
         arrival_per_s: arrival,
         avg_row_bytes: 40.0,
         batches,
+        service: None,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use trimtab::planner::{
     plan, Action, BatchSample, ForecastTrust, ForecastView, History, Limits, Observed,
-    PipelineObservation, Plan, Settings,
+    PipelineObservation, Plan, ServiceTime, Settings,
 };
 
 const NOW: i64 = 1_800_000_000;
@@ -50,6 +50,21 @@ impl Node {
             // A lagging pipeline fills every round to its cap.
             round_rows: Some(round),
         }
+    }
+}
+
+impl Node {
+    /// What a lone write costs, as the agent's fit of lone writes reports it.
+    fn service(&self) -> ServiceTime {
+        ServiceTime {
+            base_ms: self.per_request_ms,
+            ms_per_kib: self.per_row_ms * 1024.0 / self.row_bytes,
+        }
+    }
+
+    /// How long one round of `round` rows takes the node, split into `batches` writes.
+    fn round_ms(&self, round: f64, batches: f64) -> f64 {
+        (batches * self.per_request_ms + round * self.per_row_ms) / self.workers
     }
 }
 
@@ -120,6 +135,7 @@ fn plan_with(
             arrival_per_s,
             avg_row_bytes: node.row_bytes,
             batches,
+            service: None,
         },
         ..Observed::default()
     };
@@ -196,6 +212,7 @@ fn plan_after_change(
             arrival_per_s: 600.0,
             avg_row_bytes: node.row_bytes,
             batches: vec![sample],
+            service: None,
         },
         ..Observed::default()
     };
@@ -686,4 +703,59 @@ fn a_cut_of_writes_in_flight_keeps_the_round_the_partitions_split() {
     let plan = plan_once(&node, &start, true, 600.0, vec![full], &limits);
     let (_, to, why) = knob_change(&plan).expect("p99 over the objective: a cut");
     assert_eq!((to.batch_rows, to.concurrency), (32, 4), "{why}");
+}
+
+#[test]
+fn a_kept_round_is_held_back_toward_two_rounds_of_writes_within_the_lag_objective() {
+    // At 32x8 over 16 partitions a round of 256 rows takes the node (16 × 8 + 256 × 4) / 2 = 576 ms: a message
+    // arriving as it is cut waits about two of them, past the 1 s lag objective. With the service time known,
+    // the cut to 4 writes in flight keeps a smaller round, toward the one whose two writes fit 75 % of the
+    // objective (167 rows, scaled in proportion to the rows), held back by at most a quarter (to 192).
+    let node = partitioned_node();
+    let limits = limits();
+    let start = partitioned_start(8);
+    let at_start = node.measure(&start);
+    let observed = |limits: &Limits| {
+        let observed = Observed {
+            pipeline: PipelineObservation {
+                lag_s: 3.0,
+                backlog_messages: 600.0,
+                arrival_per_s: 600.0,
+                avg_row_bytes: node.row_bytes,
+                batches: vec![at_start.clone()],
+                service: Some(node.service()),
+            },
+            ..Observed::default()
+        };
+        plan(
+            &observed,
+            &untrusted(),
+            &start,
+            &History::default(),
+            limits,
+            NOW,
+        )
+    };
+    assert!(2.0 * node.round_ms(256.0, 16.0) > 1_000.0);
+
+    let (_, to, why) = knob_change(&observed(&limits)).expect("p99 over the objective: a cut");
+    assert_eq!((to.batch_rows, to.concurrency), (48, 4), "{why}");
+    assert!(
+        why.contains("keeps a round of 192 of the 256 rows measured"),
+        "{why}"
+    );
+    assert!(why.contains("two rounds of 167 rows"), "{why}");
+    let round = f64::from(to.batch_rows * to.concurrency);
+    assert!(node.round_ms(round, 16.0) < node.round_ms(256.0, 16.0) * 0.8);
+    // Still more rows per write than the cut alone (32x4, 8 rows a batch) would leave.
+    assert!(node.measure(&to).mean_rows > 8.0);
+
+    // Under a lag objective of 30 s the whole round fits, and is kept.
+    let relaxed = Limits {
+        lag_objective_s: 30.0,
+        ..limits
+    };
+    let (_, to, why) = knob_change(&observed(&relaxed)).expect("p99 over the objective: a cut");
+    assert_eq!((to.batch_rows, to.concurrency), (64, 4), "{why}");
+    assert!(why.contains("keeps the round of 256 rows"), "{why}");
 }

@@ -181,6 +181,7 @@ fn world() -> impl Strategy<Value = World> {
                         arrival_per_s: upper * 0.8,
                         avg_row_bytes: row_bytes,
                         batches,
+                        service: None,
                     },
                 };
                 let forecast = ForecastView {

@@ -7,7 +7,7 @@ use crate::linstor::placement::{keys, DEFAULT_PLACE_COUNT, DEFAULT_RESOURCE_GROU
 use crate::metrics::collect::Collected;
 use crate::planner::{
     Automation, BatchSample, Limits, NodeState, Observed, PipelineObservation, PoolState,
-    ResourceState,
+    ResourceState, ServiceTime,
 };
 
 /// Most batches per setting that a throughput and p99 figure is computed from (the most recent ones).
@@ -209,6 +209,10 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
         arrival_per_s: c.arrival_per_s.unwrap_or(0.0),
         avg_row_bytes: c.avg_row_bytes,
         batches,
+        service: service.map(|f| ServiceTime {
+            base_ms: f.base_ms,
+            ms_per_kib: f.ms_per_kib,
+        }),
     }
 }
 

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::model::{
-    Action, BatchSample, ForecastView, Observed, Reason, Settings, SATURATED_SLOT_SHARE,
+    Action, BatchSample, ForecastView, Observed, PipelineObservation, Reason, ServiceTime,
+    Settings, SATURATED_SLOT_SHARE,
 };
 use super::Limits;
 
@@ -123,6 +124,52 @@ impl Fill {
     }
 }
 
+/// The largest round whose writes fit `Limits::round_lag_share` of the lag objective on a saturated node: a
+/// message that arrives as a round is cut waits for that round's writes and then for its own. A round takes its
+/// batches (measured: the round over the rows per batch) times a lone write of their size, over the writes the
+/// node serves at once (writes in flight over queueing). The lone write comes from the service fit at the
+/// batches' own size, which holds however the fit splits it between the request and the bytes: batches of
+/// one size cannot tell those apart (on speed_6005 the fit gave 10 to 76 ms per request and 0 to 2.5 ms per
+/// KiB from one run to the next). Other rounds are scaled in proportion to their rows, which reads a smaller
+/// round's write time low (its batches keep their cost per request) and so holds the round back less, never
+/// more, than the node's cost would. `None` when any of that is not measured.
+fn round_within_lag(
+    current: &BatchSample,
+    service: Option<ServiceTime>,
+    avg_row_bytes: f64,
+    limits: &Limits,
+) -> Option<f64> {
+    let service = service?;
+    let round = current.round_rows?;
+    let served = match (current.writes_in_flight, current.queueing) {
+        (Some(n), Some(q)) if q > 0.0 => (n / q).round().max(1.0),
+        _ => return None,
+    };
+    if current.mean_rows <= 0.0 {
+        return None;
+    }
+    let batches = (round / current.mean_rows).max(1.0);
+    let batch_ms =
+        service.base_ms + service.ms_per_kib * current.mean_rows * avg_row_bytes / 1024.0;
+    let round_ms = batches * batch_ms / served;
+    if round_ms <= 0.0 {
+        return None;
+    }
+    let per_round_ms = limits.round_lag_share * limits.lag_objective_s * 1e3 / 2.0;
+    Some(round * per_round_ms / round_ms)
+}
+
+/// The largest share of its round a cut of concurrency holds back for the lag objective ([`keeping_round`]).
+const MOST_ROUND_HELD_BACK: f64 = 0.25;
+
+/// How a cut of concurrency keeps the round: the batch rows, and the round that fits the lag objective
+/// ([`round_within_lag`]) when that held the round back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct KeptRound {
+    rows: u32,
+    held_to: Option<f64>,
+}
+
 /// Batch rows for a cut of concurrency to `concurrency` that keeps the round the setting in force carried.
 ///
 /// The pipeline cuts a round of at most batch rows × concurrency rows and writes one batch per partition, so
@@ -132,33 +179,61 @@ impl Fill {
 /// rows/s while the pipeline fell behind. Keeping the round keeps the batches as they were with fewer in
 /// flight, which is what a cut for queueing means: latency falls, throughput holds. Within the policy's step
 /// and the row limit; never fewer rows than now.
+///
+/// The round kept is at most the one whose writes fit the lag objective ([`round_within_lag`]), and at least
+/// three quarters of the round measured ([`MOST_ROUND_HELD_BACK`]): on speed_6005 static rounds of 192 rows had
+/// 0 to 27 minutes over the lag objective where rounds of 252 and 256 had 59 to 103 and rounds of 128 over a
+/// thousand. The estimate can come out far too low (a write that waited longer than its queue explains reads as
+/// fewer writes served at once), and a round too small to keep up costs far more than one a little too long.
 fn keeping_round(
     current: &BatchSample,
     settings: &Settings,
     concurrency: u32,
-    avg_row_bytes: f64,
+    p: &PipelineObservation,
     limits: &Limits,
-) -> Option<u32> {
+) -> Option<KeptRound> {
     let round = current.round_rows?;
-    if !Fill::of(current, settings, avg_row_bytes).short_of_caps() || concurrency == 0 {
+    if !Fill::of(current, settings, p.avg_row_bytes).short_of_caps() || concurrency == 0 {
         return None;
     }
-    let wanted = (round / f64::from(concurrency)).ceil() as u64;
+    // The fit behind that figure is an estimate: one cut holds the round back by at most a quarter.
+    let held_to = round_within_lag(current, p.service, p.avg_row_bytes, limits)
+        .filter(|&within| within < round);
+    let wanted = match held_to {
+        Some(within) => (within.max(round * (1.0 - MOST_ROUND_HELD_BACK)) / f64::from(concurrency))
+            .floor() as u64,
+        None => (round / f64::from(concurrency)).ceil() as u64,
+    };
     let kept = step_toward(
         u64::from(settings.batch_rows),
         wanted,
         limits.max_step_ratio,
     )
     .min(u64::from(limits.max_batch_rows)) as u32;
-    (kept > settings.batch_rows).then_some(kept)
+    (kept > settings.batch_rows).then_some(KeptRound {
+        rows: kept,
+        held_to,
+    })
 }
 
 /// Says how a cut kept its round, for the proposal's reason.
-fn kept_round_why(settings: &Settings, kept: Option<u32>, current: &BatchSample) -> String {
+fn kept_round_why(
+    settings: &Settings,
+    kept: Option<KeptRound>,
+    concurrency: u32,
+    current: &BatchSample,
+) -> String {
     match (kept, current.round_rows) {
-        (Some(rows), Some(round)) => format!(
+        (Some(KeptRound { rows, held_to: None }), Some(round)) => format!(
             "; batch {} → {rows} rows keeps the round of {round:.0} rows, so batches still carry about {:.1}",
             settings.batch_rows, current.mean_rows
+        ),
+        (Some(KeptRound { rows, held_to: Some(within) }), Some(round)) => format!(
+            "; batch {} → {rows} rows keeps a round of {} of the {round:.0} rows measured: two rounds of \
+             {within:.0} rows would fit the lag objective's share for writes, and a cut holds the round back by \
+             at most a quarter",
+            settings.batch_rows,
+            u64::from(rows) * u64::from(concurrency)
         ),
         _ => String::new(),
     }
@@ -189,13 +264,13 @@ fn kept_round_why(settings: &Settings, kept: Option<u32>, current: &BatchSample)
 fn probe(
     current: &BatchSample,
     settings: &Settings,
-    samples: &[BatchSample],
-    avg_row_bytes: f64,
+    p: &PipelineObservation,
     required: f64,
     far_behind: bool,
     limits: &Limits,
 ) -> Option<(Settings, String)> {
     let ratio = limits.max_step_ratio;
+    let (samples, avg_row_bytes) = (&p.batches, p.avg_row_bytes);
     let measured = |rows: u32, concurrency: u32| find(samples, rows, concurrency).is_some();
     let mut to = *settings;
     if overloading(current, limits) {
@@ -240,9 +315,9 @@ fn probe(
             let c = step_toward(u64::from(settings.concurrency), wanted, ratio)
                 .min(u64::from(settings.concurrency) - 1) as u32;
             to.concurrency = c.max(1);
-            let kept = keeping_round(current, settings, to.concurrency, avg_row_bytes, limits);
-            if let Some(rows) = kept {
-                to.batch_rows = rows;
+            let kept = keeping_round(current, settings, to.concurrency, p, limits);
+            if let Some(k) = kept {
+                to.batch_rows = k.rows;
             }
             if measured(to.batch_rows, to.concurrency) {
                 return None;
@@ -253,7 +328,7 @@ fn probe(
                     "{why} with {in_flight:.1} writes in flight as a write started: writes queue at the node, so concurrency {} → {} (latency falls about in proportion; with fewer writes in flight batches fill fuller){}",
                     settings.concurrency,
                     to.concurrency,
-                    kept_round_why(settings, kept, current)
+                    kept_round_why(settings, kept, to.concurrency, current)
                 ),
             ));
         }
@@ -288,9 +363,9 @@ fn probe(
         let wanted = (2.0 * workers.round().max(1.0)) as u64;
         let c = step_toward(c_now, wanted, ratio).min(c_now - 1).max(1) as u32;
         to.concurrency = c;
-        let kept = keeping_round(current, settings, c, avg_row_bytes, limits);
-        if let Some(rows) = kept {
-            to.batch_rows = rows;
+        let kept = keeping_round(current, settings, c, p, limits);
+        if let Some(k) = kept {
+            to.batch_rows = k.rows;
         }
         if find(samples, to.batch_rows, c).is_some_and(|s| needs_relief(s, limits)) {
             return None;
@@ -302,7 +377,7 @@ fn probe(
                  {workers:.1} at once and the rest wait, so concurrency {} → {c}, one waiting per write served \
                  (latency falls, throughput holds, batches fill fuller){}",
                 settings.concurrency,
-                kept_round_why(settings, kept, current)
+                kept_round_why(settings, kept, c, current)
             ),
         ));
     }
@@ -592,8 +667,7 @@ pub(crate) fn plan_knobs(
             if let Some((probe_to, w)) = probe(
                 c,
                 settings,
-                samples,
-                p.avg_row_bytes,
+                p,
                 need,
                 p.lag_s >= FAR_BEHIND * limits.lag_objective_s,
                 limits,

@@ -106,6 +106,12 @@ pub struct Limits {
     /// cannot follow each other on the same figure.
     #[serde(default = "default_queueing_raise_below")]
     pub queueing_raise_below: f64,
+    /// Share of the lag objective that two rounds of writes may take on a saturated node. There a message that
+    /// arrives as a round is cut waits for that round's writes and then for its own, so a round kept through a
+    /// cut of writes in flight is held to the rows whose two rounds fit this share; the rest of the objective is
+    /// left to receiving, the linger and settlement.
+    #[serde(default = "default_round_lag_share")]
+    pub round_lag_share: f64,
     /// Most changes in one plan.
     #[serde(default = "default_max_changes_per_step")]
     pub max_changes_per_step: usize,
@@ -193,6 +199,9 @@ const fn default_relief_cooldown_s() -> i64 {
 const fn default_queueing_cut() -> f64 {
     2.5
 }
+const fn default_round_lag_share() -> f64 {
+    0.75
+}
 const fn default_queueing_raise_below() -> f64 {
     1.5
 }
@@ -238,6 +247,7 @@ impl Default for Limits {
             relief_cooldown_s: default_relief_cooldown_s(),
             queueing_cut: default_queueing_cut(),
             queueing_raise_below: default_queueing_raise_below(),
+            round_lag_share: default_round_lag_share(),
             max_changes_per_step: default_max_changes_per_step(),
             measure_window_s: default_measure_window_s(),
             lag_window_s: default_lag_window_s(),
@@ -337,6 +347,13 @@ impl Limits {
                 "queueing_raise_below",
                 self.queueing_raise_below,
                 "at least 1 and below queueing_cut",
+            );
+        }
+        if !(self.round_lag_share > 0.0 && self.round_lag_share <= 1.0) {
+            return bad(
+                "round_lag_share",
+                self.round_lag_share,
+                "above 0 and at most 1 (a share of the lag objective)",
             );
         }
         if self.min_batch_rows == 0 || self.min_batch_rows > self.max_batch_rows {

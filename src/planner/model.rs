@@ -125,6 +125,20 @@ pub struct PipelineObservation {
     pub avg_row_bytes: f64,
     /// Throughput and p99 latency measured per (batch rows, concurrency).
     pub batches: Vec<BatchSample>,
+    /// What a write costs the node when it waits for none of ours, fitted to the writes that met no other in
+    /// flight. `None` when too few such writes were seen.
+    #[serde(default)]
+    pub service: Option<ServiceTime>,
+}
+
+/// A lone write's time at the node: a fixed cost per request plus a cost per KiB of row data
+/// (`agent::actuators::ServiceFit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceTime {
+    /// Milliseconds of a write of no bytes.
+    pub base_ms: f64,
+    /// Milliseconds per KiB of row data.
+    pub ms_per_kib: f64,
 }
 
 /// Share of its write-slot time a setting must use for its throughput figure to count as its capacity
