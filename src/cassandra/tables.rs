@@ -98,8 +98,8 @@ pub struct StoredEvent {
 /// Prepared statements over trimtab's tables.
 pub struct OwnTables {
     session: Arc<Session>,
-    /// What the background writers (metric history, forecasts, audit mirror) wait for; `None` writes at once.
-    give_way: std::sync::RwLock<Option<super::GiveWay>>,
+    /// What the background writers (metric history, forecasts, audit mirror) wait for; unset, they write at once.
+    give_way: std::sync::OnceLock<super::GiveWay>,
     keyspace: String,
     insert_sample: PreparedStatement,
     register_series: PreparedStatement,
@@ -178,29 +178,24 @@ impl OwnTables {
             .await?,
             keyspace: ks.clone(),
             session,
-            give_way: std::sync::RwLock::new(None),
+            give_way: std::sync::OnceLock::new(),
         })
     }
 
     /// Makes [`OwnTables::give_way`] hold the background writers while the pipeline's writes keep their slots
-    /// busy (on a node the tables share with the pipeline's events).
+    /// busy (on a node the tables share with the pipeline's events). Set once, as the app is built: a second call
+    /// is logged and ignored.
     pub fn give_way_to(&self, give_way: super::GiveWay) {
-        *self
-            .give_way
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(give_way);
+        if self.give_way.set(give_way).is_err() {
+            tracing::warn!("the agent's writes already give way to one pipeline; keeping that one");
+        }
     }
 
     /// Waits, as configured by [`OwnTables::give_way_to`], while the pipeline is busy; returns how long. Called by
     /// the writers of metric history, forecasts and the audit mirror before they write, never by the executor's
     /// proposal state.
     pub async fn give_way(&self) -> std::time::Duration {
-        let give_way = self
-            .give_way
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        match give_way {
+        match self.give_way.get() {
             Some(g) => g.wait().await,
             None => std::time::Duration::ZERO,
         }
