@@ -20,6 +20,8 @@ struct Node {
     /// batch per partition, so with a backlog a batch carries a share of the chunk; `None` leaves every batch
     /// full.
     partitions: Option<f64>,
+    /// Whether the agent has fitted the node's lone-write time (`PipelineObservation::service`).
+    fitted: bool,
 }
 
 impl Node {
@@ -135,7 +137,7 @@ fn plan_with(
             arrival_per_s,
             avg_row_bytes: node.row_bytes,
             batches,
-            service: None,
+            service: node.fitted.then(|| node.service()),
         },
         ..Observed::default()
     };
@@ -238,6 +240,7 @@ fn replay_node() -> Node {
         per_row_ms: 4.0,
         row_bytes: 2048.0,
         partitions: None,
+        fitted: false,
     }
 }
 
@@ -352,6 +355,7 @@ fn full_batches_grow_when_capacity_falls_short_and_p99_has_room() {
         per_row_ms: 0.01,
         row_bytes: 100.0,
         partitions: None,
+        fitted: false,
     };
     let limits = limits();
     let start = Settings {
@@ -711,31 +715,15 @@ fn a_kept_round_is_held_back_toward_two_rounds_of_writes_within_the_lag_objectiv
     // arriving as it is cut waits about two of them, past the 1 s lag objective. With the service time known,
     // the cut to 4 writes in flight keeps a smaller round, toward the one whose two writes fit 75 % of the
     // objective (167 rows, scaled in proportion to the rows), held back by at most a quarter (to 192).
-    let node = partitioned_node();
+    let node = Node {
+        fitted: true,
+        ..partitioned_node()
+    };
     let limits = limits();
     let start = partitioned_start(8);
     let at_start = node.measure(&start);
-    let observed = |limits: &Limits| {
-        let observed = Observed {
-            pipeline: PipelineObservation {
-                lag_s: 3.0,
-                backlog_messages: 600.0,
-                arrival_per_s: 600.0,
-                avg_row_bytes: node.row_bytes,
-                batches: vec![at_start.clone()],
-                service: Some(node.service()),
-            },
-            ..Observed::default()
-        };
-        plan(
-            &observed,
-            &untrusted(),
-            &start,
-            &History::default(),
-            limits,
-            NOW,
-        )
-    };
+    let observed =
+        |limits: &Limits| plan_once(&node, &start, true, 600.0, vec![at_start.clone()], limits);
     assert!(2.0 * node.round_ms(256.0, 16.0) > 1_000.0);
 
     let (_, to, why) = knob_change(&observed(&limits)).expect("p99 over the objective: a cut");

@@ -17,7 +17,7 @@ use crate::linstor::retcode::{FAIL_EXISTS_RSC, FAIL_NOT_FOUND_RSC};
 use crate::linstor::types::{AutoSelectFilter, ResourceGroupModify, ResourceWithVolumes};
 use crate::linstor::{LinstorError, LinstorWriter};
 use crate::pipeline::{Knobs, LiveKnobs};
-use crate::planner::{ReplicaState, Settings};
+use crate::planner::{ReplicaState, ServiceTime, Settings};
 
 fn linstor_failed(what: &str, e: &LinstorError) -> ActuatorError {
     ActuatorError {
@@ -398,24 +398,13 @@ impl Spans {
 /// Fewest lone writes a service-time fit is made from.
 const MIN_SOLO_WRITES: usize = 10;
 
-/// What one write costs at the node when it waits for none of ours: a fixed cost per request plus a cost per KiB,
-/// fitted (least squares) to the latency of writes that met no other write in flight when they started. This is
-/// TCP Vegas's base round trip for a batch of a given size: a write that took longer waited, at the node, behind
-/// writes in flight with it. Other clients' load is part of the base, so the figure shows the queue trimtab's own
-/// writes make.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ServiceFit {
-    /// Milliseconds of a write of no bytes.
-    pub base_ms: f64,
-    /// Milliseconds per KiB of row data.
-    pub ms_per_kib: f64,
-}
-
-impl ServiceFit {
+/// The fit and the queueing measured against it; the figures and [`ServiceTime::expected_ms`] are plain data
+/// in the planner's model.
+impl ServiceTime {
     /// Fits the writes of `settings` (each one setting's batches, so that "alone" means alone among writes of the
     /// same client) that succeeded and met no other write in flight; `None` with fewer than
     /// [`MIN_SOLO_WRITES`] of them.
-    pub fn fit<'a, W>(settings: impl IntoIterator<Item = W>) -> Option<ServiceFit>
+    pub fn fit<'a, W>(settings: impl IntoIterator<Item = W>) -> Option<ServiceTime>
     where
         W: IntoIterator<Item = &'a BatchObservation> + Copy,
     {
@@ -447,7 +436,7 @@ impl ServiceFit {
         };
         let base = my - slope * mx;
         if base >= 0.0 {
-            return Some(ServiceFit {
+            return Some(ServiceTime {
                 base_ms: base,
                 ms_per_kib: slope,
             });
@@ -457,15 +446,10 @@ impl ServiceFit {
         let (xy, xx) = points.iter().fold((0.0, 0.0), |(xy, xx), &(px, py)| {
             (xy + px * py, xx + px * px)
         });
-        Some(ServiceFit {
+        Some(ServiceTime {
             base_ms: 0.0,
             ms_per_kib: xy / xx,
         })
-    }
-
-    /// Milliseconds a lone write of `bytes` of row data takes.
-    pub fn expected_ms(&self, bytes: usize) -> f64 {
-        self.base_ms + self.ms_per_kib * bytes as f64 / 1024.0
     }
 
     /// How long the successful writes of `batches` took against what they would have taken alone (total over
@@ -478,7 +462,7 @@ impl ServiceFit {
             .fold((0.0, 0.0), |(t, a), o| {
                 (
                     t + o.latency.as_secs_f64() * 1e3,
-                    a + self.expected_ms(o.bytes),
+                    a + self.expected_ms(o.bytes as f64),
                 )
             });
         (alone > 0.0).then(|| took / alone)
@@ -614,16 +598,16 @@ mod tests {
             })
             .collect();
         let fit =
-            ServiceFit::fit([lone.as_slice(), queued.as_slice()]).expect("twelve lone writes");
+            ServiceTime::fit([lone.as_slice(), queued.as_slice()]).expect("twelve lone writes");
         // The four started together, so none of them is a lone write.
         assert!((fit.base_ms - 8.0).abs() < 1e-6, "{fit:?}");
         assert!((fit.ms_per_kib - 2.0).abs() < 1e-6, "{fit:?}");
-        assert!((fit.expected_ms(4 * 2048) - 24.0).abs() < 1e-6);
+        assert!((fit.expected_ms(4.0 * 2048.0) - 24.0).abs() < 1e-6);
         assert!((fit.queueing(&lone).unwrap() - 1.0).abs() < 1e-6);
         // 24 + 48 + 72 + 96 ms against 4 × 24 ms alone.
         assert!((fit.queueing(&queued).unwrap() - 2.5).abs() < 1e-6);
         // Too few lone writes to fit: no figure rather than a guess.
-        assert_eq!(ServiceFit::fit([&lone[..9]]), None);
+        assert_eq!(ServiceTime::fit([&lone[..9]]), None);
         assert_eq!(fit.queueing(&[]), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::actuators::{replica_state, window_stats, ServiceFit};
+use super::actuators::{replica_state, window_stats};
 use crate::linstor::placement::{keys, DEFAULT_PLACE_COUNT, DEFAULT_RESOURCE_GROUP};
 use crate::metrics::collect::Collected;
 use crate::planner::{
@@ -179,7 +179,7 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
                 .fold(0.0, f64::max)
         })
         .unwrap_or(0.0);
-    let service = ServiceFit::fit(c.batches.values().map(|b| &b.batches));
+    let service = ServiceTime::fit(c.batches.values().map(|b| &b.batches));
     let batches = c
         .batches
         .iter()
@@ -209,10 +209,7 @@ fn pipeline(c: &Collected, limits: &Limits) -> PipelineObservation {
         arrival_per_s: c.arrival_per_s.unwrap_or(0.0),
         avg_row_bytes: c.avg_row_bytes,
         batches,
-        service: service.map(|f| ServiceTime {
-            base_ms: f.base_ms,
-            ms_per_kib: f.ms_per_kib,
-        }),
+        service,
     }
 }
 

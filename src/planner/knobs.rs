@@ -88,6 +88,14 @@ fn queueing(s: &BatchSample, limits: &Limits) -> Option<(f64, f64)> {
     }
 }
 
+/// The writes the node serves at once, as a setting's writes met it: a write that met n writes in flight (itself
+/// included) at a node serving w at once, first come first served, waits for the n − w ahead of it to start and
+/// then for its own service, about n / w service times, so writes that took q service times meeting n in flight
+/// met about n / q workers. Rounded to a whole number of at least one: a node serves whole writes.
+fn served_at_once(in_flight: f64, queueing: f64) -> f64 {
+    (in_flight / queueing).round().max(1.0)
+}
+
 /// Whether fewer writes in flight would relieve the node: it is overloaded, or it only queues the extra writes.
 fn needs_relief(s: &BatchSample, limits: &Limits) -> bool {
     overloading(s, limits) || queueing(s, limits).is_some()
@@ -142,16 +150,14 @@ fn round_within_lag(
     let service = service?;
     let round = current.round_rows?;
     let served = match (current.writes_in_flight, current.queueing) {
-        (Some(n), Some(q)) if q > 0.0 => (n / q).round().max(1.0),
+        (Some(n), Some(q)) if q > 0.0 => served_at_once(n, q),
         _ => return None,
     };
     if current.mean_rows <= 0.0 {
         return None;
     }
     let batches = (round / current.mean_rows).max(1.0);
-    let batch_ms =
-        service.base_ms + service.ms_per_kib * current.mean_rows * avg_row_bytes / 1024.0;
-    let round_ms = batches * batch_ms / served;
+    let round_ms = batches * service.expected_ms(current.mean_rows * avg_row_bytes) / served;
     if round_ms <= 0.0 {
         return None;
     }
@@ -162,11 +168,14 @@ fn round_within_lag(
 /// The largest share of its round a cut of concurrency holds back for the lag objective ([`keeping_round`]).
 const MOST_ROUND_HELD_BACK: f64 = 0.25;
 
-/// How a cut of concurrency keeps the round: the batch rows, and the round that fits the lag objective
-/// ([`round_within_lag`]) when that held the round back.
+/// How a cut of concurrency keeps the round: the batch rows, the round measured, the round kept (batch rows ×
+/// the new concurrency), and the round that fits the lag objective ([`round_within_lag`]) when that held the
+/// round back.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct KeptRound {
     rows: u32,
+    measured: f64,
+    kept: u64,
     held_to: Option<f64>,
 }
 
@@ -183,8 +192,8 @@ struct KeptRound {
 /// The round kept is at most the one whose writes fit the lag objective ([`round_within_lag`]), and at least
 /// three quarters of the round measured ([`MOST_ROUND_HELD_BACK`]): on speed_6005 static rounds of 192 rows had
 /// 0 to 27 minutes over the lag objective where rounds of 252 and 256 had 59 to 103 and rounds of 128 over a
-/// thousand. The estimate can come out far too low (a write that waited longer than its queue explains reads as
-/// fewer writes served at once), and a round too small to keep up costs far more than one a little too long.
+/// thousand. The estimate rests on one round measured at one moment (a round measured in a lull reads short),
+/// and a round too small to keep up costs far more than one a little too long.
 fn keeping_round(
     current: &BatchSample,
     settings: &Settings,
@@ -212,30 +221,28 @@ fn keeping_round(
     .min(u64::from(limits.max_batch_rows)) as u32;
     (kept > settings.batch_rows).then_some(KeptRound {
         rows: kept,
+        measured: round,
+        kept: u64::from(kept) * u64::from(concurrency),
         held_to,
     })
 }
 
 /// Says how a cut kept its round, for the proposal's reason.
-fn kept_round_why(
-    settings: &Settings,
-    kept: Option<KeptRound>,
-    concurrency: u32,
-    current: &BatchSample,
-) -> String {
-    match (kept, current.round_rows) {
-        (Some(KeptRound { rows, held_to: None }), Some(round)) => format!(
-            "; batch {} → {rows} rows keeps the round of {round:.0} rows, so batches still carry about {:.1}",
-            settings.batch_rows, current.mean_rows
-        ),
-        (Some(KeptRound { rows, held_to: Some(within) }), Some(round)) => format!(
-            "; batch {} → {rows} rows keeps a round of {} of the {round:.0} rows measured: two rounds of \
-             {within:.0} rows would fit the lag objective's share for writes, and a cut holds the round back by \
-             at most a quarter",
-            settings.batch_rows,
-            u64::from(rows) * u64::from(concurrency)
-        ),
-        _ => String::new(),
+fn kept_round_why(settings: &Settings, kept: Option<KeptRound>, current: &BatchSample) -> String {
+    match kept {
+        None => String::new(),
+        Some(k) => match k.held_to {
+            None => format!(
+                "; batch {} → {} rows keeps the round of {:.0} rows, so batches still carry about {:.1}",
+                settings.batch_rows, k.rows, k.measured, current.mean_rows
+            ),
+            Some(within) => format!(
+                "; batch {} → {} rows keeps a round of {} of the {:.0} rows measured: two rounds of {within:.0} \
+                 rows would fit the lag objective's share for writes, and a cut holds the round back by at most \
+                 a quarter",
+                settings.batch_rows, k.rows, k.kept, k.measured
+            ),
+        },
     }
 }
 
@@ -328,7 +335,7 @@ fn probe(
                     "{why} with {in_flight:.1} writes in flight as a write started: writes queue at the node, so concurrency {} → {} (latency falls about in proportion; with fewer writes in flight batches fill fuller){}",
                     settings.concurrency,
                     to.concurrency,
-                    kept_round_why(settings, kept, to.concurrency, current)
+                    kept_round_why(settings, kept, current)
                 ),
             ));
         }
@@ -349,18 +356,16 @@ fn probe(
         ));
     }
     if let Some((q, in_flight)) = queueing(current, limits).filter(|_| settings.concurrency > 1) {
-        // A write that met n writes in flight (itself included) at a node serving w at once, first come first
-        // served, waits for the n − w ahead of it to start and then for its own service: about n / w service
-        // times. Writes that took q service times meeting n in flight thus met about n / q workers. The cut aims
-        // at twice that, every worker busy with one write waiting behind it, so no worker idles while the
-        // pipeline sends the next batch. That is queueing 2, between `queueing_raise_below` and `queueing_cut`,
-        // so the setting it lands on is left alone. A node serves a whole number of writes at once, so the
-        // estimate is rounded to one before doubling: 1.5 workers measured on a two-worker node (the fit's noise)
-        // would otherwise aim at 3 and leave a worker idle whenever both of its writes finish together.
+        // The cut aims at twice the writes the node serves at once ([`served_at_once`]), every worker busy with
+        // one write waiting behind it, so no worker idles while the pipeline sends the next batch. That is
+        // queueing 2, between `queueing_raise_below` and `queueing_cut`, so the setting it lands on is left
+        // alone. The estimate is rounded to whole writes before doubling: 1.5 workers measured on a two-worker
+        // node (the fit's noise) would otherwise aim at 3 and leave a worker idle whenever both of its writes
+        // finish together.
         let c_now = u64::from(settings.concurrency);
         let in_flight = in_flight.clamp(1.0, f64::from(settings.concurrency));
         let workers = in_flight / q;
-        let wanted = (2.0 * workers.round().max(1.0)) as u64;
+        let wanted = (2.0 * served_at_once(in_flight, q)) as u64;
         let c = step_toward(c_now, wanted, ratio).min(c_now - 1).max(1) as u32;
         to.concurrency = c;
         let kept = keeping_round(current, settings, c, p, limits);
@@ -377,7 +382,7 @@ fn probe(
                  {workers:.1} at once and the rest wait, so concurrency {} → {c}, one waiting per write served \
                  (latency falls, throughput holds, batches fill fuller){}",
                 settings.concurrency,
-                kept_round_why(settings, kept, c, current)
+                kept_round_why(settings, kept, current)
             ),
         ));
     }

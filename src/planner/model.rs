@@ -131,14 +131,25 @@ pub struct PipelineObservation {
     pub service: Option<ServiceTime>,
 }
 
-/// A lone write's time at the node: a fixed cost per request plus a cost per KiB of row data
-/// (`agent::actuators::ServiceFit`).
+/// What one write costs at the node when it waits for none of ours: a fixed cost per request plus a cost per KiB,
+/// fitted (least squares) to the latency of writes that met no other write in flight when they started
+/// (`ServiceTime::fit`, in `agent::actuators`, which also measures queueing against it). This is TCP Vegas's
+/// base round trip for a batch of a given size: a write that took longer waited, at the node, behind writes in
+/// flight with it. Other clients' load is part of the base, so the figure shows the queue trimtab's own writes
+/// make.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceTime {
     /// Milliseconds of a write of no bytes.
     pub base_ms: f64,
     /// Milliseconds per KiB of row data.
     pub ms_per_kib: f64,
+}
+
+impl ServiceTime {
+    /// Milliseconds a lone write of `bytes` of row data takes.
+    pub fn expected_ms(&self, bytes: f64) -> f64 {
+        self.base_ms + self.ms_per_kib * bytes / 1024.0
+    }
 }
 
 /// Share of its write-slot time a setting must use for its throughput figure to count as its capacity
@@ -176,7 +187,7 @@ pub struct BatchSample {
     #[serde(default)]
     pub writes_in_flight: Option<f64>,
     /// How long the setting's writes took against what each would have taken alone at the node (total over total,
-    /// see `agent::actuators::ServiceFit`): about 1 when writes did not wait for each other, `n` when each waited
+    /// see [`ServiceTime`]): about 1 when writes did not wait for each other, `n` when each waited
     /// for `n − 1` others. Writes in flight beyond what the node serves at once wait without adding throughput.
     /// `None` when not measured (too few lone writes to know the service time).
     #[serde(default)]
