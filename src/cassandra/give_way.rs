@@ -28,15 +28,24 @@ pub struct GiveWayConfig {
     pub poll: Duration,
 }
 
+/// The longest hold, in sample intervals: 5 minutes at the default sample of 10 s, 30 minutes at a sample a minute.
+///
+/// It has to outlast a busy stretch, not a sample: with a hold of 5 intervals, the writes held since a busy
+/// stretch began went at its worst, and in the replay the agent cost about as many minutes over the lag objective
+/// as it did before it gave way at all (README, "What changed after this set"). What a longer hold costs: a crash
+/// loses up to this many intervals of metric history (the audit record is on local disk first), and the history
+/// table is that far behind while the node stays busy.
+pub const MAX_HOLD_INTERVALS: u32 = 30;
+
 impl GiveWayConfig {
     /// Scaled to the agent's sample interval, so a replay that samples every second of wall time behaves as
-    /// production does at a sample a minute: slot use over a sixth of the interval (10 s in production), a hold
-    /// of at most five intervals (5 minutes), a look every sixtieth (1 s).
+    /// production does at its own sample: slot use over a sixth of the interval (1.7 s at the default 10 s), a
+    /// hold of at most [`MAX_HOLD_INTERVALS`] (5 minutes), a look every sixtieth (167 ms).
     pub fn for_sample_interval(interval: Duration, busy_share: f64) -> GiveWayConfig {
         GiveWayConfig {
             span: interval / 6,
             busy_share,
-            max_hold: interval * 5,
+            max_hold: interval * MAX_HOLD_INTERVALS,
             poll: (interval / 60).max(Duration::from_millis(1)),
         }
     }
@@ -185,14 +194,17 @@ mod tests {
     }
 
     #[test]
-    fn the_production_cadence_measures_ten_seconds_and_holds_five_minutes() {
-        let scaled = GiveWayConfig::for_sample_interval(Duration::from_secs(60), 0.8);
+    fn the_default_cadence_measures_a_sixth_of_a_sample_and_holds_five_minutes() {
+        let scaled = GiveWayConfig::for_sample_interval(
+            crate::config::AgentConfig::default().sample_interval(),
+            0.8,
+        );
         assert_eq!(
             (scaled.span, scaled.max_hold, scaled.poll),
             (
-                Duration::from_secs(10),
+                Duration::from_nanos(1_666_666_666),
                 Duration::from_secs(300),
-                Duration::from_secs(1)
+                Duration::from_nanos(166_666_666)
             )
         );
     }
