@@ -4,10 +4,10 @@
 //! The agent's tables usually live in the cluster whose writes it tunes. Near saturation every request the agent
 //! adds waits in the node's queue ahead of the pipeline's and takes worker time from it: in the replay the
 //! agent's 190 or so writes a run (2.6 worker seconds against 108 of the pipeline's on NAB) raised the minutes
-//! over the lag objective at a fixed setting from 34 to 67 (README, "What changed in this set"). None of those
-//! writes is urgent: the audit record is on local disk, synced, before its mirror is written, and the samples and
-//! forecasts are in memory. So each write first waits, up to [`GiveWayConfig::max_hold`], while the pipeline's
-//! writes use most of their slots; what queued in the meantime goes together afterwards.
+//! over the lag objective at a fixed setting from 34 to 67 (README, replay: "What the agent's presence costs").
+//! None of those writes is urgent: the audit record is on local disk, synced, before its mirror is written, and
+//! the samples and forecasts are in memory. So each write first waits, up to [`GiveWayConfig::max_hold`], while
+//! the pipeline's writes use most of their slots; what queued in the meantime goes together afterwards.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +32,9 @@ pub struct GiveWayConfig {
 ///
 /// It has to outlast a busy stretch, not a sample: with a hold of 5 intervals, the writes held since a busy
 /// stretch began went at its worst, and in the replay the agent cost about as many minutes over the lag objective
-/// as it did before it gave way at all (README, "What changed after this set"). What a longer hold costs: a crash
-/// loses up to this many intervals of metric history (the audit record is on local disk first), and the history
-/// table is that far behind while the node stays busy.
+/// as it did before it gave way at all (README, replay: "The agent's writes wait out a busy stretch"). What a
+/// longer hold costs: a crash loses up to this many intervals of metric history (the audit record is on local disk
+/// first), and the history table is that far behind while the node stays busy.
 pub const MAX_HOLD_INTERVALS: u32 = 30;
 
 impl GiveWayConfig {
