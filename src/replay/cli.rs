@@ -400,16 +400,11 @@ impl Comparison {
                 progress(&report::table(std::slice::from_ref(&row)));
                 tries.push((row, outcome));
             }
-            let every: Vec<f64> = tries.iter().map(|(r, _)| r.minutes_over).collect();
-            tries.sort_by(|a, b| {
-                a.0.minutes_over
-                    .total_cmp(&b.0.minutes_over)
-                    .then(a.0.lag_p99_ms.total_cmp(&b.0.lag_p99_ms))
-            });
-            let (mut row, outcome) = tries.swap_remove(tries.len() / 2);
-            row.minutes_over_runs = every;
-            rows.push(row);
-            runs.push(outcome);
+            let (rows_of_tries, mut outcomes): (Vec<_>, Vec<_>) = tries.into_iter().unzip();
+            if let Some((median, row)) = report::median_of_runs(&rows_of_tries) {
+                rows.push(row);
+                runs.push(outcomes.swap_remove(median));
+            }
         }
         Ok(ComparisonResult { rows, runs, sweep })
     }
@@ -649,7 +644,7 @@ pub fn write_report(
                 .join("; ")
         ));
     }
-    md.push_str("\nLost and duplicated are counted by reading Cassandra, the dead-letter queue and LINSTOR back after the queue drained.\n\n");
+    md.push_str("\nLost and duplicated are counted by reading Cassandra, the dead-letter queue and LINSTOR back after the queue drained, in every run of a strategy (summed when it ran more than once), not only the median run.\n\n");
     if let Some(note) = report::unstressed(&result.rows) {
         md.push_str(&format!("**{note}**\n\n"));
     }
