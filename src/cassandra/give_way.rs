@@ -31,7 +31,7 @@ pub struct GiveWayConfig {
 /// The longest hold, in sample intervals: 5 minutes at the default sample of 10 s, 30 minutes at a sample a minute.
 ///
 /// It has to outlast a busy stretch, not a sample: with a hold of 5 intervals, the writes held since a busy
-/// stretch began went at its worst, and in the replay the agent cost about as many minutes over the lag objective
+/// stretch began could go inside it, and in the replay the agent cost about as many minutes over the lag objective
 /// as it did before it gave way at all (README, replay: "The agent's writes wait out a busy stretch"). What a
 /// longer hold costs: a crash loses up to this many intervals of metric history (the audit record is on local disk
 /// first), and the history table is that far behind while the node stays busy.
