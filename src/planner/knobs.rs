@@ -82,10 +82,15 @@ fn overloading(s: &BatchSample, limits: &Limits) -> bool {
 /// `Limits::queueing_cut` times what each would have taken alone, with at least two in flight. Gives the
 /// queueing and the writes in flight when it does.
 fn queueing(s: &BatchSample, limits: &Limits) -> Option<(f64, f64)> {
-    match (s.queueing, s.writes_in_flight) {
-        (Some(q), Some(n)) if q >= limits.queueing_cut && n >= 2.0 => Some((q, n)),
-        _ => None,
-    }
+    queue_met(s).filter(|&(q, n)| q >= limits.queueing_cut && n >= 2.0)
+}
+
+/// What a setting's writes met at the node: their queueing and the writes in flight, counted within the setting's
+/// concurrency (a write meets at least itself and at most the setting's slots). `None` when either is not
+/// measured.
+fn queue_met(s: &BatchSample) -> Option<(f64, f64)> {
+    let (q, n) = (s.queueing?, s.writes_in_flight?);
+    (q > 0.0).then(|| (q, n.clamp(1.0, f64::from(s.concurrency.max(1)))))
 }
 
 /// The writes the node serves at once, as a setting's writes met it: a write that met n writes in flight (itself
@@ -149,10 +154,8 @@ fn round_within_lag(
 ) -> Option<f64> {
     let service = service?;
     let round = current.round_rows?;
-    let served = match (current.writes_in_flight, current.queueing) {
-        (Some(n), Some(q)) if q > 0.0 => served_at_once(n, q),
-        _ => return None,
-    };
+    let (q, in_flight) = queue_met(current)?;
+    let served = served_at_once(in_flight, q);
     if current.mean_rows <= 0.0 {
         return None;
     }
@@ -363,7 +366,6 @@ fn probe(
         // node (the fit's noise) would otherwise aim at 3 and leave a worker idle whenever both of its writes
         // finish together.
         let c_now = u64::from(settings.concurrency);
-        let in_flight = in_flight.clamp(1.0, f64::from(settings.concurrency));
         let workers = in_flight / q;
         let wanted = (2.0 * served_at_once(in_flight, q)) as u64;
         let c = step_toward(c_now, wanted, ratio).min(c_now - 1).max(1) as u32;
